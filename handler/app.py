@@ -1,0 +1,248 @@
+"""The FastAPI app: the routes of the contract (../shared/api.md) and its one error table.
+
+`app` is the ASGI app (uvicorn, the native streaming runtime, Lambda Web Adapter); `handler` is
+the buffered Mangum handler for plain invokes and `sam local invoke`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from mangum import Mangum
+from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
+
+from handler.credentials import Credentials, CredentialStore, CredentialsUnavailable
+from handler.errors import RelayError, error_payload
+from handler.models import chat_upstream_params, completions_upstream_params, parse_json_object
+from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, close_response
+from handler.requestlog import RequestLogMiddleware, request_log
+from handler.settings import Settings
+from handler.sse import PassthroughWire, SseWire, TextWire
+from handler.streaming import start_stream
+
+log = logging.getLogger("relay")
+STATIC_DIR = Path(__file__).parent / "static"
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' https: http://127.0.0.1:* http://localhost:*; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
+DEADLINE_MARGIN_S = 1.0
+
+
+class RelayState:
+    """Per-process parts shared by every request: settings, the secret cache, the client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.credentials = CredentialStore(settings)
+        self.upstream = Upstream(settings, self.credentials)
+
+
+def relay_state(request: Request) -> RelayState:
+    return request.app.state.relay
+
+
+def authorized_credentials(
+    request: Request, state: Annotated[RelayState, Depends(relay_state)]
+) -> Credentials:
+    """The credentials, once the caller's bearer token (when tokens are configured) checks out."""
+    try:
+        creds = state.credentials.get()
+    except CredentialsUnavailable as exc:
+        log.error("credentials unavailable: %s", exc.reason)
+        raise
+    if not creds.accepts(request.headers.get("authorization")):
+        raise RelayError(401, "unauthorized", "a valid bearer token is required")
+    return creds
+
+
+async def json_body(
+    request: Request, state: Annotated[RelayState, Depends(relay_state)]
+) -> dict[str, Any]:
+    """The request body as a JSON object, within `MAX_BODY_BYTES`."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise RelayError(415, "unsupported_media_type", "send the body as application/json")
+    limit = state.settings.max_body_bytes
+    too_large = RelayError(413, "body_too_large", f"the body is over {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise too_large
+    return parse_json_object(bytes(body))
+
+
+Authorized = Annotated[Credentials, Depends(authorized_credentials)]
+JsonBody = Annotated[dict[str, Any], Depends(json_body)]
+State = Annotated[RelayState, Depends(relay_state)]
+
+
+def _wants_sse(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+async def chat(request: Request, _: Authorized, body: JsonBody, state: State) -> Response:
+    """`POST /chat`: SSE frames for `Accept: text/event-stream`, plain text otherwise."""
+    settings = state.settings
+    params = chat_upstream_params(body, settings)
+    record = request_log(request.scope)
+    record.model = params["model"]
+    if settings.log_prompts:
+        record.prompt = params["messages"]
+    response = await state.upstream.open(params)
+    deltas = ChatDeltas(response, settings)
+    wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
+    return await _stream(wire, wire.frames(deltas), deltas, record, settings)
+
+
+async def chat_completions(
+    request: Request, _: Authorized, body: JsonBody, state: State
+) -> Response:
+    """`POST /v1/chat/completions`: OpenAI's API; streamed bytes pass through unchanged."""
+    settings = state.settings
+    params = completions_upstream_params(body, settings)
+    record = request_log(request.scope)
+    record.model = params["model"]
+    if settings.log_prompts:
+        record.prompt = params["messages"]
+    try:
+        response = await state.upstream.open(params)
+    except UpstreamRejected as exc:
+        # The caller's own mistake as judged by the upstream: OpenAI clients expect its answer.
+        record.outcome, record.error_type = "rejected", "upstream_rejected"
+        return Response(exc.upstream_body, exc.upstream_status, media_type="application/json")
+    if not params["stream"]:
+        try:
+            content = await response.aread()
+        finally:
+            await close_response(response)
+        return Response(content, media_type="application/json")
+    chunks = PassthroughBytes(response, settings)
+    return await _stream(
+        PASSTHROUGH_WIRE, PASSTHROUGH_WIRE.frames(chunks), chunks, record, settings
+    )
+
+
+async def _stream(wire, frames, source, record, settings: Settings) -> Response:
+    return await start_stream(
+        frames=frames,
+        source=source,
+        wire=wire,
+        record=record,
+        timeout_s=settings.upstream_timeout_s,
+        ping_interval_s=settings.ping_interval_s,
+        deadline_margin_s=DEADLINE_MARGIN_S,
+    )
+
+
+async def healthz() -> dict[str, str]:
+    """Liveness: touches neither the secret nor the upstream."""
+    return {"status": "ok"}
+
+
+async def page() -> Response:
+    """The demo chat page, same origin as the API, under a strict Content-Security-Policy."""
+    html = (STATIC_DIR / "index.html").read_bytes()
+    return Response(
+        html,
+        media_type="text/html; charset=utf-8",
+        headers={"content-security-policy": PAGE_CSP, "x-content-type-options": "nosniff"},
+    )
+
+
+# The one table from failures to HTTP responses.
+def _error_response(request: Request, error: RelayError) -> JSONResponse:
+    record = request.scope.get("state", {}).get("request_log")
+    if record is not None:
+        record.outcome, record.error_type = error.outcome, error.type
+    openai_style = request.url.path.startswith("/v1/")
+    return JSONResponse(error_payload(error, openai_style), error.status, headers=error.headers)
+
+
+async def _relay_error(request: Request, exc: RelayError) -> JSONResponse:
+    return _error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    kinds = {404: "not_found", 405: "method_not_allowed"}
+    kind = kinds.get(exc.status_code, "http_error")
+    message = {404: "no such route", 405: "method not allowed on this route"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    return _error_response(request, RelayError(exc.status_code, kind, message, headers=exc.headers))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error_response(request, RelayError(422, "invalid_request", "invalid request"))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    error = RelayError(500, "internal_error", "the relay failed unexpectedly", outcome="error")
+    return _error_response(request, error)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; tests pass their own `Settings`, Lambda and `make dev` use the environment."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Streaming chat relay",
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers={
+            RelayError: _relay_error,
+            HTTPException: _http_error,
+            RequestValidationError: _validation_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.relay = RelayState(settings)
+    app.add_api_route("/chat", chat, methods=["POST"])
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if settings.cors_origins and not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        # Local server only: on Lambda the function URL's own CORS settings apply.
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+            expose_headers=["x-request-id"],
+        )
+    app.add_middleware(RequestLogMiddleware)
+    return app
+
+
+def _configure_logging() -> None:
+    # The SDKs' debug logs may carry request options; keep them out of the function's logs.
+    for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "botocore", "boto3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    relay = logging.getLogger("relay")
+    if relay.level == logging.NOTSET:
+        relay.setLevel(logging.INFO)
+    if not logging.getLogger().handlers and not relay.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        relay.addHandler(handler)
+
+
+_configure_logging()
+app = create_app()
+handler = Mangum(app, lifespan="off")

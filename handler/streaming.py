@@ -1,0 +1,200 @@
+"""The streaming response: pings before the first token, client disconnects, deadlines.
+
+`start_stream` waits briefly for the first frame so that early failures still get a proper HTTP
+status; `RelayStreamResponse` then writes every frame the moment it exists and ends the stream
+with exactly one terminal frame. All of this lives here, not in the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.responses import Response
+
+from handler.errors import RelayError, upstream_timeout
+from handler.relay import close_response
+from handler.requestlog import RequestLog
+from handler.sse import WireFormat
+
+_END = object()
+
+
+class StreamFailed(Exception):
+    """Raised to abort a transfer that has no in-band error signal (plain text)."""
+
+
+async def start_stream(
+    *,
+    frames: AsyncIterator[bytes],
+    source: Any,
+    wire: WireFormat,
+    record: RequestLog,
+    timeout_s: float,
+    ping_interval_s: float,
+    deadline_margin_s: float,
+) -> RelayStreamResponse:
+    """Open the upstream and wait for the first frame, up to the first ping (or the timeout when
+    the format cannot ping). Failures in that window raise `RelayError` for an HTTP status."""
+    started = time.monotonic()
+    first = asyncio.ensure_future(anext(frames, _END))
+    wait_s = min(ping_interval_s, timeout_s) if wire.ping else timeout_s
+    try:
+        await asyncio.wait({first}, timeout=wait_s)
+    except BaseException:
+        first.cancel()
+        await _finish(first, source)
+        raise
+    if first.done() and first.exception() is not None:
+        await _close_source(source)
+        raise first.exception()
+    if not first.done() and not wire.ping:
+        first.cancel()
+        await _finish(first, source)
+        raise upstream_timeout(timeout_s)
+    return RelayStreamResponse(
+        first=first,
+        frames=frames,
+        source=source,
+        wire=wire,
+        record=record,
+        first_token_deadline=started + timeout_s,
+        timeout_s=timeout_s,
+        ping_interval_s=ping_interval_s,
+        deadline_margin_s=deadline_margin_s,
+    )
+
+
+async def _finish(task: asyncio.Future, source: Any) -> None:
+    try:
+        await task
+    except BaseException:
+        pass
+    await _close_source(source)
+
+
+async def _close_source(source: Any) -> None:
+    response = getattr(source, "response", None)
+    if response is not None:
+        await close_response(response)
+
+
+class RelayStreamResponse(Response):
+    """Writes frames as they come; a client hang-up closes the upstream at once."""
+
+    def __init__(
+        self,
+        *,
+        first: asyncio.Future,
+        frames: AsyncIterator[bytes],
+        source: Any,
+        wire: WireFormat,
+        record: RequestLog,
+        first_token_deadline: float,
+        timeout_s: float,
+        ping_interval_s: float,
+        deadline_margin_s: float,
+    ) -> None:
+        # No Content-Length: the body is open-ended, so the server frames it as chunked.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [(b"content-type", wire.media_type.encode())] + [
+            (name.encode(), value.encode()) for name, value in wire.headers.items()
+        ]
+        self._first = first
+        self._frames = frames
+        self._source = source
+        self._wire = wire
+        self._record = record
+        self._first_token_deadline = first_token_deadline
+        self._timeout_s = timeout_s
+        self._ping_interval_s = ping_interval_s
+        self._deadline_margin_s = deadline_margin_s
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        record = self._record
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        body = asyncio.ensure_future(self._write_frames(send))
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        failure: RelayError | None = None
+        try:
+            done, _ = await asyncio.wait(
+                {body, watcher},
+                timeout=_time_left(scope, self._deadline_margin_s),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if body in done:
+                failure = body.result()
+            elif watcher in done:
+                record.outcome = "client_disconnected"
+                body.cancel()
+            else:
+                # The invocation's deadline is near: end cleanly before Lambda cuts us off.
+                body.cancel()
+                failure = upstream_timeout(self._timeout_s)
+                failure.message = "the answer was cut short by the function's time limit"
+        finally:
+            watcher.cancel()
+            if not body.done():
+                body.cancel()
+            await _finish(body, self._source)
+            if not self._first.done():
+                self._first.cancel()
+            record.chunks = getattr(self._source, "deltas", 0)
+            record.usage = getattr(self._source, "usage", None)
+            record.model = getattr(self._source, "model", None) or record.model
+        if record.outcome == "client_disconnected":
+            return
+        if failure is not None:
+            record.outcome = failure.outcome
+            record.error_type = failure.type
+            ending = self._wire.error_frame(failure)
+            if ending is None:
+                raise StreamFailed(failure.type)
+            await send({"type": "http.response.body", "body": ending, "more_body": False})
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write_frames(self, send: Callable[[dict], Awaitable[None]]) -> RelayError | None:
+        """Every frame as its own body message; returns the failure that ended the stream."""
+        try:
+            first = await self._wait_for_first_frame(send)
+            if first is _END:
+                return None
+            self._record.mark_first_token()
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for frame in self._frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except RelayError as exc:
+            return exc
+        return None
+
+    async def _wait_for_first_frame(self, send: Callable) -> Any:
+        first = self._first
+        while not first.done():
+            left = self._first_token_deadline - time.monotonic()
+            if left <= 0:
+                first.cancel()
+                raise upstream_timeout(self._timeout_s)
+            await asyncio.wait({first}, timeout=min(self._ping_interval_s, left))
+            if not first.done() and self._first_token_deadline > time.monotonic():
+                await send(
+                    {"type": "http.response.body", "body": self._wire.ping, "more_body": True}
+                )
+        return first.result()
+
+
+async def _wait_for_disconnect(receive: Callable) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _time_left(scope: dict, margin_s: float) -> float | None:
+    """Seconds until the Lambda invocation must end, less a margin; None off Lambda."""
+    context = scope.get("aws.context")
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return max(remaining() / 1000 - margin_s, 0.0)

@@ -1,0 +1,100 @@
+"""Shared fixtures: the fake OpenAI upstream, moto's Secrets Manager server, the relay on uvicorn.
+
+Everything runs on loopback; nothing here reaches AWS or OpenAI.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Hermetic: a developer's own keys or relay settings must not leak into the tests.
+for _name in list(os.environ):
+    if _name.startswith(("OPENAI_", "AWS_")) or _name in {
+        "CLIENT_TOKENS",
+        "ALLOWED_MODELS",
+        "DEFAULT_MODEL",
+        "SYSTEM_PROMPT",
+        "LOG_PROMPTS",
+        "MAX_TOKENS_CAP",
+        "MAX_PROMPT_CHARS",
+        "MAX_BODY_BYTES",
+        "CORS_ORIGINS",
+    }:
+        del os.environ[_name]
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+)
+
+from handler.settings import Settings  # noqa: E402
+from tests.fakes.openai_upstream import FakeOpenAI  # noqa: E402
+from tests.fakes.relay_server import RelayServer  # noqa: E402
+
+TEST_KEY = "sk-test-relay-key-0123456789abcdefABCDEF"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's standalone server as the local Secrets Manager (the same one `make dev` uses)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    yield endpoint
+    server.stop()
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+@pytest.fixture
+def secrets(moto_endpoint):
+    """A boto3 Secrets Manager client on moto; secrets it creates are deleted after the test."""
+    import boto3
+
+    client = boto3.client("secretsmanager", endpoint_url=moto_endpoint, region_name="us-east-1")
+    created: list[str] = []
+    original = client.create_secret
+
+    def create_secret(**kwargs):
+        created.append(kwargs["Name"])
+        return original(**kwargs)
+
+    client.create_secret = create_secret
+    yield client
+    for name in created:
+        client.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+
+
+@pytest.fixture
+def upstream():
+    server = FakeOpenAI().run()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_relay(upstream):
+    """Start a relay on uvicorn with these settings (default: the fake upstream, a test key)."""
+    started: list[RelayServer] = []
+
+    def start(**overrides) -> RelayServer:
+        values = {"openai_api_key": TEST_KEY, "openai_base_url": upstream.base_url}
+        values.update(overrides)
+        server = RelayServer(Settings(_env_file=None, **values)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def relay(make_relay):
+    return make_relay()
