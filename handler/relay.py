@@ -159,6 +159,8 @@ class ChatDeltas:
         self.finish_reason: str | None = None
         self.usage: dict | None = None
         self.deltas = 0
+        # The completion text, kept only for the request log when LOG_PROMPTS=true.
+        self.transcript: list[str] | None = [] if settings.log_prompts else None
 
     async def __aiter__(self) -> AsyncIterator[list[str]]:
         pending = b""
@@ -179,6 +181,8 @@ class ChatDeltas:
                         data = []
                 if batch:
                     self.deltas += len(batch)
+                    if self.transcript is not None:
+                        self.transcript.extend(batch)
                     yield batch
         except Exception as exc:
             raise _stream_failure(exc, self._settings) from None

@@ -50,7 +50,7 @@ async def start_stream(
     if first.done() and first.exception() is not None:
         await _close_source(source)
         raise first.exception()
-    if not first.done() and not wire.ping:
+    if not first.done() and wait_s >= timeout_s:
         first.cancel()
         await _finish(first, source)
         raise upstream_timeout(timeout_s)
@@ -145,6 +145,9 @@ class RelayStreamResponse(Response):
             record.chunks = getattr(self._source, "deltas", 0)
             record.usage = getattr(self._source, "usage", None)
             record.model = getattr(self._source, "model", None) or record.model
+            transcript = getattr(self._source, "transcript", None)
+            if transcript is not None:
+                record.completion = "".join(transcript)
         if record.outcome == "client_disconnected":
             return
         if failure is not None:

@@ -5,7 +5,9 @@ Everything runs on loopback; nothing here reaches AWS or OpenAI.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 
 import pytest
 
@@ -35,6 +37,19 @@ from tests.fakes.openai_upstream import FakeOpenAI  # noqa: E402
 from tests.fakes.relay_server import RelayServer  # noqa: E402
 
 TEST_KEY = "sk-test-relay-key-0123456789abcdefABCDEF"
+# Every OpenAI key and client token the tests use matches this; no log line may.
+SENSITIVE = re.compile(r"sk-[A-Za-z0-9_-]{12,}|client-token|second-token-xyz")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log_line(caplog):
+    """Whatever a test does, no captured log line carries a key or a client token."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        match = SENSITIVE.search(text)
+        assert match is None, f"{record.name} logged a secret: {text!r}"
 
 
 @pytest.fixture(scope="session")

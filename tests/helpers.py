@@ -1,0 +1,59 @@
+"""Client-side helpers of the tests: read a streamed response with arrival times, parse SSE."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+
+SSE = {"accept": "text/event-stream"}
+
+
+@dataclass
+class Streamed:
+    status: int
+    headers: httpx.Headers
+    chunks: list[tuple[float, bytes]]  # (seconds since the request was sent, raw bytes)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(chunk for _, chunk in self.chunks)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def events(self) -> list[tuple[str, object]]:
+        return parse_sse(self.text)
+
+
+def stream(url: str, json_body: object = None, headers: dict | None = None, **kw) -> Streamed:
+    """POST and record every piece of the body as it arrives."""
+    started = time.monotonic()
+    with httpx.stream("POST", url, json=json_body, headers=headers, timeout=30, **kw) as response:
+        chunks = [(time.monotonic() - started, piece) for piece in response.iter_raw()]
+        return Streamed(response.status_code, response.headers, chunks)
+
+
+def parse_sse(text: str) -> list[tuple[str, object]]:
+    """Events as (name, data): `message` with parsed JSON data, `comment` for `: ...` lines."""
+    events: list[tuple[str, object]] = []
+    assert text == "" or text.endswith("\n\n"), f"stream does not end with a blank line: {text!r}"
+    for block in text.split("\n\n")[:-1]:
+        name, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                events.append(("comment", line[1:].strip()))
+            elif line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+        if data:
+            events.append((name, json.loads("\n".join(data))))
+    return events
+
+
+def deltas_text(events: list[tuple[str, object]]) -> str:
+    return "".join(data["delta"] for name, data in events if name == "message")

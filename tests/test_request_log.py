@@ -1,0 +1,61 @@
+"""One structured JSON line per request, with the outcome; no prompt or completion text unless
+LOG_PROMPTS=true."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from tests.fakes.openai_upstream import Script
+from tests.helpers import SSE, stream
+
+PROMPT = "my secret plans for the weekend"
+
+
+def request_lines(caplog) -> list[dict]:
+    time.sleep(0.05)  # the line is written when the response has fully ended
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "relay.request"]
+
+
+def test_one_line_per_request_with_the_facts(upstream, relay, caplog):
+    upstream.enqueue(Script(tokens=["a", "b", "c"]))
+    response = stream(f"{relay.url}/chat", {"prompt": PROMPT}, SSE)
+    [line] = request_lines(caplog)
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert line["route"] == "POST /chat"
+    assert line["model"] == "gpt-4o-mini"
+    assert line["status"] == 200
+    assert line["outcome"] == "ok"
+    assert line["chunks"] == 3
+    assert line["usage"]["completion_tokens"] == 3
+    assert 0 < line["ttft_ms"] <= line["duration_ms"]
+    assert PROMPT not in json.dumps(line)
+
+
+def test_outcomes_of_failures(upstream, make_relay, caplog):
+    relay = make_relay(upstream_timeout_s=0.3, ping_interval_s=0.1)
+    httpx.post(f"{relay.url}/chat", json={"prompt": ""})
+    upstream.enqueue(Script(status=500))
+    httpx.post(f"{relay.url}/chat", json={"prompt": "x"}, headers=SSE)
+    upstream.enqueue(Script(first_delay_s=2))
+    stream(f"{relay.url}/chat", {"prompt": "x"}, SSE)
+    upstream.enqueue(Script(tokens=["a", "b", "c"], die_after=1))
+    stream(f"{relay.url}/chat", {"prompt": "x"}, SSE)
+    outcomes = [(line["outcome"], line["status"]) for line in request_lines(caplog)]
+    assert outcomes == [
+        ("rejected", 422),
+        ("upstream_error", 502),
+        ("upstream_timeout", 200),
+        ("upstream_error", 200),
+    ]
+
+
+def test_prompts_and_completions_are_logged_only_when_configured(upstream, make_relay, caplog):
+    relay = make_relay(log_prompts=True)
+    upstream.enqueue(Script(tokens=["the ", "answer"]))
+    stream(f"{relay.url}/chat", {"prompt": PROMPT}, SSE)
+    [line] = request_lines(caplog)
+    assert line["prompt"][-1] == {"role": "user", "content": PROMPT}
+    assert line["completion"] == "the answer"

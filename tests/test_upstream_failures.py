@@ -1,0 +1,124 @@
+"""Upstream failures become the contract's errors: before the stream as HTTP statuses, after
+its first byte as the terminal `event: error` (SSE) or an aborted transfer (plain text)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.fakes.openai_upstream import Script
+from tests.helpers import SSE, deltas_text, stream
+
+
+def test_rate_limit_passes_retry_after_on(upstream, relay):
+    upstream.enqueue(Script(status=429, headers={"Retry-After": "7"}))
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["error"]["type"] == "upstream_rate_limited"
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_upstream_server_error_is_a_502(upstream, relay, status):
+    upstream.enqueue(Script(status=status))
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
+    assert response.status_code == 502
+    assert response.json()["error"]["type"] == "upstream_error"
+    assert len(upstream.requests) == 1  # no silent retries: the caller decides
+
+
+def test_unreachable_upstream_is_a_502(make_relay):
+    relay = make_relay(openai_base_url="http://127.0.0.1:9/v1")
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"})
+    assert response.status_code == 502
+    assert response.json()["error"]["type"] == "upstream_error"
+
+
+def test_no_first_token_in_time_before_headers_is_a_504(upstream, make_relay):
+    relay = make_relay(upstream_timeout_s=0.5, ping_interval_s=5)
+    upstream.enqueue(Script(first_delay_s=3))
+    started = time.monotonic()
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "upstream_timeout"
+    assert time.monotonic() - started < 2
+
+
+def test_plain_text_timeout_is_a_504(upstream, make_relay):
+    relay = make_relay(upstream_timeout_s=0.5, ping_interval_s=0.1)
+    upstream.enqueue(Script(first_delay_s=3))
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"})
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "upstream_timeout"
+
+
+def test_pings_while_waiting_then_timeout_event(upstream, make_relay):
+    relay = make_relay(upstream_timeout_s=1.0, ping_interval_s=0.2)
+    upstream.enqueue(Script(first_delay_s=5))
+    response = stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE)
+    assert response.status == 200
+    events = response.events()
+    pings = [e for e in events if e == ("comment", "ping")]
+    assert 3 <= len(pings) <= 5
+    assert events[-1] == (
+        "error",
+        {"error": {"type": "upstream_timeout", "message": "the model sent no token within 1 s"}},
+    )
+    assert upstream.last.hung_up.wait(1)  # and the upstream request was given up
+
+
+def test_pings_then_tokens(upstream, make_relay):
+    relay = make_relay(upstream_timeout_s=5, ping_interval_s=0.2)
+    upstream.enqueue(Script(tokens=["late ", "answer"], first_delay_s=0.7))
+    events = stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).events()
+    assert events[0] == ("comment", "ping")
+    assert deltas_text(events) == "late answer"
+    assert events[-1][0] == "done"
+
+
+def test_upstream_dying_mid_stream_ends_sse_with_an_error_event(upstream, relay):
+    upstream.enqueue(Script(tokens=["a", "b", "c", "d", "e"], delay_s=0.02, die_after=3))
+    response = stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE)
+    events = response.events()
+    assert deltas_text(events) == "abc"
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["type"] == "upstream_error"
+    assert [name for name, _ in events].count("done") == 0
+
+
+def test_upstream_dying_mid_stream_aborts_plain_text(upstream, relay):
+    upstream.enqueue(Script(tokens=["a", "b", "c", "d", "e"], delay_s=0.02, die_after=3))
+    received = b""
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{relay.url}/chat", json={"prompt": "hi"}) as response,
+    ):
+        for piece in response.iter_raw():
+            received += piece
+    assert received == b"abc"
+
+
+def test_upstream_dying_mid_stream_on_passthrough_sends_an_openai_error(upstream, relay):
+    upstream.enqueue(Script(tokens=["a", "b", "c"], delay_s=0.02, die_after=2))
+    body = {"messages": [{"role": "user", "content": "x"}], "stream": True}
+    response = stream(f"{relay.url}/v1/chat/completions", body)
+    assert response.status == 200
+    assert response.text.rstrip().endswith('"type":"upstream_error","param":null,"code":null}}')
+    assert "[DONE]" not in response.text
+
+
+def test_client_disconnect_closes_the_upstream_quickly(upstream, relay, caplog):
+    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.05))
+    with httpx.stream("POST", f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE) as r:
+        for seen, _ in enumerate(r.iter_raw(), start=1):
+            if seen == 3:
+                break
+        left_at = time.monotonic()
+    assert upstream.last.hung_up.wait(2)
+    assert upstream.last.hung_up_at - left_at < 0.2
+    assert upstream.last.tokens_sent < 20
+    time.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "relay.request"]
+    assert '"outcome":"client_disconnected"' in lines[-1]
