@@ -1,0 +1,92 @@
+"""`make dev`: the relay on http://127.0.0.1:8000 with a local Secrets Manager and, without an
+OpenAI key, the offline demo upstream. No AWS account and no OpenAI key needed.
+
+The key is stored in moto's standalone server and the app reads it through boto3, exactly as on
+Lambda. Ctrl-C stops everything: all parts run in this one process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+LOCAL_SECRET_ID = "local/openai"
+DEMO_KEY = "sk-local-demo"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_secrets_manager(api_key: str) -> str:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access lines
+
+    port = _free_port()
+    ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="local",
+        AWS_SECRET_ACCESS_KEY="local",
+        AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+    import boto3
+
+    boto3.client("secretsmanager").create_secret(Name=LOCAL_SECRET_ID, SecretString=api_key)
+    return endpoint
+
+
+def _start_demo_upstream() -> str:
+    from infra.demo_upstream import OpenAICompatibleServer, ThreadedUpstream, demo_script
+
+    return ThreadedUpstream(OpenAICompatibleServer(default=demo_script())).start().base_url
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "8000"))
+    real_key = os.environ.pop("OPENAI_API_KEY", None)
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]  # never touch a real AWS account from the local stack
+
+    endpoint = _start_secrets_manager(real_key or DEMO_KEY)
+    os.environ["OPENAI_SECRET_ID"] = LOCAL_SECRET_ID
+    if real_key:
+        upstream = os.environ.get("OPENAI_BASE_URL", "OpenAI (api.openai.com)")
+        mode = "OpenAI with your OPENAI_API_KEY"
+    else:
+        upstream = os.environ["OPENAI_BASE_URL"] = _start_demo_upstream()
+        mode = "OFFLINE DEMO upstream (canned answer; set OPENAI_API_KEY to use OpenAI)"
+
+    url = f"http://127.0.0.1:{port}"
+    print(
+        f"""
+  Streaming chat relay, local stack
+  ---------------------------------
+  relay            {url}   (chat page: {url}/)
+  model            {mode}
+  upstream         {upstream}
+  secrets manager  {endpoint} (moto), secret '{LOCAL_SECRET_ID}'
+
+  Try it:
+    curl -N {url}/chat -H 'content-type: application/json' -d '{{"prompt": "Tell me a joke!"}}'
+    curl -N {url}/chat -H 'content-type: application/json' \\
+         -H 'accept: text/event-stream' -d '{{"prompt": "Tell me a joke!"}}'
+
+  Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+    import uvicorn
+
+    uvicorn.run("handler.app:app", host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
