@@ -1,0 +1,67 @@
+"""Micro-benchmark of the per-chunk parse-and-frame cost: the SDK's pydantic models vs orjson.
+
+Run: `.venv/bin/python -m bench.chunk_parse`. It decided how handler/relay.py reads the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import orjson
+from openai._models import construct_type
+from openai.types.chat import ChatCompletionChunk
+
+from handler.sse import sse_delta_frames
+
+EVENT = orjson.dumps(
+    {
+        "id": "chatcmpl-demo",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "gpt-4o-mini",
+        "system_fingerprint": "fp_x",
+        "choices": [
+            {"index": 0, "delta": {"content": " hello"}, "logprobs": None, "finish_reason": None}
+        ],
+    }
+)
+
+
+def sdk_stream_model(line: bytes) -> bytes:
+    """What the SDK's AsyncStream does per event: json.loads, then construct the model."""
+    chunk = construct_type(type_=ChatCompletionChunk, value=json.loads(line))
+    return b"data: " + json.dumps({"delta": chunk.choices[0].delta.content}).encode() + b"\n\n"
+
+
+def pydantic_validate(line: bytes) -> bytes:
+    chunk = ChatCompletionChunk.model_validate_json(line)
+    return b"data: " + json.dumps({"delta": chunk.choices[0].delta.content}).encode() + b"\n\n"
+
+
+def orjson_frame(line: bytes) -> bytes:
+    """What handler/relay.py + handler/sse.py do."""
+    content = orjson.loads(line)["choices"][0]["delta"]["content"]
+    return sse_delta_frames([content])
+
+
+def microseconds_per_chunk(parse, repeat: int) -> float:
+    started = time.perf_counter()
+    for _ in range(repeat):
+        parse(EVENT)
+    return (time.perf_counter() - started) / repeat * 1e6
+
+
+def main(repeat: int = 100_000) -> dict[str, float]:
+    results = {
+        "sdk_stream_model_us": microseconds_per_chunk(sdk_stream_model, repeat // 10),
+        "pydantic_validate_json_us": microseconds_per_chunk(pydantic_validate, repeat),
+        "orjson_and_frame_us": microseconds_per_chunk(orjson_frame, repeat),
+    }
+    for name, value in results.items():
+        print(f"{name:28s} {value:8.2f} µs/chunk")
+    return results
+
+
+if __name__ == "__main__":
+    main()
