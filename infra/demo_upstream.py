@@ -57,6 +57,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict
+    peer: tuple = ()  # the client's address: the same one again means a reused connection
     received_at: float = field(default_factory=time.monotonic)
     tokens_sent: int = 0
     first_token_at: float | None = None
@@ -124,7 +125,7 @@ class OpenAICompatibleServer:
             headers[name.strip().lower()] = value.strip()
         raw = await reader.readexactly(int(headers.get("content-length", "0")))
         body = json.loads(raw) if raw else {}
-        record = RecordedRequest(method, path, headers, body)
+        record = RecordedRequest(method, path, headers, body, writer.get_extra_info("peername"))
         self.requests.append(record)
 
         if method == "GET" and path.rstrip("/").endswith("/models"):

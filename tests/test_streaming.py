@@ -71,6 +71,12 @@ def test_tokens_arrive_while_the_upstream_is_still_sending(upstream, relay, acce
     assert times[-1] - times[0] >= 0.35
 
 
+def test_one_upstream_connection_is_reused_across_requests(upstream, relay):
+    for mode in (SSE, {"accept": "text/plain"}, SSE):
+        assert stream(f"{relay.url}/chat", {"prompt": "hi"}, mode).status == 200
+    assert len({r.peer for r in upstream.requests}) == 1
+
+
 def test_multi_turn_messages_reach_the_upstream_after_the_system_prompt(upstream, make_relay):
     relay = make_relay(system_prompt="Be brief.")
     messages = [
