@@ -24,7 +24,15 @@ dev: $(STAMP) ## run the relay locally: moto Secrets Manager, demo upstream (no 
 test: $(STAMP) ## run every test and check
 	$(PY) -m pytest -q tests
 
+BENCH_DEPS := .venv-bench/.installed
+$(BENCH_DEPS): bench/requirements-standard.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade --target .venv-bench -r $<
+	@touch $@
+
+bench: $(STAMP) $(BENCH_DEPS) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps dev test lint
+.PHONY: help deps dev test lint bench

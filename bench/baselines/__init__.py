@@ -1,0 +1,1 @@
+"""Designs the relay is measured against; each is written the way a user would start."""

@@ -1,0 +1,316 @@
+"""The load client: raw asyncio HTTP/1.1 with every read timestamped, in a process of its own.
+
+`python -m bench.client` reads one job per line (JSON) on stdin and answers each with one JSON
+line on stdout, so the orchestrator's own work never competes with the timing. It speaks only
+what the contenders send back (chunked or Content-Length bodies) and checks every answer's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.scenario import FIRST_TOKEN, expected_text
+
+now = time.perf_counter
+
+
+@dataclass
+class Target:
+    """Where one contender listens and how to ask it for a completion."""
+
+    host: str
+    port: int
+    path: str
+    wire: str  # "openai" (upstream SSE), "sse" (the relay's frames) or "text"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request(self, prompt: str) -> bytes:
+        if self.wire == "openai":
+            body: dict[str, Any] = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": prompt}],
+                "stream": True,
+            }
+        else:
+            body = {"prompt": prompt}
+        payload = json.dumps(body).encode()
+        head = [
+            f"POST {self.path} HTTP/1.1",
+            f"host: {self.host}:{self.port}",
+            "content-type: application/json",
+            f"content-length: {len(payload)}",
+            *(f"{name}: {value}" for name, value in self.headers.items()),
+        ]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+class Exchange:
+    """One response as it arrives: head, de-chunked body, arrival time of each read."""
+
+    def __init__(self, sent_at: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.sent_at = sent_at
+        self.done = loop.create_future()
+        self.status = 0
+        self.keep_alive = True
+        self.first_token_at: float | None = None
+        self.arrivals: list[float] = []  # reads that carried body bytes, after the first token
+        self.body = bytearray()
+        self._raw = bytearray()
+        self._pos = 0
+        self._head_done = False
+        self._chunked = False
+        self._length: int | None = None
+        self._chunk_left = -1  # -1: expecting a size line
+        self.http_chunks = 0
+
+    def feed(self, data: bytes, at: float) -> None:
+        self._raw += data
+        before = len(self.body)
+        if not self._head_done and not self._parse_head():
+            return
+        if self._chunked:
+            self._parse_chunks()
+        else:
+            self.body += self._raw[self._pos :]
+            self._pos = len(self._raw)
+            if self._length is not None and len(self.body) >= self._length:
+                self._finish()
+        if len(self.body) > before:
+            if self.first_token_at is None:
+                window = self.body[max(0, before - len(FIRST_TOKEN)) :]
+                if FIRST_TOKEN in window:
+                    self.first_token_at = at
+                    self.arrivals.append(at)
+            else:
+                self.arrivals.append(at)
+        if self._pos > 1 << 16:
+            del self._raw[: self._pos]
+            self._pos = 0
+
+    def _parse_head(self) -> bool:
+        end = self._raw.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        lines = bytes(self._raw[:end]).decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split(" ", 2)[1])
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "transfer-encoding" and "chunked" in value:
+                self._chunked = True
+            elif name == "content-length":
+                self._length = int(value)
+            elif name == "connection" and value == "close":
+                self.keep_alive = False
+        self._pos = end + 4
+        self._head_done = True
+        if self._length == 0:
+            self._finish()
+        return True
+
+    def _parse_chunks(self) -> None:
+        raw, pos = self._raw, self._pos
+        while not self.done.done():
+            if self._chunk_left < 0:
+                eol = raw.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                size = int(bytes(raw[pos:eol]).split(b";")[0], 16)
+                if size == 0:
+                    if raw.find(b"\r\n", eol + 2) < 0:  # the blank line after (no trailers)
+                        break
+                    pos = eol + 4
+                    self._finish()
+                    break
+                self._chunk_left, pos = size, eol + 2
+            if len(raw) < pos + self._chunk_left + 2:
+                break
+            self.body += raw[pos : pos + self._chunk_left]
+            self.http_chunks += 1
+            pos += self._chunk_left + 2
+            self._chunk_left = -1
+        self._pos = pos
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(now())
+
+    def fail(self, reason: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(reason))
+
+
+class Connection(asyncio.Protocol):
+    """A keep-alive connection that runs one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.feed(data, now())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.exchange is not None:
+            if (
+                self.exchange._head_done
+                and not self.exchange._chunked
+                and not self.exchange._length
+            ):
+                self.exchange._finish()  # a body delimited by the connection's end
+            self.exchange.fail("connection closed mid-response")
+
+    def send(self, request: bytes) -> Exchange:
+        self.exchange = Exchange(now(), asyncio.get_running_loop())
+        self.transport.write(request)
+        return self.exchange
+
+
+async def connect(target: Target) -> Connection:
+    loop = asyncio.get_running_loop()
+    _, connection = await loop.create_connection(Connection, target.host, target.port)
+    return connection
+
+
+def text_of(body: bytes, wire: str) -> tuple[str, bool]:
+    """The generated text in a response body, and whether the stream ended as its format says."""
+    if wire == "text":
+        return body.decode("utf-8", "replace"), True
+    text: list[str] = []
+    ended = False
+    for block in body.decode("utf-8", "replace").split("\n\n"):
+        event, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if not data:
+            continue
+        payload = "\n".join(data)
+        if wire == "openai":
+            if payload == "[DONE]":
+                ended = True
+                continue
+            for choice in json.loads(payload).get("choices") or []:
+                text.append((choice.get("delta") or {}).get("content") or "")
+        elif event == "done":
+            ended = True
+        elif event == "message":
+            text.append(json.loads(payload)["delta"])
+    return "".join(text), ended
+
+
+def verify(exchange: Exchange, wire: str, token_count: int) -> str | None:
+    """None when the answer is complete and in order; otherwise what is wrong with it."""
+    if exchange.status != 200:
+        return f"HTTP {exchange.status}: {bytes(exchange.body[:200])!r}"
+    try:
+        text, ended = text_of(bytes(exchange.body), wire)
+    except (ValueError, KeyError) as exc:
+        return f"unparsable body: {exc}"
+    expected = expected_text(token_count)
+    if text != expected:
+        return f"text differs ({len(text)} chars instead of {len(expected)})"
+    if not ended:
+        return "no terminal event"
+    return None
+
+
+def largest_gap(arrivals: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
+
+
+async def sequential(target: Target, prompt: str, tokens: int, count: int) -> dict:
+    """`count` requests one after another on a keep-alive connection: time to first token each."""
+    request = target.request(prompt)
+    connection = await connect(target)
+    ttft, totals, failures, http_chunks = [], [], [], []
+    for _ in range(count):
+        if connection.closed:
+            connection = await connect(target)
+        exchange = connection.send(request)
+        finished = await asyncio.wait_for(exchange.done, 120)
+        problem = verify(exchange, target.wire, tokens)
+        if problem or exchange.first_token_at is None:
+            failures.append(problem or "no first token")
+        else:
+            ttft.append(exchange.first_token_at - exchange.sent_at)
+            totals.append(finished - exchange.sent_at)
+            http_chunks.append(exchange.http_chunks)
+        if not exchange.keep_alive:
+            connection.transport.close()
+            connection.closed = True
+    connection.transport.close()
+    return {"ttft_s": ttft, "total_s": totals, "failures": failures, "http_chunks": http_chunks}
+
+
+async def concurrent(target: Target, prompt: str, tokens: int, count: int) -> dict:
+    """`count` streams at once over connections opened beforehand: wall time, TTFT, gaps."""
+    connections: list[Connection] = []
+    for start in range(0, count, 50):  # open in batches so no accept queue overflows
+        batch = min(50, count - start)
+        connections += await asyncio.gather(*(connect(target) for _ in range(batch)))
+    request = target.request(prompt)
+    started = now()
+    exchanges = [connection.send(request) for connection in connections]
+    ends = await asyncio.wait_for(
+        asyncio.gather(*(e.done for e in exchanges), return_exceptions=True), 300
+    )
+    failures, ttft, gaps = [], [], []
+    for exchange, end in zip(exchanges, ends, strict=True):
+        problem = (
+            str(end) if isinstance(end, BaseException) else verify(exchange, target.wire, tokens)
+        )
+        if problem or exchange.first_token_at is None:
+            failures.append(problem or "no first token")
+            continue
+        ttft.append(exchange.first_token_at - exchange.sent_at)
+        gaps.append(largest_gap(exchange.arrivals))
+    finished = max((e for e in ends if isinstance(e, float)), default=now())
+    for connection in connections:
+        connection.transport.close()
+    return {
+        "wall_s": finished - started,
+        "ttft_s": ttft,
+        "max_gap_s": max(gaps, default=None),
+        "ok": len(ttft),
+        "failures": failures[:5],
+        "failed": len(failures),
+    }
+
+
+JOBS = {"sequential": sequential, "concurrent": concurrent}
+
+
+async def serve_jobs() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")
+    sys.stdout.flush()
+    while line := await reader.readline():
+        job = json.loads(line)
+        target = Target(**job.pop("target"))
+        try:
+            result = await JOBS[job.pop("job")](target, **job)
+        except Exception as exc:  # reported, not fatal: the orchestrator records the failure
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve_jobs())

@@ -1,0 +1,309 @@
+"""What a run's numbers mean: the issue's targets, the Markdown tables, and the PNG chart."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+TTFT_LIMIT_MS = 1.0
+SSE_RATE = 15_000
+SSE_OVER_BASELINE = 8.0
+PASSTHROUGH_RATE = 25_000
+CONCURRENT_WALL_RATIO = 1.25
+COLD_START_RATIO = 0.5
+
+
+def import_breakdown(lines: list[str], top: int = 10) -> list[dict]:
+    """The `top` top-level packages by import time: their modules' own times (`-X importtime`)."""
+    per_package: dict[str, int] = defaultdict(int)
+    for line in lines:
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            continue  # the header line
+        per_package[parts[2].strip().split(".")[0]] += int(parts[0])
+    ranked = sorted(per_package.items(), key=lambda item: item[1], reverse=True)
+    total = sum(per_package.values())
+    rows = [{"package": name, "ms": round(us / 1000, 1)} for name, us in ranked[:top]]
+    rows.append({"package": "(all)", "ms": round(total / 1000, 1)})
+    return rows
+
+
+def _get(results: dict, *path: str):
+    node = results.get("figures", {})
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target of issue 6 with the measured value; `met` is None when it was not measured."""
+    rows: list[dict] = []
+
+    def check(target: str, contender: str, value, limit: float, at_most: bool) -> None:
+        met = None if value is None else (value <= limit if at_most else value >= limit)
+        rows.append({"target": target, "contender": contender, "value": value, "met": met})
+
+    for name in ("relay_sse", "relay_text", "relay_v1", "native_sse", "native_text", "native_v1"):
+        added = _get(results, "ttft", "contenders", name, "added_p50_ms")
+        check("added TTFT p50 ≤ 1 ms", name, added, TTFT_LIMIT_MS, True)
+    for name in ("relay_sse", "native_sse"):
+        check("/chat SSE ≥ 15,000 chunks/s", name, _rate(results, name), SSE_RATE, False)
+    baseline = _rate(results, "baseline")
+    for name in ("relay_sse", "native_sse"):
+        rate = _rate(results, name)
+        ratio = round(rate / baseline, 2) if rate and baseline else None
+        check("/chat SSE ≥ 8x baseline", name, ratio, SSE_OVER_BASELINE, False)
+    for name in ("relay_v1", "native_v1"):
+        check("passthrough ≥ 25,000 chunks/s", name, _rate(results, name), PASSTHROUGH_RATE, False)
+    for name in ("relay_sse", "relay_text", "relay_v1"):
+        ratio = _get(results, "concurrency", "streams", "100", name, "wall_ratio_to_direct")
+        check("100 streams ≤ 1.25x direct wall", name, ratio, CONCURRENT_WALL_RATIO, True)
+    check(
+        "cold start packaged ≤ 50% of no bytecode",
+        "native",
+        _get(results, "cold_start", "ratio"),
+        COLD_START_RATIO,
+        True,
+    )
+    return rows
+
+
+def _rate(results: dict, name: str) -> float | None:
+    return _get(results, "throughput", "contenders", name, "chunks_per_s")
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def tables(results: dict) -> str:
+    contenders = results.get("contenders", {})
+    label = {name: info["label"] for name, info in contenders.items()}
+    out: list[str] = []
+    ttft = _get(results, "ttft", "contenders") or {}
+    rate = _get(results, "throughput", "contenders") or {}
+    s = results["meta"]["scale"]
+    out.append(
+        f"Time to first token ({s['ttft_requests']} sequential requests of {s['ttft_tokens']}"
+        f" tokens) and throughput (one stream of {s['bulk_tokens']:,} chunks, median of"
+        f" {s['bulk_trials']}):\n"
+    )
+    out.append(
+        _table(
+            [
+                "contender",
+                "TTFT p50 ms",
+                "p95 ms",
+                "added p50 ms",
+                "added p95 ms",
+                "chunks/s",
+                "x direct",
+                "CPU s / 1k chunks",
+            ],
+            [
+                [
+                    label.get(name, name),
+                    _fmt(ttft.get(name, {}).get("p50_ms")),
+                    _fmt(ttft.get(name, {}).get("p95_ms")),
+                    _fmt(ttft.get(name, {}).get("added_p50_ms")),
+                    _fmt(ttft.get(name, {}).get("added_p95_ms")),
+                    _fmt(rate.get(name, {}).get("chunks_per_s")),
+                    _fmt(rate.get(name, {}).get("ratio_to_direct")),
+                    _fmt(rate.get(name, {}).get("cpu_s_per_1k_chunks"), 4),
+                ]
+                for name in contenders
+            ],
+        )
+    )
+    concurrency = _get(results, "concurrency") or {}
+    for streams, figure in (concurrency.get("streams") or {}).items():
+        out.append(
+            f"\n{streams} concurrent streams of {concurrency['tokens']} chunks"
+            f" {concurrency['delay_ms']:g} ms apart (median of {concurrency['trials']}):\n"
+        )
+        out.append(
+            _table(
+                [
+                    "contender",
+                    "wall s",
+                    "x direct",
+                    "TTFT p95 ms",
+                    "largest gap ms",
+                    "lost/reordered",
+                ],
+                [
+                    [
+                        label.get(name, name),
+                        _fmt(e["wall_s"], 3),
+                        _fmt(e["wall_ratio_to_direct"]),
+                        _fmt(e["ttft_p95_ms"]),
+                        _fmt(e["max_gap_ms"], 1),
+                        f"{e['lost_or_reordered']} of"
+                        f" {e['complete_streams'] + e['lost_or_reordered']}",
+                    ]
+                    for name, e in figure.items()
+                ],
+            )
+        )
+    cold = _get(results, "cold_start") or {}
+    memory = _get(results, "memory") or {}
+    package = _get(results, "package") or {}
+    out.append("\nNative runtime: cold start, memory, package:\n")
+    rows = []
+    if "packaged" in cold:
+        for name, title in (
+            ("packaged", "packaged build (bytecode)"),
+            ("no_bytecode", "no bytecode"),
+        ):
+            rows.append(
+                [
+                    f"cold start to first byte, {title}",
+                    f"{_fmt(cold[name]['first_byte_p50_ms'], 0)} ms p50"
+                    f" ({_fmt(cold[name]['first_byte_p95_ms'], 0)} ms p95,"
+                    f" {cold['trials']} trials)",
+                ]
+            )
+        rows.append(["cold start ratio packaged / no bytecode", _fmt(cold["ratio"], 3)])
+    elif cold:
+        rows.append(["cold start", cold.get("skipped", "-")])
+    if "peak_rss_mib" in memory:
+        rows.append(
+            [
+                f"peak RSS over {memory['invocations']} invocations",
+                f"{_fmt(memory['peak_rss_mib'], 1)} MiB"
+                f" (after the first: {_fmt(memory['peak_rss_after_first_mib'], 1)} MiB)",
+            ]
+        )
+    if package:
+        rows.append(
+            [
+                f"package ({package['built_by']})",
+                f"{_fmt(package['zipped_mib'], 1)} MiB zipped, {_fmt(package['unzipped_mib'], 1)}"
+                f" MiB unzipped, {package['pyc_files']:,} .pyc",
+            ]
+        )
+    out.append(_table(["figure", "value"], rows))
+    for name in ("packaged", "no_bytecode"):
+        top = cold.get(name, {}).get("import_top")
+        if top:
+            out.append(f"\nImport time by package ({name.replace('_', ' ')}, `-X importtime`):\n")
+            out.append(_table(["package", "ms"], [[r["package"], _fmt(r["ms"], 1)] for r in top]))
+    out.append("\nTargets (issue 6):\n")
+    out.append(
+        _table(
+            ["target", "contender", "measured", "met"],
+            [
+                [
+                    t["target"],
+                    label.get(t["contender"], t["contender"]),
+                    _fmt(t["value"]),
+                    {True: "yes", False: "**no**", None: "not measured"}[t["met"]],
+                ]
+                for t in results.get("targets", [])
+            ],
+        )
+    )
+    if results["meta"].get("notes"):
+        out.append("\nNotes: " + "; ".join(results["meta"]["notes"]))
+    return "\n".join(out)
+
+
+def chart(results: dict, path: Path) -> None:
+    """Four panels of the main ratios, each against its target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = {n: i["label"] for n, i in results.get("contenders", {}).items()}
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    meta = results["meta"]
+    fig.suptitle(
+        f"Chat relay benchmark ({meta['machine']}, Python {meta['python']},"
+        f" commit {meta['commit']})"
+    )
+
+    ttft = _get(results, "ttft", "contenders") or {}
+    names = [n for n in ttft if n != "direct" and ttft[n]["added_p50_ms"] is not None]
+    ax = axes[0][0]
+    ax.barh([label.get(n, n) for n in names], [ttft[n]["added_p50_ms"] for n in names])
+    ax.axvline(TTFT_LIMIT_MS, color="red", linestyle="--", label="target ≤ 1 ms")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("added time to first token, p50 (ms, vs direct)")
+    ax.legend(loc="lower right")
+    ax.invert_yaxis()
+
+    rate = _get(results, "throughput", "contenders") or {}
+    names = list(rate)
+    ax = axes[0][1]
+    ax.barh([label.get(n, n) for n in names], [rate[n]["ratio_to_direct"] or 0 for n in names])
+    direct = (rate.get("direct") or {}).get("chunks_per_s")
+    if direct:
+        ax.axvline(SSE_RATE / direct, color="orange", linestyle="--", label="15k chunks/s (SSE)")
+        ax.axvline(
+            PASSTHROUGH_RATE / direct, color="red", linestyle="--", label="25k (passthrough)"
+        )
+    for index, name in enumerate(names):
+        ax.text(0.01, index, f" {rate[name]['chunks_per_s']:,}/s", va="center", fontsize=8)
+    ax.set_xlabel(f"throughput as a fraction of direct ({_fmt(direct)} chunks/s)")
+    ax.legend(loc="lower right")
+    ax.invert_yaxis()
+
+    levels = (_get(results, "concurrency", "streams") or {}).items()
+    ax = axes[1][0]
+    width = 0.8 / max(1, len(levels))
+    for offset, (streams, figure) in enumerate(levels):
+        names = list(figure)
+        positions = [i + offset * width for i in range(len(names))]
+        ax.barh(
+            positions,
+            [figure[n]["wall_ratio_to_direct"] or 0 for n in names],
+            width,
+            label=f"{streams} streams",
+        )
+        ax.set_yticks([i + width * (len(levels) - 1) / 2 for i in range(len(names))])
+        ax.set_yticklabels([label.get(n, n) for n in names])
+    ax.axvline(CONCURRENT_WALL_RATIO, color="red", linestyle="--", label="target ≤ 1.25x (100)")
+    ax.set_xlabel("concurrent streams: wall time / direct wall time")
+    ax.legend(loc="lower right")
+    ax.invert_yaxis()
+
+    cold = _get(results, "cold_start") or {}
+    ax = axes[1][1]
+    if "packaged" in cold:
+        bars = {
+            "packaged build\n(bytecode)": cold["packaged"]["first_byte_p50_ms"],
+            "same sources,\nno bytecode": cold["no_bytecode"]["first_byte_p50_ms"],
+        }
+        ax.bar(list(bars), list(bars.values()), color=["tab:green", "tab:gray"])
+        for index, value in enumerate(bars.values()):
+            ax.text(index, value, f"{value:,.0f} ms", ha="center", va="bottom")
+        ax.axhline(
+            cold["no_bytecode"]["first_byte_p50_ms"] * COLD_START_RATIO,
+            color="red",
+            linestyle="--",
+            label="target ≤ 50% of no bytecode",
+        )
+        ax.legend(loc="upper left")
+    else:
+        ax.text(0.5, 0.5, cold.get("skipped", "not measured"), ha="center", transform=ax.transAxes)
+    ax.set_ylabel("cold start to first byte, p50 (ms)")
+    ax.set_title("native runtime cold start")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,532 @@
+"""`make bench`: every contender measured in one run on loopback, against one scripted upstream.
+
+Starts the upstream, the contenders and the load client as separate processes, runs the six
+figures of issue 6, then prints the tables, writes bench/results/latest.json and draws the chart.
+`python -m bench.run --scale tiny` is the seconds-long version the smoke test runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import report
+from bench.package import build_package
+from bench.scenario import prompt
+from bench.services import ROOT, Service, Worker, cpu_seconds, free_port, hermetic_env
+
+RESULTS = ROOT / "bench" / "results"
+STANDARD_DEPS = ROOT / ".venv-bench"  # uvloop + httptools for the uvicorn[standard] variant
+BENCH_KEY = "sk-bench-not-a-real-key"
+
+
+@dataclass
+class Scale:
+    """How much of each figure to run; `full` is what the issue asks for."""
+
+    ttft_requests: int = 200
+    ttft_tokens: int = 8
+    bulk_tokens: int = 20_000
+    bulk_trials: int = 3
+    concurrency: tuple[int, ...] = (100, 500)
+    concurrency_trials: int = 3
+    paced_tokens: int = 50
+    paced_delay_ms: float = 20
+    cold_trials: int = 5
+    memory_invocations: int = 50
+    memory_tokens: int = 500
+    warmup_requests: int = 5
+
+
+SCALES = {
+    "full": Scale(),
+    "tiny": Scale(
+        ttft_requests=5,
+        ttft_tokens=4,
+        bulk_tokens=300,
+        bulk_trials=1,
+        concurrency=(5,),
+        concurrency_trials=1,
+        paced_tokens=5,
+        paced_delay_ms=5,
+        cold_trials=1,
+        memory_invocations=3,
+        memory_tokens=20,
+        warmup_requests=1,
+    ),
+}
+
+
+@dataclass
+class Contender:
+    name: str
+    label: str
+    kind: str  # "http", "native" or "buffered"
+    service: str  # the process that does the relaying ("upstream" for direct)
+    wire: str  # what the answer looks like: "openai", "sse" or "text"
+    path: str = "/chat"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+SSE = {"accept": "text/event-stream"}
+AUTH = {"authorization": f"Bearer {BENCH_KEY}"}
+V1 = "/v1/chat/completions"
+CONTENDERS = [
+    Contender("direct", "direct upstream", "http", "upstream", "openai", V1, AUTH),
+    Contender("relay_sse", "relay /chat SSE (uvicorn)", "http", "relay", "sse", headers=SSE),
+    Contender("relay_text", "relay /chat text (uvicorn)", "http", "relay", "text"),
+    Contender("relay_v1", "relay /v1 passthrough (uvicorn)", "http", "relay", "openai", V1),
+    Contender(
+        "relay_sse_std",
+        "relay /chat SSE (uvicorn[standard])",
+        "http",
+        "relay_std",
+        "sse",
+        headers=SSE,
+    ),
+    Contender(
+        "relay_v1_std",
+        "relay /v1 passthrough (uvicorn[standard])",
+        "http",
+        "relay_std",
+        "openai",
+        V1,
+    ),
+    Contender("native_sse", "relay /chat SSE (native runtime)", "native", "runtime", "sse"),
+    Contender("native_text", "relay /chat text (native runtime)", "native", "runtime", "text"),
+    Contender("native_v1", "relay /v1 passthrough (native runtime)", "native", "runtime", "openai"),
+    Contender("buffered", "buffered Mangum /chat SSE", "buffered", "buffered", "sse"),
+    Contender("baseline", "baseline (tutorial, sync OpenAI)", "http", "baseline", "text"),
+]
+
+
+def _uvicorn(app: str, port: int, standard: bool) -> list[str]:
+    http, loop = ("httptools", "uvloop") if standard else ("h11", "asyncio")
+    return [
+        *(sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
+        *("--http", http, "--loop", loop, "--lifespan", "off", "--no-access-log"),
+        *("--log-level", "warning"),
+    ]
+
+
+def _standard_available() -> bool:
+    probe = subprocess.run(
+        [sys.executable, "-c", "import uvloop, httptools"],
+        env=hermetic_env(PYTHONPATH=str(STANDARD_DEPS)),
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+def _native_available() -> bool:
+    return (ROOT / "handler" / "runtime.py").exists()
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000, 3)
+
+
+class Run:
+    """One benchmark run: the processes, the figures, and what they measured."""
+
+    def __init__(self, scale: Scale, skip: set[str]) -> None:
+        self.scale = scale
+        self.services: dict[str, Service] = {}
+        self.notes: list[str] = []
+        self.contenders = [c for c in CONTENDERS if c.name not in skip]
+        self.results: dict = {"figures": {}}
+        self.runtime_pid: int | None = None
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        upstream = Service("upstream", [sys.executable, "-m", "bench.upstream"], hermetic_env())
+        self.services["upstream"] = upstream
+        port = int(self._first_line(upstream))
+        self.upstream_port = port
+        relay_env = hermetic_env(
+            OPENAI_API_KEY=BENCH_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1"
+        )
+        lambda_env = dict(
+            relay_env,
+            AWS_LAMBDA_FUNCTION_NAME="bench",
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024",
+            AWS_REGION="us-east-1",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        self.lambda_env = lambda_env
+        wanted = {c.service for c in self.contenders}
+        self.ports: dict[str, int] = {"upstream": port}
+        servers = {
+            "relay": ("handler.app:app", False, relay_env),
+            "relay_std": ("handler.app:app", True, dict(relay_env, PYTHONPATH=str(STANDARD_DEPS))),
+            "baseline": ("bench.baselines.tutorial_app:app", False, relay_env),
+        }
+        if "relay_std" in wanted and not _standard_available():
+            self._drop("relay_std", f"uvloop/httptools not importable from {STANDARD_DEPS}")
+        if "runtime" in wanted and not _native_available():
+            self._drop("runtime", "handler/runtime.py does not exist yet")
+        wanted = {c.service for c in self.contenders}
+        for name, (app, standard, env) in servers.items():
+            if name in wanted:
+                self.ports[name] = free_port()
+                self.services[name] = Service(name, _uvicorn(app, self.ports[name], standard), env)
+        for name in servers:
+            if name in self.services:
+                self.services[name].wait_for_port(self.ports[name])
+        self.client = Worker("client", "bench.client", hermetic_env())
+        self.services["client"] = self.client
+        if "buffered" in wanted:
+            self.buffered = Worker("buffered", "bench.buffered", lambda_env)
+            self.services["buffered"] = self.buffered
+        if "runtime" in wanted or self.scale.cold_trials or self.scale.memory_invocations:
+            self.native = Worker("native", "bench.native", hermetic_env())
+            self.services["native"] = self.native
+        if "runtime" in wanted:
+            self.runtime_pid = self.native.run("spawn", env=lambda_env)["pid"]
+
+    def _drop(self, service: str, why: str) -> None:
+        dropped = [c.name for c in self.contenders if c.service == service]
+        self.contenders = [c for c in self.contenders if c.service != service]
+        self.notes.append(f"skipped {', '.join(dropped)}: {why}")
+        print(f"note: skipped {', '.join(dropped)}: {why}", file=sys.stderr)
+
+    @staticmethod
+    def _first_line(service: Service, timeout_s: float = 30) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = (service.log_tail() or "").strip()
+            if text:
+                return text.splitlines()[0]
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited")
+            time.sleep(0.05)
+        raise RuntimeError(f"{service.name} printed nothing")
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            try:
+                service.stop()
+            except Exception as exc:  # a stuck process must not hide the results
+                print(f"note: stopping {service.name}: {exc}", file=sys.stderr)
+
+    # -- one request pattern, whichever kind of contender ----------------------------------------
+
+    def sequential(self, contender: Contender, tokens: int, count: int) -> dict:
+        if contender.kind == "native":
+            return self.native.run("sequential", wire=contender.wire, tokens=tokens, count=count)
+        if contender.kind == "buffered":
+            return self.buffered.run("sequential", wire=contender.wire, tokens=tokens, count=count)
+        return self.client.run(
+            "sequential",
+            target=self._target(contender),
+            prompt=prompt(tokens),
+            tokens=tokens,
+            count=count,
+        )
+
+    def _target(self, contender: Contender) -> dict:
+        return {
+            "host": "127.0.0.1",
+            "port": self.ports[contender.service],
+            "path": contender.path,
+            "wire": contender.wire,
+            "headers": contender.headers,
+        }
+
+    def _pid(self, contender: Contender) -> int | None:
+        if contender.kind == "native":
+            return self.runtime_pid
+        if contender.service == "upstream":
+            return None
+        return self.services[contender.service].pid
+
+    # -- the figures ----------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        for contender in self.contenders:
+            self._checked(contender, self.sequential(contender, 4, self.scale.warmup_requests))
+
+    def _checked(self, contender: Contender, result: dict) -> dict:
+        if result["failures"]:
+            raise RuntimeError(f"{contender.name} answered wrongly: {result['failures'][:3]}")
+        return result
+
+    def time_to_first_token(self) -> None:
+        """Figure 1: p50/p95 over sequential short requests, interleaved in rounds."""
+        s = self.scale
+        samples: dict[str, list[float]] = {c.name: [] for c in self.contenders}
+        rounds = 4 if s.ttft_requests >= 40 else 1
+        for index in range(rounds):
+            count = s.ttft_requests // rounds + (index < s.ttft_requests % rounds)
+            for contender in self.contenders:
+                result = self._checked(contender, self.sequential(contender, s.ttft_tokens, count))
+                samples[contender.name] += result["ttft_s"]
+        direct = samples.get("direct", [])
+        figure = {}
+        for name, values in samples.items():
+            figure[name] = {
+                "n": len(values),
+                "p50_ms": _ms(values, 0.5),
+                "p95_ms": _ms(values, 0.95),
+                "added_p50_ms": _round(_ms(values, 0.5), _ms(direct, 0.5)),
+                "added_p95_ms": _round(_ms(values, 0.95), _ms(direct, 0.95)),
+            }
+        self.results["figures"]["ttft"] = {
+            "requests": s.ttft_requests,
+            "tokens": s.ttft_tokens,
+            "contenders": figure,
+        }
+
+    def throughput(self) -> None:
+        """Figure 2: one long stream from an upstream sending as fast as it can."""
+        s = self.scale
+        runs: dict[str, list[dict]] = {c.name: [] for c in self.contenders}
+        upstream_pid = self.services["upstream"].pid
+        for _ in range(s.bulk_trials):
+            for contender in self.contenders:
+                pid = self._pid(contender)
+                cpu_before = cpu_seconds(pid) if pid else None
+                upstream_before = cpu_seconds(upstream_pid)
+                result = self._checked(contender, self.sequential(contender, s.bulk_tokens, 1))
+                seconds = result["total_s"][0]
+                runs[contender.name].append(
+                    {
+                        "seconds": seconds,
+                        "chunks_per_s": s.bulk_tokens / seconds,
+                        "cpu_s": cpu_seconds(pid) - cpu_before if pid else None,
+                        "upstream_cpu_s": cpu_seconds(upstream_pid) - upstream_before,
+                        "writes": (result.get("http_chunks") or [None])[0],
+                    }
+                )
+        figure = {}
+        for name, trials in runs.items():
+            rate = statistics.median(t["chunks_per_s"] for t in trials)
+            cpu = [t["cpu_s"] for t in trials if t["cpu_s"] is not None]
+            figure[name] = {
+                "chunks_per_s": round(rate),
+                "chunks_per_s_trials": [round(t["chunks_per_s"]) for t in trials],
+                "cpu_s_per_1k_chunks": (
+                    round(statistics.median(cpu) / s.bulk_tokens * 1000, 5) if cpu else None
+                ),
+                "upstream_cpu_s_per_1k_chunks": round(
+                    statistics.median(t["upstream_cpu_s"] for t in trials) / s.bulk_tokens * 1000,
+                    5,
+                ),
+                "writes_per_stream": trials[-1]["writes"],
+            }
+        direct = figure.get("direct", {}).get("chunks_per_s")
+        for entry in figure.values():
+            entry["ratio_to_direct"] = round(entry["chunks_per_s"] / direct, 3) if direct else None
+        self.results["figures"]["throughput"] = {
+            "tokens": s.bulk_tokens,
+            "trials": s.bulk_trials,
+            "contenders": figure,
+        }
+
+    def concurrency(self) -> None:
+        """Figure 3: many paced streams at once through the HTTP contenders."""
+        s = self.scale
+        http = [c for c in self.contenders if c.kind == "http"]
+        levels = {}
+        for streams in s.concurrency:
+            runs: dict[str, list[dict]] = {c.name: [] for c in http}
+            for _ in range(s.concurrency_trials):
+                for contender in http:
+                    runs[contender.name].append(
+                        self.client.run(
+                            "concurrent",
+                            target=self._target(contender),
+                            prompt=prompt(s.paced_tokens, s.paced_delay_ms),
+                            tokens=s.paced_tokens,
+                            count=streams,
+                        )
+                    )
+            figure = {}
+            for name, trials in runs.items():
+                ttft = [v for t in trials for v in t["ttft_s"]]
+                gaps = [t["max_gap_s"] for t in trials if t["max_gap_s"] is not None]
+                figure[name] = {
+                    "wall_s": round(statistics.median(t["wall_s"] for t in trials), 4),
+                    "wall_s_trials": [round(t["wall_s"], 4) for t in trials],
+                    "ttft_p95_ms": _ms(ttft, 0.95),
+                    "max_gap_ms": round(max(gaps) * 1000, 2) if gaps else None,
+                    "complete_streams": sum(t["ok"] for t in trials),
+                    "lost_or_reordered": sum(t["failed"] for t in trials),
+                    "failures": [f for t in trials for f in t["failures"]][:3],
+                }
+            direct = figure.get("direct", {}).get("wall_s")
+            for entry in figure.values():
+                entry["wall_ratio_to_direct"] = (
+                    round(entry["wall_s"] / direct, 3) if direct else None
+                )
+            levels[str(streams)] = figure
+        self.results["figures"]["concurrency"] = {
+            "tokens": s.paced_tokens,
+            "delay_ms": s.paced_delay_ms,
+            "trials": s.concurrency_trials,
+            "streams": levels,
+        }
+
+    def memory(self) -> None:
+        """Figure 5: peak RSS of a fresh runtime process over a run of invocations."""
+        s = self.scale
+        if not _native_available():
+            self.results["figures"]["memory"] = {"skipped": "handler/runtime.py does not exist yet"}
+            return
+        self.runtime_pid = self.native.run("spawn", env=self.lambda_env)["pid"]
+        after_first = self.native.run("peak_rss")["peak_rss_kib"]
+        result = self.native.run(
+            "sequential", wire="sse", tokens=s.memory_tokens, count=s.memory_invocations
+        )
+        if result["failures"]:
+            raise RuntimeError(f"memory run failed: {result['failures'][:3]}")
+        peak = self.native.run("peak_rss")["peak_rss_kib"]
+        self.native.run("stop")
+        self.results["figures"]["memory"] = {
+            "invocations": s.memory_invocations,
+            "tokens_each": s.memory_tokens,
+            "peak_rss_mib": round(peak / 1024, 1),
+            "peak_rss_after_first_mib": round(after_first / 1024, 1),
+        }
+
+    def cold_start_and_package(self) -> None:
+        """Figures 4 and 6: the package, and a fresh runtime from it to the first byte."""
+        s = self.scale
+        package = build_package()
+        self.results["figures"]["package"] = {
+            "built_by": package.source,
+            "zip": str(package.zip_path.relative_to(ROOT)),
+            "zipped_mib": round(package.zipped_bytes / 2**20, 2),
+            "unzipped_mib": round(package.unzipped_bytes / 2**20, 2),
+            "pyc_files": package.pyc_files,
+        }
+        if not _native_available():
+            self.results["figures"]["cold_start"] = {
+                "skipped": "handler/runtime.py does not exist yet"
+            }
+            return
+        trees = {"packaged": (package.packaged, True), "no_bytecode": (package.sources, False)}
+        trials: dict[str, list[dict]] = {name: [] for name in trees}
+        for _ in range(s.cold_trials):
+            for name, (tree, bytecode) in trees.items():
+                trials[name].append(
+                    self.native.run(
+                        "cold_start", env=self.lambda_env, package=str(tree), bytecode=bytecode
+                    )
+                )
+        figure: dict = {"trials": s.cold_trials}
+        for name, runs in trials.items():
+            first_byte = [r["first_byte_s"] for r in runs]
+            figure[name] = {
+                "first_byte_p50_ms": _ms(first_byte, 0.5),
+                "first_byte_p95_ms": _ms(first_byte, 0.95),
+                "first_token_p50_ms": _ms([r["first_token_s"] for r in runs], 0.5),
+                "event_taken_p50_ms": _ms([r["event_taken_s"] for r in runs], 0.5),
+            }
+        figure["ratio"] = round(
+            figure["packaged"]["first_byte_p50_ms"] / figure["no_bytecode"]["first_byte_p50_ms"], 3
+        )
+        for name, (tree, bytecode) in trees.items():
+            traced = self.native.run(
+                "cold_start",
+                env=self.lambda_env,
+                package=str(tree),
+                bytecode=bytecode,
+                importtime=True,
+            )
+            figure[name]["import_top"] = report.import_breakdown(traced["importtime"])
+        self.results["figures"]["cold_start"] = figure
+
+    # -- the whole run --------------------------------------------------------------------------
+
+    def execute(self) -> dict:
+        started = time.monotonic()
+        self.start()
+        try:
+            self.warm_up()
+            for figure in (self.time_to_first_token, self.throughput, self.concurrency):
+                print(f"… {figure.__name__}", file=sys.stderr, flush=True)
+                figure()
+            if self.runtime_pid is not None:
+                self.native.run("stop")
+                self.runtime_pid = None
+            for figure in (self.memory, self.cold_start_and_package):
+                print(f"… {figure.__name__}", file=sys.stderr, flush=True)
+                figure()
+        finally:
+            self.stop()
+        self.results["contenders"] = {
+            c.name: {"label": c.label, "kind": c.kind, "wire": c.wire} for c in self.contenders
+        }
+        self.results["meta"] = {
+            "scale": dataclasses.asdict(self.scale),
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {_cpu_count()} CPUs",
+            "commit": _commit(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.monotonic() - started, 1),
+            "notes": self.notes,
+        }
+        self.results["targets"] = report.targets(self.results)
+        return self.results
+
+
+def _round(value: float | None, base: float | None) -> float | None:
+    return None if value is None or base is None else round(value - base, 3)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def _commit() -> str | None:
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    return result.stdout.strip() or None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--chart", type=Path, default=RESULTS / "chart.png")
+    parser.add_argument("--skip", action="append", default=[], help="leave out this contender")
+    for name, value in dataclasses.asdict(Scale()).items():
+        if isinstance(value, int):
+            parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value}")
+    parser.add_argument("--concurrency", type=lambda v: tuple(int(x) for x in v.split(",")))
+    args = parser.parse_args(argv)
+    scale = SCALES[args.scale]
+    overrides = {
+        name: getattr(args, name)
+        for name in dataclasses.asdict(scale)
+        if getattr(args, name, None) is not None
+    }
+    scale = dataclasses.replace(scale, **overrides)
+    results = Run(scale, set(args.skip)).execute()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.tables(results))
+    report.chart(results, args.chart)
+    print(f"\nwrote {args.out} and {args.chart} in {results['meta']['seconds']} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()

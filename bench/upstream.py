@@ -1,0 +1,73 @@
+"""The benchmark's upstream: the demo upstream in its own process, scripted by the prompt.
+
+`python -m bench.upstream` prints its port; a request whose last message is
+`bench tokens=N delay_ms=D` (see scenario.py) gets N tokens D ms apart, as fast as it can when D=0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bench.scenario import parse_prompt, tokens
+from infra.demo_upstream import OpenAICompatibleServer, RecordedRequest, Script
+
+
+class BenchUpstream(OpenAICompatibleServer):
+    """One process serves every figure: the prompt, not the command line, picks the script."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._scripts: dict[str, Script] = {}
+
+    def _script_for(self, body: dict, fallback: Script) -> Script:
+        messages = body.get("messages") or [{}]
+        text = str(messages[-1].get("content", ""))
+        script = self._scripts.get(text)
+        if script is None:
+            wanted = parse_prompt(text)
+            if wanted is None:
+                return fallback
+            count, delay_s = wanted
+            script = self._scripts[text] = Script(tokens=list(tokens(count)), delay_s=delay_s)
+        return script
+
+    async def _stream(self, reader, writer, script: Script, body: dict, record) -> bool:
+        # The tests' record of every request would grow without bound over a benchmark run.
+        self.requests.clear()
+        return await super()._stream(reader, writer, self._script_for(body, script), body, record)
+
+    async def _pause(self, seconds: float, record: RecordedRequest) -> bool:
+        # One timer per pause: the base class polls for hang-ups every 5 ms, which at 500
+        # concurrent streams would cost the floor itself more CPU than the relay under test.
+        await asyncio.sleep(seconds)
+        return not record.hung_up.is_set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+        # Room for 500 connections arriving at once (asyncio's default backlog is 100).
+        server = await asyncio.start_server(self._serve_connection, host, port, backlog=4096)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+
+async def serve(port: int) -> None:
+    server = BenchUpstream()
+    listening = await server.start("127.0.0.1", port)
+    print(server.port, flush=True)
+    async with listening:
+        await listening.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(args.port))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
