@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.responses import Response
 
 from handler.errors import RelayError, upstream_timeout
@@ -115,7 +116,17 @@ class RelayStreamResponse(Response):
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         record = self._record
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        # Servers that support ASGI trailers (the native Lambda runtime) learn of a failure
+        # that happened after the headers, and end the stream with Lambda's error trailers.
+        trailers = "http.response.trailers" in scope.get("extensions", ())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": self.raw_headers,
+                "trailers": trailers,
+            }
+        )
         body = asyncio.ensure_future(self._write_frames(send))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         failure: RelayError | None = None
@@ -157,8 +168,11 @@ class RelayStreamResponse(Response):
             if ending is None:
                 raise StreamFailed(failure.type)
             await send({"type": "http.response.body", "body": ending, "more_body": False})
-            return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if trailers:
+            error = [(b"relay-error-type", failure.type.encode())] if failure else []
+            await send({"type": "http.response.trailers", "headers": error, "more_trailers": False})
 
     async def _write_frames(self, send: Callable[[dict], Awaitable[None]]) -> RelayError | None:
         """Every frame as its own body message; returns the failure that ended the stream."""
@@ -195,9 +209,19 @@ async def _wait_for_disconnect(receive: Callable) -> None:
 
 
 def _time_left(scope: dict, margin_s: float) -> float | None:
-    """Seconds until the Lambda invocation must end, less a margin; None off Lambda."""
+    """Seconds until the Lambda invocation must end, less a margin; None off Lambda.
+
+    The deadline comes from the context (native runtime, Mangum) or, behind the Lambda Web
+    Adapter, from its `x-amzn-lambda-context` request header."""
     context = scope.get("aws.context")
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return None
-    return max(remaining() / 1000 - margin_s, 0.0)
+    if remaining is not None:
+        return max(remaining() / 1000 - margin_s, 0.0)
+    for name, value in scope.get("headers", ()):
+        if name == b"x-amzn-lambda-context":
+            try:
+                deadline_ms = orjson.loads(value)["deadline"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return None
+            return max(deadline_ms / 1000 - time.time() - margin_s, 0.0)
+    return None

@@ -309,6 +309,10 @@ class ThreadedUpstream:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.port}/v1"
 
+    def call_soon(self, callback, *args) -> None:
+        """Run `callback(*args)` on the server's loop (its state belongs to that thread)."""
+        self._loop.call_soon_threadsafe(callback, *args)
+
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)

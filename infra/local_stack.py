@@ -21,7 +21,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_secrets_manager(api_key: str) -> str:
+def start_secrets_manager(api_key: str) -> str:
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -43,7 +43,7 @@ def _start_secrets_manager(api_key: str) -> str:
     return endpoint
 
 
-def _start_demo_upstream() -> str:
+def start_demo_upstream() -> str:
     from infra.demo_upstream import OpenAICompatibleServer, ThreadedUpstream, demo_script
 
     return ThreadedUpstream(OpenAICompatibleServer(default=demo_script())).start().base_url
@@ -55,13 +55,13 @@ def main() -> None:
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]  # never touch a real AWS account from the local stack
 
-    endpoint = _start_secrets_manager(real_key or DEMO_KEY)
+    endpoint = start_secrets_manager(real_key or DEMO_KEY)
     os.environ["OPENAI_SECRET_ID"] = LOCAL_SECRET_ID
     if real_key:
         upstream = os.environ.get("OPENAI_BASE_URL", "OpenAI (api.openai.com)")
         mode = "OpenAI with your OPENAI_API_KEY"
     else:
-        upstream = os.environ["OPENAI_BASE_URL"] = _start_demo_upstream()
+        upstream = os.environ["OPENAI_BASE_URL"] = start_demo_upstream()
         mode = "OFFLINE DEMO upstream (canned answer; set OPENAI_API_KEY to use OpenAI)"
 
     url = f"http://127.0.0.1:{port}"

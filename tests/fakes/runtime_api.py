@@ -1,0 +1,202 @@
+"""A Lambda runtime API (2018-06-01) emulator on loopback, recording every byte a runtime sends.
+
+It hands queued events to `GET /runtime/invocation/next` with realistic headers, and records each
+response POST: request headers, every HTTP chunk with its arrival time, the zero chunk, trailers,
+and whether the runtime closed the connection afterwards; `/error` and `/init/error` posts too.
+Used by the tests, `make invoke` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+from infra.demo_upstream import ThreadedUpstream
+
+PRELUDE_END = b"\0" * 8
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:relay"
+_ids = itertools.count(1)
+
+
+@dataclass
+class Invocation:
+    """One event handed out, and everything the runtime answered to it."""
+
+    event: bytes
+    deadline_ms: int
+    request_id: str = field(default_factory=lambda: f"8f1b2c3d-0000-4000-8000-{next(_ids):012d}")
+    trace_id: str = "Root=1-67891234-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1"
+    delivered_at: float | None = None
+    kind: str | None = None  # "response" or "error"
+    request_headers: dict[str, str] = field(default_factory=dict)
+    chunks: list[tuple[float, bytes]] = field(default_factory=list)
+    zero_chunk: bool = False
+    trailers: dict[str, str] = field(default_factory=dict)
+    connection_closed: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def raw(self) -> bytes:
+        return b"".join(piece for _, piece in self.chunks)
+
+    @property
+    def streamed(self) -> bool:
+        return self.request_headers.get("lambda-runtime-function-response-mode") == "streaming"
+
+    def prelude_and_body(self) -> tuple[dict, bytes]:
+        """A streamed answer's prelude JSON and body, split at the eight NULs."""
+        prelude, separator, body = self.raw.partition(PRELUDE_END)
+        assert separator, "no eight-NUL separator after the prelude"
+        return json.loads(prelude), body
+
+    def buffered_result(self) -> dict:
+        return json.loads(self.raw)
+
+    def error_trailer_body(self) -> dict:
+        return json.loads(base64.b64decode(self.trailers["lambda-runtime-function-error-body"]))
+
+    def wait(self, timeout: float = 15) -> Invocation:
+        assert self.done.wait(timeout), "the runtime did not answer in time"
+        return self
+
+
+class RuntimeApiEmulator:
+    """The server side of the runtime API; run it with `ThreadedRuntimeApi` from a sync test."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Invocation] | None = None
+        self._by_id: dict[str, Invocation] = {}
+        self.init_errors: list[tuple[dict[str, str], dict]] = []
+        self.init_error_seen = threading.Event()
+        self.port: int | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+        self._queue = asyncio.Queue()
+        server = await asyncio.start_server(self._serve_connection, host, port)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    def put(self, invocation: Invocation) -> None:
+        """Queue an invocation (call on the emulator's loop)."""
+        self._by_id[invocation.request_id] = invocation
+        self._queue.put_nowait(invocation)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer) -> None:
+        try:
+            while await self._serve_request(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve_request(self, reader: asyncio.StreamReader, writer) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+        method, path, _ = request_line.split(" ", 2)
+        headers: dict[str, str] = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        assert path.startswith("/2018-06-01/"), path
+
+        if method == "GET" and path.endswith("/runtime/invocation/next"):
+            invocation = await self._queue.get()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + (
+                    f"content-length: {len(invocation.event)}\r\n"
+                    f"lambda-runtime-aws-request-id: {invocation.request_id}\r\n"
+                    f"lambda-runtime-deadline-ms: {invocation.deadline_ms}\r\n"
+                    f"lambda-runtime-invoked-function-arn: {FUNCTION_ARN}\r\n"
+                    f"lambda-runtime-trace-id: {invocation.trace_id}\r\n\r\n"
+                ).encode()
+                + invocation.event
+            )
+            await writer.drain()
+            invocation.delivered_at = time.monotonic()
+            return True
+        if method == "POST" and path.endswith("/runtime/init/error"):
+            body = await self._read_body(reader, headers, [], {})
+            await self._accepted(writer)
+            self.init_errors.append((headers, json.loads(body)))
+            self.init_error_seen.set()
+            return True
+        if method == "POST" and "/runtime/invocation/" in path:
+            request_id = path.split("/runtime/invocation/")[1].split("/")[0]
+            invocation = self._by_id.pop(request_id)
+            invocation.kind = "error" if path.endswith("/error") else "response"
+            invocation.request_headers = headers
+            await self._read_body(reader, headers, invocation.chunks, invocation.trailers)
+            invocation.zero_chunk = "chunked" in headers.get("transfer-encoding", "")
+            await self._accepted(writer)
+            if invocation.streamed:
+                invocation.connection_closed = await self._closed_soon(reader)
+            invocation.done.set()
+            return not invocation.connection_closed
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        return True
+
+    @staticmethod
+    async def _read_body(reader, headers: dict, chunks: list, trailers: dict) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+                if size == 0:
+                    break
+                data = await reader.readexactly(size + 2)
+                assert data[-2:] == b"\r\n", "chunk not terminated by CRLF"
+                chunks.append((time.monotonic(), data[:-2]))
+            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                name, _, value = line.decode("latin-1").partition(":")
+                trailers[name.strip().lower()] = value.strip()
+        else:
+            data = await reader.readexactly(int(headers.get("content-length", "0")))
+            chunks.append((time.monotonic(), data))
+        return b"".join(piece for _, piece in chunks)
+
+    @staticmethod
+    async def _closed_soon(reader: asyncio.StreamReader) -> bool:
+        try:
+            return await asyncio.wait_for(reader.read(1), 2) == b""
+        except (TimeoutError, ConnectionError):
+            return False
+
+    @staticmethod
+    async def _accepted(writer) -> None:
+        body = b'{"status":"OK"}'
+        writer.write(
+            b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+
+
+class ThreadedRuntimeApi:
+    """The emulator on its own event loop in a thread, driven from synchronous code."""
+
+    def __init__(self) -> None:
+        self.emulator = RuntimeApiEmulator()
+        self._runner = ThreadedUpstream(self.emulator)
+
+    def start(self) -> ThreadedRuntimeApi:
+        self._runner.start()
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.emulator.port}"
+
+    def invoke(self, event: dict | bytes, deadline_in_s: float = 900.0) -> Invocation:
+        data = event if isinstance(event, bytes) else json.dumps(event).encode()
+        invocation = Invocation(data, int((time.time() + deadline_in_s) * 1000))
+        self._runner.call_soon(self.emulator.put, invocation)
+        return invocation
+
+    def stop(self) -> None:
+        self._runner.stop()

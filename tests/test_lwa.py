@@ -1,0 +1,73 @@
+"""The Lambda Web Adapter mode: handler/bin/lwa-start serves the app on AWS_LWA_PORT, and the
+app streams over plain HTTP and honours the invocation deadline the adapter passes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import TEST_KEY
+from tests.fakes.openai_upstream import Script
+from tests.helpers import SSE, deltas_text, stream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_lwa_start_script_serves_and_streams_on_the_configured_port(upstream):
+    port = _free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "RELAY_PYTHON": sys.executable,
+        "AWS_LWA_PORT": str(port),
+        "AWS_LAMBDA_FUNCTION_NAME": "relay",
+        "OPENAI_API_KEY": TEST_KEY,
+        "OPENAI_BASE_URL": upstream.base_url,
+    }
+    process = subprocess.Popen([str(ROOT / "handler" / "bin" / "lwa-start")], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:  # what the adapter's readiness check does
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        tokens = [f"w{i} " for i in range(8)]
+        upstream.enqueue(Script(tokens=tokens, delay_s=0.05))
+        response = stream(f"{url}/chat", {"prompt": "hi"}, SSE)
+        assert deltas_text(response.events()) == "".join(tokens)
+        times = [at for at, _ in response.chunks]
+        assert times[-1] - times[0] > 0.3
+        assert response.chunks[0][0] < upstream.last.finished_at - upstream.last.received_at - 0.2
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_deadline_from_the_adapter_header_ends_the_stream_in_time(upstream, relay):
+    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.1))
+    context = {"request_id": "abc", "deadline": int((time.time() + 1.5) * 1000)}
+    headers = {**SSE, "x-amzn-lambda-context": json.dumps(context)}
+    started = time.monotonic()
+    response = stream(f"{relay.url}/chat", {"prompt": "hi"}, headers)
+    assert time.monotonic() - started < 1.5
+    events = response.events()
+    assert deltas_text(events)
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["type"] == "upstream_timeout"

@@ -1,0 +1,290 @@
+"""The native streaming runtime (`python -m handler.runtime`) against the runtime-API emulator
+and the fake OpenAI upstream: the bytes on the wire are Lambda's streaming format, chunk by
+chunk."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import TEST_KEY
+from tests.fakes.openai_upstream import Script
+from tests.fakes.runtime_api import ThreadedRuntimeApi
+from tests.helpers import deltas_text, parse_sse
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT_EVENT = json.loads((ROOT / "events" / "chat.json").read_text())
+TEXT_EVENT = json.loads((ROOT / "events" / "chat-text.json").read_text())
+COMPLETIONS_EVENT = json.loads((ROOT / "events" / "completions.json").read_text())
+
+
+def with_body(event: dict, body: dict | str) -> dict:
+    event = copy.deepcopy(event)
+    event["body"] = body if isinstance(body, str) else json.dumps(body)
+    return event
+
+
+class RuntimeProcess:
+    def __init__(self, api: ThreadedRuntimeApi, env: dict[str, str]) -> None:
+        self.api = api
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "handler.runtime"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def invoke(self, event: dict | bytes, deadline_in_s: float = 900.0):
+        return self.api.invoke(event, deadline_in_s).wait()
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        return self.process.communicate(timeout=10)[0]
+
+
+@pytest.fixture
+def runtime_api():
+    api = ThreadedRuntimeApi().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def start_runtime(runtime_api, upstream):
+    started: list[RuntimeProcess] = []
+
+    def start(**env: str) -> RuntimeProcess:
+        environment = {
+            "PATH": os.environ["PATH"],
+            "AWS_LAMBDA_RUNTIME_API": runtime_api.address,
+            "AWS_LAMBDA_FUNCTION_NAME": "relay",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+            "OPENAI_API_KEY": TEST_KEY,
+            "OPENAI_BASE_URL": upstream.base_url,
+            **env,
+        }
+        runtime = RuntimeProcess(runtime_api, {k: v for k, v in environment.items() if v})
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        output = runtime.stop()
+        assert TEST_KEY not in output
+
+
+def test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame(start_runtime, upstream):
+    tokens = [f"tok{i}\n" if i % 3 == 0 else f" wörd{i}" for i in range(8)]
+    upstream.enqueue(Script(tokens=tokens, delay_s=0.05))
+    runtime = start_runtime()
+    invocation = runtime.invoke(CHAT_EVENT)
+
+    headers = invocation.request_headers
+    assert invocation.kind == "response"
+    assert headers["lambda-runtime-function-response-mode"] == "streaming"
+    assert headers["transfer-encoding"] == "chunked"
+    assert headers["content-type"] == "application/vnd.awslambda.http-integration-response"
+    assert headers["trailer"] == (
+        "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body"
+    )
+    prelude, body = invocation.prelude_and_body()
+    assert prelude["statusCode"] == 200
+    assert prelude["headers"]["content-type"] == "text/event-stream; charset=utf-8"
+    assert prelude["headers"]["x-request-id"] == invocation.request_id
+    assert prelude["cookies"] == []
+    assert invocation.chunks[0][1] == json.dumps(prelude, separators=(",", ":")).encode() + (
+        b"\0" * 8
+    )
+
+    events = parse_sse(body.decode())
+    assert deltas_text(events) == "".join(tokens)
+    assert events[-1][0] == "done"
+    # Each SSE frame is its own HTTP chunk, and they arrived spread over time...
+    frames = [piece for _, piece in invocation.chunks[1:]]
+    assert frames[:8] == [
+        b'data: {"delta":' + json.dumps(t, ensure_ascii=False).encode() + b"}\n\n" for t in tokens
+    ]
+    times = [at for at, _ in invocation.chunks[1:9]]
+    assert times[-1] - times[0] > 0.3
+    # ...the first one long before the upstream had finished.
+    assert invocation.chunks[1][0] < upstream.last.finished_at - 0.25
+    assert invocation.zero_chunk and invocation.trailers == {}
+    assert invocation.connection_closed
+
+
+def test_mid_stream_failure_ends_with_error_trailers(start_runtime, upstream):
+    upstream.enqueue(Script(tokens=list("abcdef"), delay_s=0.02, die_after=3))
+    invocation = start_runtime().invoke(CHAT_EVENT)
+    _, body = invocation.prelude_and_body()
+    events = parse_sse(body.decode())
+    assert deltas_text(events) == "abc"
+    assert events[-1][0] == "error"
+    assert invocation.trailers["lambda-runtime-function-error-type"] == "Function.StreamError"
+    assert invocation.error_trailer_body()["errorType"] == "upstream_error"
+
+
+def test_plain_text_failure_mid_stream_ends_with_error_trailers(start_runtime, upstream):
+    upstream.enqueue(Script(tokens=list("abcdef"), delay_s=0.02, die_after=3))
+    invocation = start_runtime().invoke(TEXT_EVENT)
+    _, body = invocation.prelude_and_body()
+    assert body == b"abc"
+    assert invocation.trailers["lambda-runtime-function-error-type"] == "Function.StreamError"
+    assert invocation.error_trailer_body()["errorType"] == "StreamFailed"
+
+
+def test_failure_before_the_response_goes_to_error(start_runtime):
+    event = copy.deepcopy(CHAT_EVENT)
+    event["isBase64Encoded"] = True
+    event["body"] = "not base64 at all!"
+    runtime = start_runtime()
+    invocation = runtime.invoke(event)
+    assert invocation.kind == "error"
+    assert invocation.request_headers["lambda-runtime-function-error-type"].startswith("Function.")
+    error = json.loads(invocation.raw)
+    assert error["errorType"] and error["errorMessage"]
+    # The runtime survives and answers the next invocation.
+    assert runtime.invoke(CHAT_EVENT).prelude_and_body()[0]["statusCode"] == 200
+
+
+def test_bad_configuration_is_reported_to_init_error(start_runtime, runtime_api):
+    runtime = start_runtime(MAX_TOKENS_CAP="not-a-number")
+    assert runtime_api.emulator.init_error_seen.wait(15)
+    headers, error = runtime_api.emulator.init_errors[0]
+    assert headers["lambda-runtime-function-error-type"] == "Runtime.ValidationError"
+    assert "max_tokens_cap" in error["errorMessage"]
+    assert "not-a-number" not in error["errorMessage"]  # names the field, not the value
+    assert runtime.process.wait(10) == 1
+
+
+def test_stream_ends_cleanly_before_the_deadline(start_runtime, upstream):
+    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.1))
+    runtime = start_runtime()
+    started = time.time()
+    invocation = runtime.invoke(CHAT_EVENT, deadline_in_s=1.5)
+    ended = invocation.chunks[-1][0] - invocation.delivered_at
+    _, body = invocation.prelude_and_body()
+    events = parse_sse(body.decode())
+    assert deltas_text(events)  # some of the answer came through
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["type"] == "upstream_timeout"
+    assert invocation.zero_chunk
+    assert ended < 1.5 and time.time() - started < 1.5 + 0.5
+    assert invocation.trailers["lambda-runtime-function-error-type"] == "Function.StreamError"
+    assert upstream.last.hung_up.wait(1)  # and the upstream was told to stop
+
+
+def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secrets):
+    first_key, rotated_key = TEST_KEY, "sk-test-rotated-key-9876543210zyxwvu"
+    arn = secrets.create_secret(Name="relay-test/runtime", SecretString=first_key)["ARN"]
+    runtime = start_runtime(
+        OPENAI_API_KEY="",
+        OPENAI_SECRET_ID=arn,
+        AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"],
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        RELAY_RUNTIME_DEBUG="1",
+    )
+    process = psutil.Process(runtime.process.pid)
+    counts = []
+    for index in range(20):
+        invocation = runtime.invoke(CHAT_EVENT)
+        assert invocation.prelude_and_body()[0]["statusCode"] == 200
+        if index == 0:
+            # A warm invocation must not read the secret again: change it, nobody may notice.
+            secrets.put_secret_value(SecretId=arn, SecretString=rotated_key)
+        if index in (1, 19):
+            counts.append((process.num_fds(), len(process.net_connections("tcp"))))
+    assert counts[0] == counts[1], counts
+    assert {r.headers["authorization"] for r in upstream.requests} == {f"Bearer {first_key}"}
+    assert len({r.peer for r in upstream.requests}) == 1  # one pooled upstream connection
+    output = runtime.stop()
+    tasks = [int(line.rsplit("tasks=", 1)[1]) for line in output.splitlines() if "tasks=" in line]
+    assert len(tasks) == 20 and tasks[1] == tasks[-1], tasks
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "content_type"),
+    [
+        (TEXT_EVENT, 200, "text/plain; charset=utf-8"),
+        (COMPLETIONS_EVENT, 200, "text/event-stream; charset=utf-8"),
+        (with_body(CHAT_EVENT, {"prompt": ""}), 422, "application/json"),
+        (with_body(CHAT_EVENT, "{oops"), 400, "application/json"),
+    ],
+    ids=["plain-text", "passthrough", "422", "400"],
+)
+def test_every_mode_comes_through_with_its_status(
+    start_runtime, upstream, event, status, content_type
+):
+    upstream.default = Script(tokens=["Hello", " there"])
+    invocation = start_runtime().invoke(event)
+    prelude, body = invocation.prelude_and_body()
+    assert prelude["statusCode"] == status
+    assert prelude["headers"]["content-type"] == content_type
+    if event is TEXT_EVENT:
+        assert body == b"Hello there"
+    elif event is COMPLETIONS_EVENT:
+        assert body.rstrip().endswith(b"data: [DONE]") and b'"content":" there"' in body
+    else:
+        assert json.loads(body)["error"]["type"] in {"invalid_request", "invalid_json"}
+    assert invocation.trailers == {}
+
+
+def test_other_http_events_get_the_buffered_result(start_runtime, upstream):
+    """An API Gateway (non-function-URL) event expects the classic buffered JSON."""
+    event = copy.deepcopy(CHAT_EVENT)
+    event["requestContext"]["domainName"] = "abc123.execute-api.us-east-1.amazonaws.com"
+    upstream.default = Script(tokens=["all ", "at ", "once"])
+    invocation = start_runtime().invoke(event)
+    assert not invocation.streamed
+    result = invocation.buffered_result()
+    assert result["statusCode"] == 200
+    assert deltas_text(parse_sse(result["body"])) == "all at once"
+
+
+def test_non_http_event_is_an_error(start_runtime):
+    invocation = start_runtime().invoke({"source": "aws.events", "detail": {}})
+    assert invocation.kind == "error"
+    assert "unable to infer" in json.loads(invocation.raw)["errorMessage"]
+
+
+def test_sam_local_hands_over_to_the_standard_runtime():
+    wrapper = ROOT / "handler" / "bin" / "streaming-runtime"
+    env = {"PATH": os.environ["PATH"], "AWS_SAM_LOCAL": "true"}
+    result = subprocess.run(
+        [str(wrapper), "echo", "standard-runtime"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == "standard-runtime"
+
+
+def test_exec_wrapper_starts_the_streaming_runtime(runtime_api, upstream):
+    """Without AWS_SAM_LOCAL the wrapper ignores the managed bootstrap and runs ours."""
+    wrapper = ROOT / "handler" / "bin" / "streaming-runtime"
+    env = {
+        "PATH": os.environ["PATH"],
+        "RELAY_PYTHON": sys.executable,
+        "LAMBDA_TASK_ROOT": str(ROOT),
+        "AWS_LAMBDA_RUNTIME_API": runtime_api.address,
+        "OPENAI_API_KEY": TEST_KEY,
+        "OPENAI_BASE_URL": upstream.base_url,
+    }
+    process = subprocess.Popen([str(wrapper), "/var/runtime/bootstrap"], env=env)
+    try:
+        invocation = runtime_api.invoke(CHAT_EVENT).wait()
+        assert invocation.streamed
+        assert invocation.prelude_and_body()[0]["statusCode"] == 200
+    finally:
+        process.kill()
+        process.wait(10)
