@@ -21,6 +21,10 @@ deps: $(STAMP) ## create .venv (python3.13 when present) and install dependencie
 dev: $(STAMP) ## run the relay locally: moto Secrets Manager, demo upstream (no key needed), uvicorn on :8000
 	$(PY) -m infra.local_stack
 
+EVENT ?= events/chat.json
+invoke: $(STAMP) ## one invocation through the native streaming runtime, chunk by chunk (EVENT=...)
+	$(PY) -m infra.invoke $(EVENT)
+
 test: $(STAMP) ## run every test and check
 	$(PY) -m pytest -q tests
 
@@ -35,4 +39,4 @@ bench: $(STAMP) $(BENCH_DEPS) ## measure the relay against direct, baseline and 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps dev test lint bench
+.PHONY: help deps dev test lint invoke bench
