@@ -84,22 +84,23 @@ def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-class OpenAICompatibleServer:
-    """`POST /v1/chat/completions` (streamed or JSON) answered by queued or default scripts."""
+async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
+    """Method, path and lower-cased headers of the next HTTP/1.1 request on the connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    method, path, _ = request_line.split(" ", 2)
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return method, path, headers
 
-    def __init__(self, default: Script | None = None, accepted_keys: set[str] | None = None):
-        self.default = default or Script()
-        self.scripts: deque[Script] = deque()
-        self.accepted_keys = accepted_keys  # None: any key
-        self.requests: list[RecordedRequest] = []
-        self.port: int | None = None
-        self._rng = random.Random(7)
 
-    def enqueue(self, *scripts: Script) -> None:
-        self.scripts.extend(scripts)
+class LoopbackHttpServer:
+    """A keep-alive HTTP/1.1 server on asyncio streams; subclasses answer one request at a time
+    in `_serve_request`, returning False to close the connection."""
 
-    def _next_script(self) -> Script:
-        return self.scripts.popleft() if self.scripts else self.default
+    port: int | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
         server = await asyncio.start_server(self._serve_connection, host, port)
@@ -115,14 +116,28 @@ class OpenAICompatibleServer:
         finally:
             writer.close()
 
+    async def _serve_request(self, reader: asyncio.StreamReader, writer) -> bool:
+        raise NotImplementedError
+
+
+class OpenAICompatibleServer(LoopbackHttpServer):
+    """`POST /v1/chat/completions` (streamed or JSON) answered by queued or default scripts."""
+
+    def __init__(self, default: Script | None = None, accepted_keys: set[str] | None = None):
+        self.default = default or Script()
+        self.scripts: deque[Script] = deque()
+        self.accepted_keys = accepted_keys  # None: any key
+        self.requests: list[RecordedRequest] = []
+        self._rng = random.Random(7)
+
+    def enqueue(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def _next_script(self) -> Script:
+        return self.scripts.popleft() if self.scripts else self.default
+
     async def _serve_request(self, reader, writer) -> bool:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-        method, path, _ = request_line.split(" ", 2)
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        method, path, headers = await read_request_head(reader)
         raw = await reader.readexactly(int(headers.get("content-length", "0")))
         body = json.loads(raw) if raw else {}
         record = RecordedRequest(method, path, headers, body, writer.get_extra_info("peername"))

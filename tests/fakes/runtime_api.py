@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from infra.demo_upstream import ThreadedUpstream
+from infra.demo_upstream import LoopbackHttpServer, ThreadedUpstream, read_request_head
 
 PRELUDE_END = b"\0" * 8
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:relay"
@@ -65,7 +65,7 @@ class Invocation:
         return self
 
 
-class RuntimeApiEmulator:
+class RuntimeApiEmulator(LoopbackHttpServer):
     """The server side of the runtime API; run it with `ThreadedRuntimeApi` from a sync test."""
 
     def __init__(self) -> None:
@@ -73,36 +73,18 @@ class RuntimeApiEmulator:
         self._by_id: dict[str, Invocation] = {}
         self.init_errors: list[tuple[dict[str, str], dict]] = []
         self.init_error_seen = threading.Event()
-        self.port: int | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
         self._queue = asyncio.Queue()
-        server = await asyncio.start_server(self._serve_connection, host, port)
-        self.port = server.sockets[0].getsockname()[1]
-        return server
+        return await super().start(host, port)
 
     def put(self, invocation: Invocation) -> None:
         """Queue an invocation (call on the emulator's loop)."""
         self._by_id[invocation.request_id] = invocation
         self._queue.put_nowait(invocation)
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer) -> None:
-        try:
-            while await self._serve_request(reader, writer):
-                pass
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
     async def _serve_request(self, reader: asyncio.StreamReader, writer) -> bool:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-        method, path, _ = request_line.split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        method, path, headers = await read_request_head(reader)
         assert path.startswith("/2018-06-01/"), path
 
         if method == "GET" and path.endswith("/runtime/invocation/next"):
