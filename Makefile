@@ -36,7 +36,33 @@ $(BENCH_DEPS): bench/requirements-standard.txt
 bench: $(STAMP) $(BENCH_DEPS) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# The Lambda package, built the same way on any host without Docker (SAM's makefile build calls
+# build-RelayFunction with ARTIFACTS_DIR): manylinux wheels for the target architecture and
+# CPython 3.13, the handler, no tests or caches, and bytecode compiled ahead of time so a cold
+# start does not compile. boto3 is left to the Lambda runtime (see README, "Build").
+ARCH ?= arm64
+WHEEL_PLATFORM := $(if $(filter arm64 aarch64,$(ARCH)),manylinux2014_aarch64,manylinux2014_x86_64)
+ARTIFACTS_DIR ?= build/relay
+build-RelayFunction:
+	@test -n "$(PY313)" || { echo "python3.13 is needed to precompile for the Lambda runtime"; exit 1; }
+	rm -rf "$(ARTIFACTS_DIR)"/* && mkdir -p "$(ARTIFACTS_DIR)"
+	grep -vE '^(boto3|botocore)==' requirements.txt > "$(ARTIFACTS_DIR)/.requirements-lambda.txt"
+	$(PY313) -m pip install --quiet --disable-pip-version-check --no-compile \
+	  --platform $(WHEEL_PLATFORM) --implementation cp --python-version 3.13 \
+	  --only-binary=:all: --target "$(ARTIFACTS_DIR)" -r "$(ARTIFACTS_DIR)/.requirements-lambda.txt"
+	rm -f "$(ARTIFACTS_DIR)/.requirements-lambda.txt"
+	rm -rf "$(ARTIFACTS_DIR)/bin"
+	find "$(ARTIFACTS_DIR)" -depth \( -name __pycache__ -o -name tests -o -name '*.dist-info' \) -type d \
+	  -not -path '*/.dist-info/*' -exec sh -c 'case "$$1" in *.dist-info) rm -f "$$1/RECORD" "$$1/INSTALLER" "$$1/REQUESTED" "$$1/direct_url.json";; *) rm -rf "$$1";; esac' _ {} \;
+	find "$(ARTIFACTS_DIR)" -name '*.pyi' -delete
+	cp -R handler "$(ARTIFACTS_DIR)/handler" && find "$(ARTIFACTS_DIR)/handler" -name __pycache__ -prune -exec rm -rf {} +
+	$(PY313) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)" > /dev/null
+
+package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
+	$(MAKE) --no-print-directory build-RelayFunction ARTIFACTS_DIR=build/relay
+	$(PY313) -m infra.build.zip_package build/relay build/relay.zip
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps dev test lint invoke bench
+.PHONY: help deps dev test lint invoke bench package build-RelayFunction

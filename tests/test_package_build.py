@@ -1,0 +1,108 @@
+"""The Lambda package builds without Docker for either architecture: manylinux wheels for
+CPython 3.13, the handler with its scripts, no tests or caches, bytecode compiled ahead of time,
+and a size under the limits we commit to."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra.build.zip_package import zip_package
+
+ROOT = Path(__file__).resolve().parent.parent
+PY313 = next(Path("/root/.pyenv/versions").glob("3.13*/bin/python3.13"), None)
+# The limits we hold the package to (currently about 15 MB zipped, 43 MB unzipped).
+MAX_ZIPPED_MB, MAX_UNZIPPED_MB = 20, 50
+
+pytestmark = pytest.mark.skipif(PY313 is None, reason="python3.13 is needed to build")
+
+
+def build(tmp_path: Path, arch: str) -> Path:
+    target = tmp_path / arch
+    subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "build-RelayFunction",
+            f"ARTIFACTS_DIR={target}",
+            f"ARCH={arch}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return target
+
+
+def elf_machine(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[18:20], "little")
+
+
+@pytest.fixture(scope="module")
+def host_build(tmp_path_factory):
+    arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
+    return build(tmp_path_factory.mktemp("package"), arch)
+
+
+def test_package_contents(host_build):
+    names = {p.name for p in host_build.iterdir()}
+    assert {"handler", "fastapi", "mangum", "openai", "orjson", "pydantic_core"} <= names
+    assert not names & {"boto3", "botocore", "bin", "tests"}  # boto3 comes with the runtime
+    assert not list(host_build.rglob("tests")) and not list(host_build.rglob("*.pyi"))
+    for script in ("streaming-runtime", "lwa-start"):
+        assert os.access(host_build / "handler" / "bin" / script, os.X_OK)
+    # Every module has bytecode for 3.13 next to it, compiled without timestamps.
+    sources = [p for p in host_build.rglob("*.py")]
+    compiled = {
+        p.parent.parent / (p.name.split(".")[0] + ".py")
+        for p in host_build.rglob("*.cpython-313.pyc")
+    }
+    assert len(sources) > 1000
+    assert set(sources) <= compiled
+    pyc = next((host_build / "handler").rglob("app.cpython-313.pyc")).read_bytes()
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, unchecked
+
+
+def test_package_imports_on_its_own(host_build):
+    """The app imports from the package alone, with no site-packages, using the bytecode."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import handler.app, handler.runtime;"
+        "print(handler.app.app.title)"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "OPENAI_API_KEY": "sk-build-check",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    result = subprocess.run(
+        [str(PY313), "-S", "-I", "-c", code, str(host_build)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Streaming chat relay"
+
+
+def test_zip_is_reproducible_and_small(host_build, tmp_path):
+    first = zip_package(host_build, tmp_path / "a.zip")
+    second = zip_package(host_build, tmp_path / "b.zip")
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    zipped, unzipped = first
+    assert zipped == second[0]
+    assert zipped < MAX_ZIPPED_MB * 1e6, zipped
+    assert unzipped < MAX_UNZIPPED_MB * 1e6, unzipped
+
+
+def test_other_architecture_gets_its_own_wheels(tmp_path):
+    """Cross-building needs no Docker: pip picks the target's manylinux wheels."""
+    host_is_arm = platform.machine() in ("aarch64", "arm64")
+    other = "x86_64" if host_is_arm else "arm64"
+    target = build(tmp_path, other)
+    [extension] = list((target / "pydantic_core").glob("_pydantic_core*.so"))
+    assert elf_machine(extension) == (62 if other == "x86_64" else 183)  # EM_X86_64 / EM_AARCH64
