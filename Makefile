@@ -25,7 +25,14 @@ EVENT ?= events/chat.json
 invoke: $(STAMP) ## one invocation through the native streaming runtime, chunk by chunk (EVENT=...)
 	$(PY) -m infra.invoke $(EVENT)
 
-test: $(STAMP) ## run every test and check
+# SAM CLI pins its own dependency versions, so it lives in a venv of its own.
+SAM_STAMP := .venv-sam/.installed
+$(SAM_STAMP): requirements-sam.txt
+	@test -x .venv-sam/bin/python || $(PYTHON_FOR_VENV) -m venv .venv-sam
+	.venv-sam/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-sam.txt
+	@touch $@
+
+test: $(STAMP) $(SAM_STAMP) ## run every test and check
 	$(PY) -m pytest -q tests
 
 BENCH_DEPS := .venv-bench/.installed
