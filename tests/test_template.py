@@ -89,7 +89,7 @@ def test_cfn_lint_is_clean_on_every_stack():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_sam_validate_lint():
+def sam(*arguments: str) -> subprocess.CompletedProcess:
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -98,16 +98,24 @@ def test_sam_validate_lint():
         "AWS_SECRET_ACCESS_KEY": "testing",
         "SAM_CLI_TELEMETRY": "0",
     }
-    result = subprocess.run(
-        [str(SAM), "validate", "--lint", "--template", "template.yaml"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return subprocess.run(
+        [str(SAM), *arguments], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def test_sam_validate_lint():
+    result = sam("validate", "--lint", "--template", "template.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def test_sam_build_works_without_docker(tmp_path):
+    result = sam("build", "--template", "template.yaml", "--build-dir", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    function = tmp_path / "RelayFunction"
+    assert os.access(function / "handler" / "bin" / "streaming-runtime", os.X_OK)
+    assert list((function / "handler" / "__pycache__").glob("app.cpython-313.pyc"))
+    assert not (function / ".venv").exists() and not (function / "tests").exists()
 
 
 def test_function_url_streams_with_auth_and_cors_from_parameters():
