@@ -32,7 +32,11 @@ $(SAM_STAMP): requirements-sam.txt
 	.venv-sam/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-sam.txt
 	@touch $@
 
-test: $(STAMP) $(SAM_STAMP) ## run every test and check
+chromium: ## Debian's Chromium for the page's browser tests (Playwright's download does not work here)
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+test: $(STAMP) $(SAM_STAMP) chromium ## run every test and check
 	$(PY) -m pytest -q tests
 
 BENCH_DEPS := .venv-bench/.installed
@@ -72,4 +76,4 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps dev test lint invoke bench package build-RelayFunction
+.PHONY: help deps dev test lint invoke bench package build-RelayFunction chromium

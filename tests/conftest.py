@@ -33,6 +33,7 @@ os.environ.update(
 )
 
 from handler.settings import Settings  # noqa: E402
+from tests.browser import browser, page  # noqa: E402, F401  (the page tests' fixtures)
 from tests.fakes.openai_upstream import FakeOpenAI  # noqa: E402
 from tests.fakes.relay_server import RelayServer  # noqa: E402
 

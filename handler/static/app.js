@@ -1,0 +1,118 @@
+// The demo chat page: a conversation rendered as text while it streams, over chat-client.js.
+import { ChatError, streamChat } from "/static/chat-client.js";
+
+const $ = (id) => document.getElementById(id);
+const conversation = $("conversation");
+const prompt = $("prompt");
+const sendButton = $("send");
+const stopButton = $("stop");
+const history = [];
+let controller = null;
+
+const settings = {
+  get endpoint() { return localStorage.getItem("relay.endpoint") || "/chat"; },
+  get token() { return localStorage.getItem("relay.token") || ""; },
+};
+
+function addTurn(role) {
+  const item = document.createElement("li");
+  item.className = `turn ${role}`;
+  const label = document.createElement("p");
+  label.className = "role";
+  label.textContent = role === "user" ? "You" : "Assistant";
+  const text = document.createElement("p");
+  text.className = "text";
+  item.append(label, text);
+  conversation.append(item);
+  return { item, text };
+}
+
+function addLine(turn, className, content) {
+  const line = document.createElement("p");
+  line.className = className;
+  line.textContent = content;
+  turn.item.append(line);
+  return line;
+}
+
+function describe(error) {
+  if (error.name === "AbortError") return "Stopped.";
+  if (error instanceof ChatError) return `Error (${error.type}): ${error.message}`;
+  return `Error: ${error.message}`;
+}
+
+async function send(question) {
+  history.push({ role: "user", content: question });
+  addTurn("user").text.textContent = question;
+  const answer = addTurn("assistant");
+  answer.text.setAttribute("aria-live", "polite");
+  answer.item.setAttribute("aria-busy", "true");
+  const metrics = addLine(answer, "metrics", "waiting for the first token…");
+  answer.item.scrollIntoView({ block: "end" });
+
+  controller = new AbortController();
+  sendButton.disabled = true;
+  stopButton.disabled = false;
+  const started = performance.now();
+  let firstAt = null;
+  let pieces = 0;
+  let text = "";
+  try {
+    const stream = streamChat({
+      url: settings.endpoint,
+      messages: history,
+      token: settings.token,
+      signal: controller.signal,
+    });
+    for await (const part of stream) {
+      if (part.type !== "delta") continue;
+      const now = performance.now();
+      firstAt ??= now;
+      pieces += 1;
+      text += part.text;
+      answer.text.append(part.text); // a text node: model output is never parsed as HTML
+      const seconds = (now - firstAt) / 1000;
+      const rate = seconds >= 0.05 ? ((pieces - 1) / seconds).toFixed(1) : "…";
+      metrics.textContent = `first token ${Math.round(firstAt - started)} ms · ${rate} tokens/s`;
+    }
+    history.push({ role: "assistant", content: text });
+  } catch (error) {
+    if (text) history.push({ role: "assistant", content: text });
+    if (firstAt === null) metrics.remove();
+    addLine(answer, "error", describe(error)).setAttribute("role", "alert");
+  } finally {
+    answer.item.setAttribute("aria-busy", "false");
+    controller = null;
+    sendButton.disabled = false;
+    stopButton.disabled = true;
+    prompt.focus();
+  }
+}
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const question = prompt.value.trim();
+  if (!question || controller) return;
+  prompt.value = "";
+  send(question);
+});
+
+prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+
+stopButton.addEventListener("click", () => controller?.abort());
+
+$("endpoint").value = localStorage.getItem("relay.endpoint") || "";
+$("token").value = settings.token;
+$("settings-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const endpoint = $("endpoint").value.trim();
+  const token = $("token").value.trim();
+  endpoint ? localStorage.setItem("relay.endpoint", endpoint) : localStorage.removeItem("relay.endpoint");
+  token ? localStorage.setItem("relay.token", token) : localStorage.removeItem("relay.token");
+  $("settings-status").textContent = "Saved.";
+});

@@ -1,0 +1,140 @@
+// chat-client.js: stream an answer from the relay's `POST /chat` (Server-Sent Events) in any
+// browser frontend. No dependencies; `EventSource` cannot POST, so this reads the fetch body.
+//
+//   import { streamChat } from "/static/chat-client.js";
+//   for await (const part of streamChat({ url: "/chat", messages })) {
+//     if (part.type === "delta") output.textContent += part.text;
+//   }
+
+/** A failure with the relay's error type (`upstream_timeout`, `unauthorized`, ...). */
+export class ChatError extends Error {
+  constructor(type, message, status = null) {
+    super(message);
+    this.name = "ChatError";
+    this.type = type;
+    this.status = status;
+  }
+}
+
+/**
+ * An incremental SSE parser (the WHATWG event-stream rules): feed it text as it arrives,
+ * in pieces of any size; it returns the events each piece completed.
+ * Events are `{event, data}`; comment lines (`: ping`) come back as `{comment}`.
+ */
+export class SseParser {
+  #buffer = "";
+  #data = [];
+  #event = "";
+
+  push(text) {
+    const events = [];
+    const input = this.#buffer + text;
+    let start = 0;
+    for (let i = 0; i < input.length; i++) {
+      const c = input[i];
+      if (c !== "\n" && c !== "\r") continue;
+      if (c === "\r" && i + 1 === input.length) break; // a "\r\n" may be split across reads
+      const line = input.slice(start, i);
+      if (c === "\r" && input[i + 1] === "\n") i++;
+      start = i + 1;
+      this.#line(line, events);
+    }
+    this.#buffer = input.slice(start);
+    return events;
+  }
+
+  /** The stream ended: a last line cut after "\r" still counts; an unfinished event does not. */
+  end() {
+    const events = [];
+    if (this.#buffer.endsWith("\r")) this.#line(this.#buffer.slice(0, -1), events);
+    this.#buffer = "";
+    this.#data = [];
+    this.#event = "";
+    return events;
+  }
+
+  #line(line, events) {
+    if (line === "") {
+      if (this.#data.length) {
+        events.push({ event: this.#event || "message", data: this.#data.join("\n") });
+      }
+      this.#data = [];
+      this.#event = "";
+      return;
+    }
+    if (line[0] === ":") {
+      events.push({ comment: line.slice(1).trimStart() });
+      return;
+    }
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value[0] === " ") value = value.slice(1);
+    if (field === "data") this.#data.push(value);
+    else if (field === "event") this.#event = value;
+  }
+}
+
+async function errorFromResponse(response) {
+  let type = "http_error";
+  let message = `HTTP ${response.status}`;
+  try {
+    const body = await response.json();
+    type = body?.error?.type ?? type;
+    message = body?.error?.message ?? message;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ChatError(type, message, response.status);
+}
+
+/**
+ * Stream one answer. Yields `{type: "delta", text}` for each piece of text and finally
+ * `{type: "done", finish_reason, model, usage}`; throws `ChatError` for an error response, an
+ * `event: error`, or a stream that stops before `done`. Pass an AbortSignal to stop it (the
+ * relay then closes its upstream request).
+ */
+export async function* streamChat({ url = "/chat", messages, prompt, token, signal, model } = {}) {
+  const headers = { "content-type": "application/json", accept: "text/event-stream" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const body = messages ? { messages } : { prompt };
+  if (model) body.model = model;
+  let response;
+  try {
+    response = await fetch(url, { method: "POST", headers, body: JSON.stringify(body), signal });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ChatError("network_error", `could not reach ${url}: ${error.message}`);
+  }
+  if (!response.ok) throw await errorFromResponse(response);
+
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new SseParser();
+  try {
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        if (error.name === "AbortError") throw error;
+        throw new ChatError("network_error", "the connection broke off mid-answer");
+      }
+      const events = chunk.done ? parser.end() : parser.push(chunk.value);
+      for (const { event, data } of events) {
+        if (event === undefined) continue; // a comment (keep-alive ping)
+        const payload = JSON.parse(data);
+        if (event === "message") yield { type: "delta", text: payload.delta };
+        else if (event === "done") {
+          yield { type: "done", ...payload };
+          return;
+        } else if (event === "error") {
+          throw new ChatError(payload.error.type, payload.error.message);
+        }
+      }
+      if (chunk.done) break;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  throw new ChatError("incomplete", "the answer stopped before it was complete");
+}
