@@ -21,6 +21,9 @@ deps: $(STAMP) ## create .venv (python3.13 when present) and install dependencie
 dev: $(STAMP) ## run the relay locally: moto Secrets Manager, demo upstream (no key needed), uvicorn on :8000
 	$(PY) -m infra.local_stack
 
+chat: $(STAMP) ## console client against the local relay (ARGS='--url URL --token T "prompt"')
+	$(PY) tools/chat.py $(ARGS)
+
 EVENT ?= events/chat.json
 invoke: $(STAMP) ## one invocation through the native streaming runtime, chunk by chunk (EVENT=...)
 	$(PY) -m infra.invoke $(EVENT)
@@ -76,4 +79,4 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps dev test lint invoke bench package build-RelayFunction chromium
+.PHONY: help deps dev test lint chat invoke bench package build-RelayFunction chromium
