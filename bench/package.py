@@ -8,6 +8,7 @@ Either way the zip is unpacked twice: as built, and with every __pycache__ remov
 from __future__ import annotations
 
 import hashlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,11 @@ def _zip_from_make_package() -> Path | None:
     if not _makefile_has_package_target():
         return None
     before = set((ROOT / "build").glob("**/*.zip")) if (ROOT / "build").exists() else set()
-    result = subprocess.run(["make", "package"], cwd=ROOT, capture_output=True, text=True)
+    # For this host's architecture: the cold start runs the package here.
+    arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
+    result = subprocess.run(
+        ["make", "package", f"ARCH={arch}"], cwd=ROOT, capture_output=True, text=True
+    )
     if result.returncode != 0:
         print(f"make package failed; building the package here\n{result.stderr[-2000:]}")
         return None
