@@ -57,6 +57,15 @@ class Invocation:
     def buffered_result(self) -> dict:
         return json.loads(self.raw)
 
+    def first_arrival_of(self, needle: bytes) -> float | None:
+        """When the bytes `needle` had fully arrived, prelude or body alike."""
+        seen = b""
+        for at, piece in self.chunks:
+            seen = seen[-len(needle) :] + piece
+            if needle in seen:
+                return at
+        return None
+
     def error_trailer_body(self) -> dict:
         return json.loads(base64.b64decode(self.trailers["lambda-runtime-function-error-body"]))
 
@@ -77,6 +86,10 @@ class RuntimeApiEmulator(LoopbackHttpServer):
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
         self._queue = asyncio.Queue()
         return await super().start(host, port)
+
+    def finished(self, invocation: Invocation) -> None:
+        """Called on the emulator's loop once the runtime's answer is complete."""
+        invocation.done.set()
 
     def put(self, invocation: Invocation) -> None:
         """Queue an invocation (call on the emulator's loop)."""
@@ -119,7 +132,7 @@ class RuntimeApiEmulator(LoopbackHttpServer):
             await self._accepted(writer)
             if invocation.streamed:
                 invocation.connection_closed = await self._closed_soon(reader)
-            invocation.done.set()
+            self.finished(invocation)
             return not invocation.connection_closed
         writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
         return True
