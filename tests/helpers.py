@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
@@ -57,3 +61,32 @@ def parse_sse(text: str) -> list[tuple[str, object]]:
 
 def deltas_text(events: list[tuple[str, object]]) -> str:
     return "".join(data["delta"] for name, data in events if name == "message")
+
+
+@contextmanager
+def sse_server(body: bytes, delay_s: float = 0.0) -> Iterator[tuple[str, dict]]:
+    """A loopback server that records one POST and answers `body` all at once (after
+    `delay_s`): a signing target for clients, or a relay that buffers. Yields (url, seen)."""
+    seen: dict = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen["path"] = self.path
+            seen["headers"] = {k.lower(): v for k, v in self.headers.items()}
+            seen["body"] = self.rfile.read(int(self.headers["content-length"]))
+            time.sleep(delay_s)
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()

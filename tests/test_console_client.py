@@ -7,8 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tests.fakes.openai_upstream import Script
+from tests.helpers import sse_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = ["Knock", " knock.\n", "Who's ", "thére? ", "🚪"]
@@ -83,27 +82,8 @@ def test_interactive_mode_keeps_the_conversation(upstream, relay):
 @pytest.fixture
 def recording_server():
     """Records the request, answers a one-frame SSE stream."""
-    seen: dict = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            seen["path"] = self.path
-            seen["headers"] = {k.lower(): v for k, v in self.headers.items()}
-            seen["body"] = self.rfile.read(int(self.headers["content-length"]))
-            body = b'data: {"delta":"signed"}\n\nevent: done\ndata: {}\n\n'
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen
-    server.shutdown()
+    with sse_server(b'data: {"delta":"signed"}\n\nevent: done\ndata: {}\n\n') as server:
+        yield server
 
 
 def test_iam_signs_a_valid_sigv4_request(recording_server):

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.openai_upstream import Script
+from tests.helpers import sse_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -54,27 +53,9 @@ def test_zizmor_would_catch_an_injection(tmp_path):
 @pytest.fixture
 def buffering_server():
     """Answers the whole SSE body at once, the way a relay behind plain Mangum would."""
-    body = (
-        b"".join(b'data: {"delta":"%d "}\n\n' % i for i in range(40)) + b"event: done\ndata: {}\n\n"
-    )
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["content-length"]))
-            threading.Event().wait(1.0)  # the whole answer is generated before anything is sent
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    frames = b"".join(b'data: {"delta":"%d "}\n\n' % i for i in range(40))
+    with sse_server(frames + b"event: done\ndata: {}\n\n", delay_s=1.0) as (url, _):
+        yield url
 
 
 def test_smoke_test_passes_on_a_streaming_relay(upstream, make_relay):
