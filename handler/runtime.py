@@ -289,10 +289,12 @@ class Runtime:
                 {"Lambda-Runtime-Function-Error-Type": f"Function.{type(exc).__name__}"},
             )
         finally:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
             if self._debug:
-                tasks = len(asyncio.all_tasks())
-                log.warning("runtime-debug invocation=%s tasks=%d", request_id, tasks)
+                tasks, trace = len(asyncio.all_tasks()), os.environ.get("_X_AMZN_TRACE_ID")
+                log.warning(
+                    "runtime-debug invocation=%s trace=%s tasks=%d", request_id, trace, tasks
+                )
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
 
     async def _buffered(self, handler: Any) -> dict:
         """Mangum's own buffered answer, run on this runtime's event loop."""

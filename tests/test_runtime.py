@@ -210,8 +210,11 @@ def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secre
     assert {r.headers["authorization"] for r in upstream.requests} == {f"Bearer {first_key}"}
     assert len({r.peer for r in upstream.requests}) == 1  # one pooled upstream connection
     output = runtime.stop()
-    tasks = [int(line.rsplit("tasks=", 1)[1]) for line in output.splitlines() if "tasks=" in line]
+    debug = [line for line in output.splitlines() if "runtime-debug" in line]
+    tasks = [int(line.rsplit("tasks=", 1)[1]) for line in debug]
     assert len(tasks) == 20 and tasks[1] == tasks[-1], tasks
+    # Each invocation ran with its own trace id in _X_AMZN_TRACE_ID.
+    assert f"invocation={invocation.request_id} trace={invocation.trace_id} " in debug[-1]
 
 
 @pytest.mark.parametrize(
