@@ -1,6 +1,6 @@
-"""The SAM template and the CI access stack: lint-clean, and once transformed by SAM, safe by
-default: a streaming URL, IAM scoped to the one secret, logs kept for a set time, CORS and auth
-from parameters, every parameter used."""
+"""The SAM template: lint-clean, valid for SAM CLI, and once transformed by SAM and deployed with
+given parameters, safe by default: a streaming URL that answers, IAM scoped to the one secret,
+logs kept for a set time, CORS and auth from parameters, every parameter used."""
 
 from __future__ import annotations
 
@@ -13,65 +13,36 @@ import sys
 from pathlib import Path
 
 import pytest
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = yaml_parse((ROOT / "template.yaml").read_text())
+from tests.cloudformation import (
+    ROOT,
+    TEMPLATE,
+    as_list,
+    deployed,
+    of_type,
+    statements,
+    transformed,
+)
+
 SAM = ROOT / ".venv-sam" / "bin" / "sam"
-
-
-class ManagedPolicies:
-    """SAM asks for the ARNs of AWS managed policies; these are the ones it may attach."""
-
-    def load(self) -> dict[str, str]:
-        return {
-            "AWSLambdaBasicExecutionRole": (
-                "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-            )
-        }
-
-
-def transformed(template: dict | None = None, **parameters: str) -> dict:
-    """The template as CloudFormation sees it after `sam package` and the SAM transform."""
-    template = copy.deepcopy(template or TEMPLATE)
-    template["Resources"]["RelayFunction"]["Properties"]["CodeUri"] = "s3://artifacts/relay.zip"
-    return transform(template, parameters, ManagedPolicies())
-
-
-def resources_of_type(cfn: dict, kind: str) -> dict[str, dict]:
-    return {k: v for k, v in cfn["Resources"].items() if v["Type"] == kind}
+ALIAS = {"Ref": "RelayFunctionAliaslive"}
 
 
 def secret_and_kms_statements(cfn: dict) -> list[dict]:
-    statements = []
-    for role in resources_of_type(cfn, "AWS::IAM::Role").values():
-        for policy in role["Properties"].get("Policies", []):
-            document = json.dumps(policy["PolicyDocument"])
-            statements += [
-                s
-                for s in _statements(json.loads(document))
-                if any(a.startswith(("secretsmanager:", "kms:")) for a in _list(s["Action"]))
-            ]
-    return statements
-
-
-def _statements(document: dict) -> list[dict]:
+    """Every statement of every role that names a Secrets Manager or KMS action."""
     found = []
-    for item in document.get("Statement", []):
-        if "Fn::If" in item:  # conditional statements: check both branches
-            found += [b for b in item["Fn::If"][1:] if isinstance(b, dict) and "Effect" in b]
-        else:
-            found.append(item)
+    for role in of_type(cfn, "AWS::IAM::Role").values():
+        for policy in role["Properties"].get("Policies", []):
+            found += [
+                s
+                for s in statements(policy["PolicyDocument"])
+                if any(a.startswith(("secretsmanager:", "kms:")) for a in as_list(s["Action"]))
+            ]
     return found
 
 
-def _list(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def wildcard_resources(statements: list[dict]) -> list[dict]:
-    return [s for s in statements if "*" in json.dumps(s["Resource"])]
+def wildcard_resources(found: list[dict]) -> list[dict]:
+    return [s for s in found if "*" in json.dumps(s["Resource"])]
 
 
 def test_cfn_lint_is_clean_on_every_stack():
@@ -119,80 +90,182 @@ def test_sam_build_works_without_docker(tmp_path):
 
 
 def test_function_url_streams_with_auth_and_cors_from_parameters():
-    cfn = transformed()
-    [url] = resources_of_type(cfn, "AWS::Lambda::Url").values()
-    props = url["Properties"]
-    assert props["InvokeMode"] == "RESPONSE_STREAM"
-    assert props["AuthType"] == {"Ref": "UrlAuthType"}
-    cors = props["Cors"]["Fn::If"]
-    assert cors[0] == "HasCors"
-    assert cors[1]["AllowOrigins"] == {"Fn::Split": [",", {"Ref": "AllowedOrigins"}]}
-    assert cors[2] == {"Ref": "AWS::NoValue"}
-    # The URL points at the published alias, so SnapStart (published versions only) applies.
-    assert props["TargetFunctionArn"] == {"Ref": "RelayFunctionAliaslive"}
-    assert cfn["Outputs"]["FunctionUrl"]["Value"] == {
+    [url] = of_type(transformed(), "AWS::Lambda::Url").values()
+    assert url["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
+    assert url["Properties"]["AuthType"] == {"Ref": "UrlAuthType"}
+
+    closed = deployed(UrlAuthType="AWS_IAM")
+    [url] = of_type(closed, "AWS::Lambda::Url").values()
+    assert url["Properties"]["AuthType"] == "AWS_IAM"
+    assert "Cors" not in url["Properties"]  # no origins given: no CORS at all
+
+    origins = "https://chat.example.com,https://admin.example.com"
+    [url] = of_type(deployed(AllowedOrigins=origins), "AWS::Lambda::Url").values()
+    assert url["Properties"]["AuthType"] == "NONE"
+    assert url["Properties"]["Cors"]["AllowOrigins"] == origins.split(",")
+    assert deployed()["Outputs"]["FunctionUrl"]["Value"] == {
         "Fn::GetAtt": ["RelayFunctionUrl", "FunctionUrl"]
     }
 
 
+def test_a_public_url_lets_anyone_invoke_through_the_url_only():
+    """SAM adds no public permission when AuthType is a parameter; without ours, 403 for all."""
+    cfn = deployed(UrlAuthType="NONE")
+    [url] = of_type(cfn, "AWS::Lambda::Url").values()
+    grants = sorted(
+        (p["Properties"] for p in of_type(cfn, "AWS::Lambda::Permission").values()),
+        key=lambda p: p["Action"],
+    )
+    assert grants == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": ALIAS,
+            "Principal": "*",
+            "InvokedViaFunctionUrl": True,
+        },
+        {
+            "Action": "lambda:InvokeFunctionUrl",
+            "FunctionName": ALIAS,
+            "Principal": "*",
+            "FunctionUrlAuthType": "NONE",
+        },
+    ]
+    assert url["Properties"]["TargetFunctionArn"] == ALIAS
+    # With IAM auth nobody is granted anything by the function: callers need their own policy.
+    assert of_type(deployed(UrlAuthType="AWS_IAM"), "AWS::Lambda::Permission") == {}
+
+
+@pytest.mark.parametrize("snap_start", ["true", "false"])
+def test_the_url_targets_the_published_alias_whether_or_not_snapstart_is_on(snap_start):
+    """SnapStart applies to published versions only, so the URL points at the `live` alias;
+    keeping it there when SnapStart is off means toggling it never replaces the URL."""
+    cfn = deployed(EnableSnapStart=snap_start)
+    [url] = of_type(cfn, "AWS::Lambda::Url").values()
+    assert url["Properties"]["TargetFunctionArn"] == ALIAS
+    function = cfn["Resources"]["RelayFunction"]["Properties"]
+    expected = "PublishedVersions" if snap_start == "true" else "None"
+    assert function["SnapStart"] == {"ApplyOn": expected}
+
+
 def test_iam_reads_only_the_one_secret():
-    cfn = transformed()
-    statements = secret_and_kms_statements(cfn)
-    actions = sorted(a for s in statements for a in _list(s["Action"]))
-    assert actions == ["kms:Decrypt", "secretsmanager:GetSecretValue"]
-    assert wildcard_resources(statements) == []
-    read = next(s for s in statements if s["Action"] == "secretsmanager:GetSecretValue")
-    assert read["Resource"] == {
-        "Fn::If": ["CreateSecret", {"Ref": "OpenAISecret"}, {"Ref": "OpenAISecretArn"}]
+    default = secret_and_kms_statements(deployed())
+    assert [s["Action"] for s in default] == ["secretsmanager:GetSecretValue"]
+    assert default[0]["Resource"] == {"Ref": "OpenAISecret"}
+
+    existing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:team/openai-AbCdEf"
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    found = secret_and_kms_statements(deployed(OpenAISecretArn=existing, SecretKmsKeyArn=key))
+    by_action = {s["Action"]: s for s in found}
+    assert set(by_action) == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+    assert by_action["secretsmanager:GetSecretValue"]["Resource"] == existing
+    decrypt = by_action["kms:Decrypt"]
+    assert decrypt["Resource"] == key
+    assert decrypt["Condition"] == {
+        "StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}
     }
-    decrypt = next(s for s in statements if s["Action"] == "kms:Decrypt")
-    assert decrypt["Resource"] == {"Ref": "SecretKmsKeyArn"}
-    assert "kms:ViaService" in json.dumps(decrypt["Condition"])
+    assert wildcard_resources(found) == []
+    assert not of_type(deployed(OpenAISecretArn=existing), "AWS::SecretsManager::Secret")
 
 
 def test_the_scope_check_catches_a_wildcard():
     broken = copy.deepcopy(TEMPLATE)
     policy = broken["Resources"]["RelayFunction"]["Properties"]["Policies"][0]
     policy["Statement"][0]["Resource"] = "*"
-    assert wildcard_resources(secret_and_kms_statements(transformed(broken)))
+    assert wildcard_resources(secret_and_kms_statements(deployed(broken)))
+
+
+def test_the_function_reads_the_secret_the_stack_points_it_at():
+    function = deployed()["Resources"]["RelayFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["OPENAI_SECRET_ID"] == {"Ref": "OpenAISecret"}
+    assert deployed()["Outputs"]["SecretArn"]["Value"] == {"Ref": "OpenAISecret"}
 
 
 def test_logs_are_kept_for_the_configured_days():
-    cfn = transformed()
-    [group] = resources_of_type(cfn, "AWS::Logs::LogGroup").values()
-    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    cfn = deployed(LogRetentionDays="14")
+    [group] = of_type(cfn, "AWS::Logs::LogGroup").values()
+    assert group["Properties"]["RetentionInDays"] == "14"
     function = cfn["Resources"]["RelayFunction"]["Properties"]
     assert function["LoggingConfig"]["LogGroup"] == {"Ref": "RelayLogGroup"}
+    assert cfn["Outputs"]["LogGroupName"]["Value"] == {"Ref": "RelayLogGroup"}
 
 
-def test_function_runs_python313_with_both_streaming_modes_wired():
-    function = transformed()["Resources"]["RelayFunction"]["Properties"]
+def test_native_mode_runs_our_runtime_without_the_adapter():
+    function = deployed(StreamingMode="native")["Resources"]["RelayFunction"]["Properties"]
     assert function["Runtime"] == "python3.13"
-    assert function["Architectures"] == [{"Ref": "Architecture"}]
-    assert function["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
-    wrapper = function["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"]["Fn::If"]
-    assert wrapper == [
-        "NativeStreaming",
-        "/var/task/handler/bin/streaming-runtime",
-        "/opt/bootstrap",
+    assert function["Handler"] == "handler.app.handler"
+    variables = function["Environment"]["Variables"]
+    assert variables["AWS_LAMBDA_EXEC_WRAPPER"] == "/var/task/handler/bin/streaming-runtime"
+    assert not [name for name in variables if name.startswith("AWS_LWA_")]
+    assert "Layers" not in function
+    assert os.access(ROOT / "handler" / "bin" / "streaming-runtime", os.X_OK)
+
+
+@pytest.mark.parametrize(("architecture", "layer"), [("arm64", "Arm64"), ("x86_64", "X86")])
+def test_lwa_mode_runs_the_adapter_layer_for_the_architecture(architecture, layer):
+    cfn = deployed(StreamingMode="lwa", Architecture=architecture, LwaLayerVersion="26")
+    function = cfn["Resources"]["RelayFunction"]["Properties"]
+    assert function["Architectures"] == [architecture]
+    assert function["Handler"] == "handler/bin/lwa-start"
+    assert function["Layers"] == [
+        f"arn:aws:lambda:us-east-1:753240598075:layer:LambdaAdapterLayer{layer}:26"
     ]
-    handler = function["Handler"]["Fn::If"]
-    assert handler[1] == "handler.app.handler"
-    # The scripts the template names exist in the package and are executable.
-    for script in (wrapper[1].removeprefix("/var/task/"), handler[2]):
-        assert os.access(ROOT / script, os.X_OK), script
-    layer = json.dumps(function["Layers"])
-    assert "LambdaAdapterLayerArm64:${LwaLayerVersion}" in layer
-    assert "LambdaAdapterLayerX86:${LwaLayerVersion}" in layer
+    assert (
+        function["Environment"]["Variables"]
+        | {
+            "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+            "AWS_LWA_INVOKE_MODE": "response_stream",
+            "AWS_LWA_PORT": "8000",
+            "AWS_LWA_READINESS_CHECK_PATH": "/healthz",
+        }
+        == function["Environment"]["Variables"]
+    )
+    assert os.access(ROOT / "handler" / "bin" / "lwa-start", os.X_OK)
+
+
+def test_capacity_and_model_policy_come_from_parameters():
+    cfn = deployed(
+        ReservedConcurrency="3",
+        MemorySize="1024",
+        Timeout="120",
+        DefaultModel="gpt-4.1-mini",
+        AllowedModels="gpt-4.1-mini,gpt-4o",
+        MaxTokensCap="512",
+    )
+    function = cfn["Resources"]["RelayFunction"]["Properties"]
+    assert function["ReservedConcurrentExecutions"] == "3"
+    assert (function["MemorySize"], function["Timeout"]) == ("1024", "120")
+    assert (
+        function["Environment"]["Variables"]
+        | {
+            "DEFAULT_MODEL": "gpt-4.1-mini",
+            "ALLOWED_MODELS": "gpt-4.1-mini,gpt-4o",
+            "MAX_TOKENS_CAP": "512",
+        }
+        == function["Environment"]["Variables"]
+    )
 
 
 def test_alarms_cover_errors_throttles_and_p99_duration():
-    alarms = resources_of_type(transformed(), "AWS::CloudWatch::Alarm").values()
+    topic = "arn:aws:sns:us-east-1:123456789012:relay-alarms"
+    alarms = of_type(deployed(AlarmTopicArn=topic), "AWS::CloudWatch::Alarm").values()
     metrics = {a["Properties"]["MetricName"]: a["Properties"] for a in alarms}
     assert set(metrics) == {"Errors", "Throttles", "Duration"}
     assert metrics["Duration"]["ExtendedStatistic"] == "p99"
     for alarm in metrics.values():
-        assert alarm["AlarmActions"]["Fn::If"][0] == "HasAlarmTopic"
+        assert alarm["AlarmActions"] == [topic]
+        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "RelayFunction"}}]
+    for alarm in of_type(deployed(), "AWS::CloudWatch::Alarm").values():
+        assert "AlarmActions" not in alarm["Properties"]  # no topic: alarms without actions
+
+
+def test_the_function_role_carries_the_boundary_when_one_is_named():
+    cfn = deployed(PermissionsBoundaryName="chat-relay-function-boundary")
+    [role] = of_type(cfn, "AWS::IAM::Role").values()
+    assert role["Properties"]["PermissionsBoundary"] == (
+        "arn:aws:iam::123456789012:policy/chat-relay-function-boundary"
+    )
+    [role] = of_type(deployed(), "AWS::IAM::Role").values()
+    assert "PermissionsBoundary" not in role["Properties"]
 
 
 def test_every_parameter_is_described_bounded_and_used():
@@ -208,25 +281,8 @@ def test_outputs():
     assert set(TEMPLATE["Outputs"]) == {"FunctionUrl", "SecretArn", "FunctionName", "LogGroupName"}
 
 
-def test_ci_role_is_limited_to_main_and_production():
-    stack = yaml_parse((ROOT / "infra" / "ci-access.yaml").read_text())
-    trust = stack["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"]
-    [statement] = trust["Statement"]
-    subjects = statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"]
-    assert [s["Fn::Sub"] for s in subjects] == [
-        "repo:${GitHubRepository}:ref:refs/heads/main",
-        "repo:${GitHubRepository}:environment:production",
-    ]
-    policy = stack["Resources"]["DeployRole"]["Properties"]["Policies"][0]["PolicyDocument"]
-    for rule in policy["Statement"]:
-        if rule["Resource"] == "*":  # only actions that have no resource to scope to
-            assert set(_list(rule["Action"])) <= {
-                "secretsmanager:GetRandomPassword",
-                "cloudformation:ValidateTemplate",
-            }
-
-
 @pytest.mark.parametrize("mode", ["native", "lwa"])
-def test_template_transforms_for_every_mode(mode):
-    cfn = transformed(StreamingMode=mode, EnableSnapStart="true", UrlAuthType="AWS_IAM")
-    assert resources_of_type(cfn, "AWS::Lambda::Url")
+def test_template_transforms_for_every_combination_of_switches(mode):
+    for auth in ("NONE", "AWS_IAM"):
+        cfn = deployed(StreamingMode=mode, EnableSnapStart="true", UrlAuthType=auth)
+        assert of_type(cfn, "AWS::Lambda::Url")
