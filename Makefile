@@ -59,6 +59,7 @@ WHEEL_PLATFORM := $(if $(filter arm64 aarch64,$(ARCH)),manylinux2014_aarch64,man
 ARTIFACTS_DIR ?= build/relay
 build-RelayFunction:
 	@test -n "$(PY313)" || { echo "python3.13 is needed to precompile for the Lambda runtime"; exit 1; }
+	@case "$(strip $(ARTIFACTS_DIR))" in ""|/) echo "refusing to build into ARTIFACTS_DIR='$(ARTIFACTS_DIR)'"; exit 1;; esac
 	rm -rf "$(ARTIFACTS_DIR)"/* && mkdir -p "$(ARTIFACTS_DIR)"
 	grep -vE '^(boto3|botocore)==' requirements.txt > "$(ARTIFACTS_DIR)/.requirements-lambda.txt"
 	$(PY313) -m pip install --quiet --disable-pip-version-check --no-compile \

@@ -15,8 +15,10 @@ from infra.build.zip_package import zip_package
 
 ROOT = Path(__file__).resolve().parent.parent
 PY313 = next(Path("/root/.pyenv/versions").glob("3.13*/bin/python3.13"), None)
-# The limits we hold the package to (currently about 15 MB zipped, 43 MB unzipped).
-MAX_ZIPPED_MB, MAX_UNZIPPED_MB = 20, 50
+# The limits we hold the package to, about 10% over what it is (15.2-15.4 MB zipped,
+# 42.6-43.0 MB unzipped for arm64/x86_64), so a dependency that grows it shows up here. Most of it
+# is the OpenAI SDK (29 MB, its .py sources and their bytecode); boto3 is not in it.
+MAX_ZIPPED_MB, MAX_UNZIPPED_MB = 17, 46
 
 pytestmark = pytest.mark.skipif(PY313 is None, reason="python3.13 is needed to build")
 
