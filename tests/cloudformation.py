@@ -12,7 +12,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from samtranslator.translator.transform import transform
+import boto3
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.utils.py27hash_fix import (
+    to_py27_compatible_template,
+    undo_mark_unicode_str_in_template,
+)
 from samtranslator.yaml_helper import yaml_parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,22 +36,28 @@ PSEUDO = {
 _NO_VALUE = object()
 
 
-class ManagedPolicies:
+def managed_policies() -> dict[str, str]:
     """SAM asks for the ARNs of AWS managed policies; these are the ones it may attach."""
-
-    def load(self) -> dict[str, str]:
-        return {
-            "AWSLambdaBasicExecutionRole": (
-                "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-            )
-        }
+    return {
+        "AWSLambdaBasicExecutionRole": (
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        )
+    }
 
 
 def transformed(template: dict | None = None, **parameters: str) -> dict:
-    """The template as CloudFormation sees it after `sam package` and the SAM transform."""
+    """The template as CloudFormation sees it after `sam package` and the SAM transform (what
+    `samtranslator.translator.transform.transform` does, with the region given, not looked up)."""
     template = copy.deepcopy(template or TEMPLATE)
     template["Resources"]["RelayFunction"]["Properties"]["CodeUri"] = "s3://artifacts/relay.zip"
-    return transform(template, parameters, ManagedPolicies())
+    parameters = dict(parameters)
+    to_py27_compatible_template(template, parameters)
+    session = boto3.session.Session(region_name=PSEUDO["AWS::Region"])
+    translator = Translator(None, Parser(), boto_session=session)
+    result = translator.translate(
+        template, parameter_values=parameters, get_managed_policy_map=managed_policies
+    )
+    return undo_mark_unicode_str_in_template(result)
 
 
 def deployed(template: dict | None = None, **parameters: str) -> dict:
