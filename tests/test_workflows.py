@@ -4,11 +4,14 @@ relay from a buffering one."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fakes.openai_upstream import Script
 from tests.helpers import sse_server
@@ -48,6 +51,63 @@ def test_zizmor_would_catch_an_injection(tmp_path):
         '    steps:\n      - run: echo "${{ github.event.pull_request.title }}"\n'
     )
     assert run(str(BIN / "zizmor"), "--offline", str(bad.parent)).returncode != 0
+
+
+def load(path: Path) -> dict:
+    workflow = yaml.safe_load(path.read_text())
+    workflow["on"] = workflow.pop(True, workflow.get("on"))  # YAML 1.1 reads `on` as true
+    return workflow
+
+
+def steps(job: dict) -> list[dict]:
+    return job.get("steps", [])
+
+
+def test_every_action_is_pinned_to_a_commit_and_checkouts_keep_no_token():
+    for path in WORKFLOWS:
+        workflow = load(path)
+        assert workflow["permissions"] == {}, path  # jobs ask for what they need
+        for name, job in workflow["jobs"].items():
+            assert job.get("permissions") is not None, name
+            for step in steps(job):
+                if "uses" in step:
+                    assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", step["uses"]), step
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False, name
+
+
+def test_every_push_and_pull_request_runs_lint_and_every_check():
+    ci = load(ROOT / ".github" / "workflows" / "ci.yml")
+    assert set(ci["on"]) == {"push", "pull_request"}
+    assert ci["on"]["push"] is None  # every branch
+    commands = [s.get("run", "") for s in steps(ci["jobs"]["test"])]
+    assert "if" not in ci["jobs"]["test"]
+    for command in ("make lint", "make test", "cfn-lint", "sam validate --lint", "sam build"):
+        assert any(command in c for c in commands), command
+
+
+def test_deploys_run_on_main_only_and_prod_waits_for_dev_and_reviewers():
+    ci = load(ROOT / ".github" / "workflows" / "ci.yml")
+    jobs = ci["jobs"]
+    deploying = {n for n, j in jobs.items() if j.get("permissions", {}).get("id-token")}
+    assert deploying == {"deploy-dev", "deploy-prod"}
+    dev, prod = jobs["deploy-dev"], jobs["deploy-prod"]
+    assert dev["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert dev["needs"] == "test" and "environment" not in dev
+    assert prod["needs"] == "deploy-dev" and prod["environment"] == "production"
+    dev_run = "\n".join(s.get("run", "") for s in steps(dev))
+    prod_run = "\n".join(s.get("run", "") for s in steps(prod))
+    # Prod gets the package that passed dev's smoke test, not a rebuild.
+    assert "sam package" in dev_run and "sam build" not in prod_run
+    assert any("upload-artifact" in s.get("uses", "") for s in steps(dev))
+    assert any("download-artifact" in s.get("uses", "") for s in steps(prod))
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for job_run, environment in ((dev_run, "dev"), (prod_run, "prod")):
+        stack = config[environment]["deploy"]["parameters"]["stack_name"]
+        assert f"--config-env {environment} --template-file packaged.yaml" in job_run
+        assert '--region "$AWS_REGION"' in job_run  # where the credentials and the smoke test are
+        assert f"--stack-name {stack}" in job_run
+        assert "infra/smoke_test.sh" in job_run
 
 
 @pytest.fixture
