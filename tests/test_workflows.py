@@ -118,9 +118,13 @@ def buffering_server():
         yield url
 
 
-def test_smoke_test_passes_on_a_streaming_relay(upstream, make_relay):
+def test_smoke_test_passes_on_a_streaming_relay_even_after_a_slow_start(upstream, make_relay):
+    """The first token comes late (a cold start after a deploy delays it just so), then the
+    rest over 1.2 s: streaming, though the first frame arrives after half of the total time."""
     relay = make_relay(client_tokens="smoke-token-abc")
-    upstream.default = Script(tokens=[f"{i}\n" for i in range(1, 41)], delay_s=0.03)
+    upstream.default = Script(
+        tokens=[f"{i}\n" for i in range(1, 41)], first_delay_s=1.5, delay_s=0.03
+    )
     env = {"PATH": os.environ["PATH"], "RELAY_TOKEN": "smoke-token-abc"}
     result = run(str(SMOKE), relay.url + "/", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
