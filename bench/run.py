@@ -413,10 +413,9 @@ class Run:
             "unzipped_mib": round(package.unzipped_bytes / 2**20, 2),
             "pyc_files": package.pyc_files,
         }
-        if not _native_available():
-            self.results["figures"]["cold_start"] = {
-                "skipped": "handler/runtime.py does not exist yet"
-            }
+        if not _native_available() or not s.cold_trials:
+            why = "--cold-trials 0" if _native_available() else "handler/runtime.py does not exist"
+            self.results["figures"]["cold_start"] = {"skipped": why}
             return
         trees = {"packaged": (package.packaged, True), "no_bytecode": (package.sources, False)}
         trials: dict[str, list[dict]] = {name: [] for name in trees}

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
+import aiohttp
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -19,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from handler.credentials import Credentials, CredentialStore, CredentialsUnavailable
-from handler.errors import RelayError, error_payload
+from handler.errors import RelayError, error_payload, upstream_error
 from handler.models import chat_upstream_params, completions_upstream_params, parse_json_object
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, close_response
 from handler.requestlog import RequestLogMiddleware, request_log
@@ -47,16 +50,28 @@ class RelayState:
         self.upstream = Upstream(settings, self.credentials)
 
 
-def relay_state(request: Request) -> RelayState:
-    return request.app.state.relay
+class RelayCall(NamedTuple):
+    """What a relay route gets: the per-process parts and the authorized caller's JSON body."""
+
+    state: RelayState
+    body: dict[str, Any]
 
 
-def authorized_credentials(
-    request: Request, state: Annotated[RelayState, Depends(relay_state)]
-) -> Credentials:
+async def relay_call(request: Request) -> RelayCall:
+    """The relay routes' one dependency: the caller's token first, then the body.
+
+    A single coroutine on purpose: FastAPI runs plain-function dependencies in a worker thread
+    and resolves nested ones level by level, which together cost more per request than
+    everything else the relay adds to the first token (README, "Performance")."""
+    state: RelayState = request.app.state.relay
+    await _authorize(request, state)
+    return RelayCall(state, await _json_body(request, state))
+
+
+async def _authorize(request: Request, state: RelayState) -> Credentials:
     """The credentials, once the caller's bearer token (when tokens are configured) checks out."""
     try:
-        creds = state.credentials.get()
+        creds = await state.credentials.aget()
     except CredentialsUnavailable as exc:
         log.error("credentials unavailable: %s", exc.reason)
         raise
@@ -65,9 +80,7 @@ def authorized_credentials(
     return creds
 
 
-async def json_body(
-    request: Request, state: Annotated[RelayState, Depends(relay_state)]
-) -> dict[str, Any]:
+async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
     """The request body as a JSON object, within `MAX_BODY_BYTES`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
@@ -85,19 +98,17 @@ async def json_body(
     return parse_json_object(bytes(body))
 
 
-Authorized = Annotated[Credentials, Depends(authorized_credentials)]
-JsonBody = Annotated[dict[str, Any], Depends(json_body)]
-State = Annotated[RelayState, Depends(relay_state)]
+Call = Annotated[RelayCall, Depends(relay_call)]
 
 
 def _wants_sse(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
-async def chat(request: Request, _: Authorized, body: JsonBody, state: State) -> Response:
+async def chat(request: Request, call: Call) -> Response:
     """`POST /chat`: SSE frames for `Accept: text/event-stream`, plain text otherwise."""
-    settings = state.settings
-    params = chat_upstream_params(body, settings)
+    state, settings = call.state, call.state.settings
+    params = chat_upstream_params(call.body, settings)
     record = request_log(request.scope)
     record.model = params["model"]
     if settings.log_prompts:
@@ -108,12 +119,10 @@ async def chat(request: Request, _: Authorized, body: JsonBody, state: State) ->
     return await _stream(wire, wire.frames(deltas), deltas, record, settings)
 
 
-async def chat_completions(
-    request: Request, _: Authorized, body: JsonBody, state: State
-) -> Response:
+async def chat_completions(request: Request, call: Call) -> Response:
     """`POST /v1/chat/completions`: OpenAI's API; streamed bytes pass through unchanged."""
-    settings = state.settings
-    params = completions_upstream_params(body, settings)
+    state, settings = call.state, call.state.settings
+    params = completions_upstream_params(call.body, settings)
     record = request_log(request.scope)
     record.model = params["model"]
     if settings.log_prompts:
@@ -126,9 +135,11 @@ async def chat_completions(
         return Response(exc.upstream_body, exc.upstream_status, media_type="application/json")
     if not params["stream"]:
         try:
-            content = await response.aread()
+            content = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            raise upstream_error("the model's answer broke off") from None
         finally:
-            await close_response(response)
+            close_response(response)
         return Response(content, media_type="application/json")
     chunks = PassthroughBytes(response, settings)
     return await _stream(
@@ -195,6 +206,14 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _error_response(request, error)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Servers with a lifespan (uvicorn) close the upstream pool on shutdown; Lambda never
+    # shuts the app down, so there the pool simply lives as long as the environment.
+    yield
+    await app.state.relay.upstream.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own `Settings`, Lambda and `make dev` use the environment."""
     settings = settings or Settings()
@@ -202,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Streaming chat relay",
         docs_url=None,
         redoc_url=None,
+        lifespan=_lifespan,
         exception_handlers={
             RelayError: _relay_error,
             HTTPException: _http_error,
@@ -231,8 +251,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _configure_logging() -> None:
-    # The SDKs' debug logs may carry request options; keep them out of the function's logs.
-    for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "botocore", "boto3"):
+    # Client libraries' debug logs may carry request details; keep them out of the logs.
+    for noisy in ("aiohttp", "botocore", "boto3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     relay = logging.getLogger("relay")
     if relay.level == logging.NOTSET:

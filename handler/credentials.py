@@ -5,8 +5,10 @@ This is the only module that touches the secret. Values never leave it in logs o
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -96,6 +98,7 @@ class CredentialStore:
         self._settings = settings
         self._provider = None
         self._parsed: tuple[object, Credentials] | None = None
+        self._fresh_until = 0.0
         if settings.openai_api_key:
             self._static = Credentials(
                 api_key=settings.openai_api_key,
@@ -109,12 +112,23 @@ class CredentialStore:
         return self._static is None
 
     def get(self, refresh: bool = False) -> Credentials:
+        """The credentials, reading the secret when the cache is stale (a blocking call)."""
         if self._static is not None:
             return self._static
         raw = self._read_secret(refresh)
         if self._parsed is None or self._parsed[0] is not raw:
             self._parsed = (raw, parse_secret(raw, self._settings.client_tokens))
+        self._fresh_until = time.monotonic() + self._settings.secret_ttl_s
         return self._parsed[1]
+
+    async def aget(self, refresh: bool = False) -> Credentials:
+        """`get` for the event loop: a cached value at once, a Secrets Manager read in a thread
+        (so one slow read never stalls the other streams of the process)."""
+        if self._static is not None:
+            return self._static
+        if not refresh and self._parsed is not None and time.monotonic() < self._fresh_until:
+            return self._parsed[1]
+        return await asyncio.to_thread(self.get, refresh)
 
     def _read_secret(self, refresh: bool) -> str | bytes | None:
         secret_id = self._settings.openai_secret_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,7 +37,7 @@ class RequestLog:
             self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 2)
 
     def line(self) -> str:
-        record = asdict(self)
+        record = dict(vars(self))
         started = record.pop("started")
         record["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
         if record["prompt"] is None:

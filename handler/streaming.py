@@ -49,7 +49,7 @@ async def start_stream(
         await _finish(first, source)
         raise
     if first.done() and first.exception() is not None:
-        await _close_source(source)
+        _close_source(source)
         raise first.exception()
     if not first.done() and wait_s >= timeout_s:
         first.cancel()
@@ -73,13 +73,13 @@ async def _finish(task: asyncio.Future, source: Any) -> None:
         await task
     except BaseException:
         pass
-    await _close_source(source)
+    _close_source(source)
 
 
-async def _close_source(source: Any) -> None:
+def _close_source(source: Any) -> None:
     response = getattr(source, "response", None)
     if response is not None:
-        await close_response(response)
+        close_response(response)
 
 
 class RelayStreamResponse(Response):
