@@ -127,6 +127,20 @@ class RelayStreamResponse(Response):
                 "trailers": trailers,
             }
         )
+        if self._first.done() and self._first.result() is not _END:
+            # The usual case: the first frame came while the route waited. Sent from here, it
+            # leaves now rather than one event-loop turn later from the writer task.
+            record.mark_first_token()
+            message = {
+                "type": "http.response.body",
+                "body": self._first.result(),
+                "more_body": True,
+            }
+            try:
+                await send(message)
+            except BaseException:
+                _close_source(self._source)
+                raise
         body = asyncio.ensure_future(self._write_frames(send))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         failure: RelayError | None = None
@@ -177,11 +191,14 @@ class RelayStreamResponse(Response):
     async def _write_frames(self, send: Callable[[dict], Awaitable[None]]) -> RelayError | None:
         """Every frame as its own body message; returns the failure that ended the stream."""
         try:
-            first = await self._wait_for_first_frame(send)
-            if first is _END:
+            if not self._first.done():
+                first = await self._wait_for_first_frame(send)
+                if first is _END:
+                    return None
+                self._record.mark_first_token()
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            elif self._first.result() is _END:
                 return None
-            self._record.mark_first_token()
-            await send({"type": "http.response.body", "body": first, "more_body": True})
             async for frame in self._frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         except RelayError as exc:
