@@ -42,12 +42,7 @@ chromium: ## Debian's Chromium for the page's browser tests (Playwright's downlo
 test: $(STAMP) $(SAM_STAMP) chromium ## run every test and check
 	$(PY) -m pytest -q tests
 
-BENCH_DEPS := .venv-bench/.installed
-$(BENCH_DEPS): bench/requirements-standard.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade --target .venv-bench -r $<
-	@touch $@
-
-bench: $(STAMP) $(BENCH_DEPS) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
+bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 # The Lambda package, built the same way on any host without Docker (SAM's makefile build calls

@@ -15,10 +15,11 @@ from infra.build.zip_package import zip_package
 
 ROOT = Path(__file__).resolve().parent.parent
 PY313 = next(Path("/root/.pyenv/versions").glob("3.13*/bin/python3.13"), None)
-# The limits we hold the package to, about 10% over what it is (15.2-15.4 MB zipped,
-# 42.6-43.0 MB unzipped for arm64/x86_64), so a dependency that grows it shows up here. Most of it
-# is the OpenAI SDK (29 MB, its .py sources and their bytecode); boto3 is not in it.
-MAX_ZIPPED_MB, MAX_UNZIPPED_MB = 17, 46
+# The limits we hold the package to, about 10% over what it is (17.0-17.3 MB zipped,
+# 54.4-55.6 MB unzipped for arm64/x86_64), so a dependency that grows it shows up here. The
+# largest parts are uvloop (17 MB unzipped, nearly all one unstripped shared library), aiohttp
+# with its C parsers (9 MB) and Powertools (7 MB); boto3 is not in it.
+MAX_ZIPPED_MB, MAX_UNZIPPED_MB = 19, 61
 
 pytestmark = pytest.mark.skipif(PY313 is None, reason="python3.13 is needed to build")
 
@@ -53,7 +54,8 @@ def host_build(tmp_path_factory):
 
 def test_package_contents(host_build):
     names = {p.name for p in host_build.iterdir()}
-    assert {"handler", "fastapi", "mangum", "openai", "orjson", "pydantic_core"} <= names
+    assert {"handler", "fastapi", "mangum", "aiohttp", "uvloop", "orjson", "pydantic_core"} <= names
+    assert "openai" not in names  # the SDK is a test dependency only
     assert not names & {"boto3", "botocore", "bin", "tests"}  # boto3 comes with the runtime
     assert not list(host_build.rglob("tests")) and not list(host_build.rglob("*.pyi"))
     for script in ("streaming-runtime", "lwa-start"):
@@ -64,7 +66,7 @@ def test_package_contents(host_build):
         p.parent.parent / (p.name.split(".")[0] + ".py")
         for p in host_build.rglob("*.cpython-313.pyc")
     }
-    assert len(sources) > 1000
+    assert len(sources) > 500
     assert set(sources) <= compiled
     pyc = next((host_build / "handler").rglob("app.cpython-313.pyc")).read_bytes()
     assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, unchecked

@@ -213,8 +213,9 @@ def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secre
     debug = [line for line in output.splitlines() if "runtime-debug" in line]
     tasks = [int(line.rsplit("tasks=", 1)[1]) for line in debug]
     assert len(tasks) == 20 and tasks[1] == tasks[-1], tasks
-    # Each invocation ran with its own trace id in _X_AMZN_TRACE_ID.
+    # Each invocation ran with its own trace id in _X_AMZN_TRACE_ID, on uvloop's event loop.
     assert f"invocation={invocation.request_id} trace={invocation.trace_id} " in debug[-1]
+    assert " loop=uvloop.Loop " in debug[-1]
 
 
 @pytest.mark.parametrize(
