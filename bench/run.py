@@ -34,7 +34,7 @@ class Scale:
     ttft_requests: int = 200
     ttft_tokens: int = 8
     bulk_tokens: int = 20_000
-    bulk_trials: int = 3
+    bulk_trials: int = 5
     concurrency: tuple[int, ...] = (100, 500)
     concurrency_trials: int = 3
     paced_tokens: int = 50

@@ -277,7 +277,12 @@ class PassthroughBytes:
         try:
             async for raw in self.response.content.iter_any():
                 self.deltas += raw.count(_DATA)
-                self._tail = (self._tail + raw)[-self._TAIL :]
+                # Only the end matters: a big read need not be copied to keep it.
+                self._tail = (
+                    raw[-self._TAIL :]
+                    if len(raw) >= self._TAIL
+                    else (self._tail + raw)[-self._TAIL :]
+                )
                 yield raw
         except Exception as exc:
             raise _stream_failure(exc, self._settings) from None
