@@ -79,6 +79,9 @@ class Upstream:
                 timeout=self._timeout,
                 auto_decompress=False,
                 skip_auto_headers=("Accept-Encoding",),
+                # One pool serves every caller: a cookie the upstream sets for one request
+                # must not ride along on anyone else's.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._proxy = _environment_proxy(self._url)
         if self._headers_for is not creds:

@@ -64,3 +64,14 @@ def test_the_upstream_request_asks_for_uncompressed_json(upstream, relay):
     assert headers["content-type"] == "application/json"
     assert headers["user-agent"].startswith("streaming-chat-relay ")
     assert upstream.last.body["stream"] is True
+
+
+def test_cookies_the_upstream_sets_are_not_sent_back(upstream, make_relay, monkeypatch):
+    # One connection pool serves every caller of the relay: no cookie jar may connect them.
+    # (Through the proxy the upstream has a host name: cookie jars ignore bare IP addresses.)
+    _proxy_env(monkeypatch, upstream.base_url.removesuffix("/v1"))
+    relay = make_relay(openai_base_url=UNREACHABLE_BASE)
+    upstream.enqueue(Script(status=429, headers={"Set-Cookie": "__cf_bm=caller-one; Path=/"}))
+    assert httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}).status_code == 429
+    assert httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}).status_code == 200
+    assert "cookie" not in upstream.last.headers
