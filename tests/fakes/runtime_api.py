@@ -14,6 +14,7 @@ import itertools
 import json
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from infra.demo_upstream import LoopbackHttpServer, ThreadedUpstream, read_request_head
@@ -74,6 +75,48 @@ class Invocation:
         return self
 
 
+class ArrivalTimedReader(asyncio.StreamReader):
+    """A StreamReader that remembers when its bytes arrived, so that a chunk is stamped with the
+    time it came off the socket, as a client's `data_received` would see it, not with the time
+    the emulator got round to parsing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.consumed = 0  # bytes handed out by the read methods so far
+        self._fed = 0
+        self._arrivals: deque[tuple[int, float]] = deque()  # (bytes fed in total, when)
+
+    def feed_data(self, data: bytes) -> None:
+        self._fed += len(data)
+        self._arrivals.append((self._fed, time.monotonic()))
+        super().feed_data(data)
+
+    def arrival(self) -> float:
+        """When the last byte handed out so far had arrived."""
+        while len(self._arrivals) > 1 and self._arrivals[0][0] < self.consumed:
+            self._arrivals.popleft()
+        return self._arrivals[0][1] if self._arrivals else time.monotonic()
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        data = await super().readuntil(separator)
+        self.consumed += len(data)
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await super().readexactly(n)
+        self.consumed += len(data)
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        self.consumed += len(data)
+        return data
+
+
+def _arrived(reader: asyncio.StreamReader) -> float:
+    return reader.arrival() if isinstance(reader, ArrivalTimedReader) else time.monotonic()
+
+
 class RuntimeApiEmulator(LoopbackHttpServer):
     """The server side of the runtime API; run it with `ThreadedRuntimeApi` from a sync test."""
 
@@ -85,7 +128,15 @@ class RuntimeApiEmulator(LoopbackHttpServer):
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
         self._queue = asyncio.Queue()
-        return await super().start(host, port)
+        # asyncio.start_server, but with readers that note when each byte arrived.
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: asyncio.StreamReaderProtocol(ArrivalTimedReader(), self._serve_connection),
+            host,
+            port,
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        return server
 
     def finished(self, invocation: Invocation) -> None:
         """Called on the emulator's loop once the runtime's answer is complete."""
@@ -146,13 +197,13 @@ class RuntimeApiEmulator(LoopbackHttpServer):
                     break
                 data = await reader.readexactly(size + 2)
                 assert data[-2:] == b"\r\n", "chunk not terminated by CRLF"
-                chunks.append((time.monotonic(), data[:-2]))
+                chunks.append((_arrived(reader), data[:-2]))
             while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
                 name, _, value = line.decode("latin-1").partition(":")
                 trailers[name.strip().lower()] = value.strip()
         else:
             data = await reader.readexactly(int(headers.get("content-length", "0")))
-            chunks.append((time.monotonic(), data))
+            chunks.append((_arrived(reader), data))
         return b"".join(piece for _, piece in chunks)
 
     @staticmethod
