@@ -39,6 +39,16 @@ def test_upstream_is_reached_through_the_environment_proxy(upstream, make_relay,
     assert upstream.last.path == f"{UNREACHABLE_BASE}/chat/completions"
 
 
+def test_proxy_credentials_become_a_proxy_authorization_header(upstream, make_relay, monkeypatch):
+    address = upstream.base_url.removesuffix("/v1").removeprefix("http://")
+    _proxy_env(monkeypatch, f"http://relay%40corp:s%3Acret@{address}")
+    relay = make_relay(openai_base_url=UNREACHABLE_BASE)
+    events = stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).events()
+    assert events[-1][0] == "done"
+    assert upstream.last.headers["proxy-authorization"] == "Basic cmVsYXlAY29ycDpzOmNyZXQ="
+    assert upstream.last.path == f"{UNREACHABLE_BASE}/chat/completions"
+
+
 def test_no_proxy_sends_the_upstream_request_directly(upstream, make_relay, monkeypatch):
     _proxy_env(monkeypatch, _closed_port())  # a proxy that would refuse the connection
     relay = make_relay()
