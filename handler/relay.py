@@ -79,7 +79,6 @@ class Upstream:
                 connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
                 timeout=self._timeout,
                 auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding",),
                 # One pool serves every caller: a cookie the upstream sets for one request
                 # must not ride along on anyone else's.
                 cookie_jar=aiohttp.DummyCookieJar(),

@@ -127,6 +127,7 @@ class RelayStreamResponse(Response):
                 "trailers": trailers,
             }
         )
+        first_sent = False
         if self._first.done() and self._first.result() is not _END:
             # The usual case: the first frame came while the route waited. Sent from here, it
             # leaves now rather than one event-loop turn later from the writer task.
@@ -141,7 +142,8 @@ class RelayStreamResponse(Response):
             except BaseException:
                 _close_source(self._source)
                 raise
-        body = asyncio.ensure_future(self._write_frames(send))
+            first_sent = True
+        body = asyncio.ensure_future(self._write_frames(send, first_sent))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         failure: RelayError | None = None
         try:
@@ -188,17 +190,20 @@ class RelayStreamResponse(Response):
             error = [(b"relay-error-type", failure.type.encode())] if failure else []
             await send({"type": "http.response.trailers", "headers": error, "more_trailers": False})
 
-    async def _write_frames(self, send: Callable[[dict], Awaitable[None]]) -> RelayError | None:
-        """Every frame as its own body message; returns the failure that ended the stream."""
+    async def _write_frames(
+        self, send: Callable[[dict], Awaitable[None]], first_sent: bool
+    ) -> RelayError | None:
+        """Every frame as its own body message; returns the failure that ended the stream.
+
+        `first_sent` says whether `__call__` already wrote the first frame: deciding it here from
+        `self._first.done()` would drop a first frame that arrived in between."""
         try:
-            if not self._first.done():
+            if not first_sent:
                 first = await self._wait_for_first_frame(send)
                 if first is _END:
                     return None
                 self._record.mark_first_token()
                 await send({"type": "http.response.body", "body": first, "more_body": True})
-            elif self._first.result() is _END:
-                return None
             async for frame in self._frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         except RelayError as exc:
