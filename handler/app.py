@@ -219,6 +219,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
         title="Streaming chat relay",
+        # Only the contract's routes (../shared/api.md): no generated schema or docs pages.
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
         lifespan=_lifespan,

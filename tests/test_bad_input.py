@@ -78,7 +78,14 @@ def test_oversized_chunked_body_is_rejected_without_content_length(upstream, mak
 
 @pytest.mark.parametrize(
     ("method", "path", "status", "kind"),
-    [("GET", "/nope", 404, "not_found"), ("GET", "/chat", 405, "method_not_allowed")],
+    [
+        ("GET", "/nope", 404, "not_found"),
+        ("GET", "/chat", 405, "method_not_allowed"),
+        # The contract's routes and no others: FastAPI's generated schema would describe the
+        # relay's internals (route docstrings) to anyone who asks.
+        ("GET", "/openapi.json", 404, "not_found"),
+        ("GET", "/docs", 404, "not_found"),
+    ],
 )
 def test_unknown_routes_and_methods(relay, method, path, status, kind):
     response = httpx.request(method, f"{relay.url}{path}")
