@@ -25,7 +25,8 @@ from bench.services import ROOT, Service, Worker, cpu_seconds, free_port, hermet
 
 RESULTS = ROOT / "bench" / "results"
 BENCH_KEY = "sk-bench-not-a-real-key"
-TTFT_SETTLE = 2  # unmeasured requests at the start of each contender's turn (figure 1)
+TTFT_TURN = 100  # measured requests in one contender's turn (figure 1)
+TTFT_SETTLE = 10  # unmeasured requests at the start of each turn (figure 1)
 
 
 @dataclass
@@ -262,11 +263,15 @@ class Run:
         samples: dict[str, list[float]] = {c.name: [] for c in self.contenders}
         floors: dict[str, list[float]] = {c.name: [] for c in self.contenders}
         direct = next((c for c in self.contenders if c.name == "direct"), None)
-        # Short rounds, contenders in turn, so a slow spell of this shared machine hits every
-        # contender alike. Each contender is compared with the direct floor measured just
-        # before its own turn: the floor drifts with what ran before it (after the baseline's
-        # turn it measured 0.1-0.2 ms higher), and a fixed floor would credit that to the relay.
-        rounds = max(1, s.ttft_requests // 10)
+        # Rounds of turns of TTFT_TURN requests, contenders in turn, so a slow spell of this
+        # shared machine hits every contender alike. Each contender is compared with the direct
+        # floor measured just before its own turn: the floor drifts with what ran before it
+        # (after the baseline's turn it measured 0.1-0.2 ms higher), and a fixed floor would
+        # credit that to the relay. Turns are long because a relay process that sat idle through
+        # the others' turns answers slower for its first 5-10 requests (per-position medians:
+        # 1.3-1.6 ms for the first, then down to its plateau), while the floor's processes
+        # (client, upstream) never sit idle: turns of 10 charged that to the relays.
+        rounds = max(1, -(-s.ttft_requests // TTFT_TURN))
         for index in range(rounds):
             count = s.ttft_requests // rounds + (index < s.ttft_requests % rounds)
             for contender in self.contenders:
@@ -291,14 +296,15 @@ class Run:
         self.results["figures"]["ttft"] = {
             "requests": s.ttft_requests,
             "tokens": s.ttft_tokens,
+            "turn": min(TTFT_TURN, s.ttft_requests),
             "settle": TTFT_SETTLE,
             "contenders": figure,
         }
 
     def _ttft_turn(self, contender: Contender, count: int) -> list[float]:
         """`count` measured requests, after TTFT_SETTLE unmeasured ones: a process that sat idle
-        while the others ran answers its first requests slower (per-position medians: the first
-        0.4-0.8 ms), which would charge whoever comes first after a switch."""
+        while the others ran answers its first requests slower, which would charge whoever comes
+        first after a switch."""
         total = count + TTFT_SETTLE
         result = self._checked(contender, self.sequential(contender, self.scale.ttft_tokens, total))
         return result["ttft_s"][TTFT_SETTLE:]
