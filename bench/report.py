@@ -242,11 +242,14 @@ def chart(results: dict, path: Path) -> None:
     ttft = _get(results, "ttft", "contenders") or {}
     names = [n for n in ttft if n != "direct" and ttft[n]["added_p50_ms"] is not None]
     ax = axes[0][0]
-    ax.barh([label.get(n, n) for n in names], [ttft[n]["added_p50_ms"] for n in names])
+    added = [ttft[n]["added_p50_ms"] for n in names]
+    ax.barh([label.get(n, n) for n in names], added)
+    for index, value in enumerate(added):
+        ax.text(value, index, f" {value:.2f}", va="center", fontsize=8)
     ax.axvline(TTFT_LIMIT_MS, color="red", linestyle="--", label="target ≤ 1 ms")
-    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(0, max([TTFT_LIMIT_MS, *added]) * 1.15)
     ax.set_xlabel("added time to first token, p50 (ms, vs direct)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     ax.invert_yaxis()
 
     rate = _get(results, "throughput", "contenders") or {}
@@ -261,7 +264,7 @@ def chart(results: dict, path: Path) -> None:
         )
     for index, name in enumerate(names):
         ax.text(0.01, index, f" {rate[name]['chunks_per_s']:,}/s", va="center", fontsize=8)
-    ax.set_xlabel(f"throughput as a fraction of direct ({_fmt(direct)} chunks/s)")
+    ax.set_xlabel(f"chunks/s as a fraction of direct ({_fmt(direct)}/s)")
     ax.legend(loc="lower right")
     ax.invert_yaxis()
 
@@ -281,7 +284,7 @@ def chart(results: dict, path: Path) -> None:
         ax.set_yticklabels([label.get(n, n) for n in names])
     ax.axvline(CONCURRENT_WALL_RATIO, color="red", linestyle="--", label="target ≤ 1.25x (100)")
     ax.set_xlabel("concurrent streams: wall time / direct wall time")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     ax.invert_yaxis()
 
     cold = _get(results, "cold_start") or {}
@@ -300,6 +303,7 @@ def chart(results: dict, path: Path) -> None:
             linestyle="--",
             label="target ≤ 50% of no bytecode",
         )
+        ax.set_ylim(0, max(bars.values()) * 1.25)
         ax.legend(loc="upper left")
     else:
         ax.text(0.5, 0.5, cold.get("skipped", "not measured"), ha="center", transform=ax.transAxes)
