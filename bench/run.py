@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -271,7 +272,7 @@ class Run:
         # the others' turns answers slower for its first 5-10 requests (per-position medians:
         # 1.3-1.6 ms for the first, then down to its plateau), while the floor's processes
         # (client, upstream) never sit idle: turns of 10 charged that to the relays.
-        rounds = max(1, -(-s.ttft_requests // TTFT_TURN))
+        rounds = max(1, math.ceil(s.ttft_requests / TTFT_TURN))
         for index in range(rounds):
             count = s.ttft_requests // rounds + (index < s.ttft_requests % rounds)
             for contender in self.contenders:
