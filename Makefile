@@ -48,7 +48,7 @@ bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENC
 # The Lambda package, built the same way on any host without Docker (SAM's makefile build calls
 # build-RelayFunction with ARTIFACTS_DIR): manylinux wheels for the target architecture and
 # CPython 3.13, the handler, no tests or caches, and bytecode compiled ahead of time so a cold
-# start does not compile. boto3 is left to the Lambda runtime (see README, "Build").
+# start does not compile. boto3 is left to the Lambda runtime (see docs/deploy.md, "Build").
 ARCH ?= arm64
 WHEEL_PLATFORM := $(if $(filter arm64 aarch64,$(ARCH)),manylinux2014_aarch64,manylinux2014_x86_64)
 ARTIFACTS_DIR ?= build/relay

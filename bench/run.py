@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -533,6 +534,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--chart", type=Path, default=RESULTS / "chart.png")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="where to write the generated page (default bench/README.md for the default --out,"
+        " else README.md beside --out)",
+    )
     parser.add_argument("--skip", action="append", default=[], help="leave out this contender")
     for name, value in dataclasses.asdict(Scale()).items():
         if isinstance(value, int):
@@ -551,7 +559,14 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.tables(results))
     report.chart(results, args.chart)
-    print(f"\nwrote {args.out} and {args.chart} in {results['meta']['seconds']} s")
+    readme = args.readme or (
+        ROOT / "bench" / "README.md"
+        if args.out == RESULTS / "latest.json"
+        else args.out.with_name("README.md")
+    )
+    chart_link = os.path.relpath(args.chart, readme.parent)
+    readme.write_text(report.readme(results, chart_link))
+    print(f"\nwrote {args.out}, {args.chart} and {readme} in {results['meta']['seconds']} s")
     return results
 
 
