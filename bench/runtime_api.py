@@ -1,4 +1,4 @@
-"""The runtime-API emulator of tests/fakes/runtime_api.py, driven from the benchmark's own event
+"""The runtime-API emulator of devtools/runtime_api.py, driven from the benchmark's own event
 loop: `invoke` queues an event and its `done` is a future resolved when the answer is complete.
 
 Times are `time.monotonic()`, the emulator's clock, taken as each chunk arrives.
@@ -12,15 +12,15 @@ import json
 import time
 from dataclasses import dataclass
 
-from tests.fakes import runtime_api as fake
-from tests.fakes.runtime_api import PRELUDE_END
+from devtools import runtime_api as emulator
+from devtools.runtime_api import PRELUDE_END
 
 __all__ = ["PRELUDE_END", "Invocation", "RuntimeApiEmulator", "now"]
 now = time.monotonic
 
 
 @dataclass
-class Invocation(fake.Invocation):
+class Invocation(emulator.Invocation):
     done: asyncio.Future | None = None  # type: ignore[assignment]
 
     @property
@@ -39,7 +39,7 @@ class Invocation(fake.Invocation):
         return result, body.encode()
 
 
-class RuntimeApiEmulator(fake.RuntimeApiEmulator):
+class RuntimeApiEmulator(emulator.RuntimeApiEmulator):
     async def start(self) -> RuntimeApiEmulator:
         self._server = await super().start()
         return self

@@ -11,7 +11,8 @@ import asyncio
 import sys
 
 from bench.scenario import parse_prompt, tokens
-from infra.demo_upstream import OpenAICompatibleServer, RecordedRequest, Script
+from devtools.openai_server import OpenAICompatibleServer, RecordedRequest
+from devtools.scripts import Script
 
 
 class BenchUpstream(OpenAICompatibleServer):

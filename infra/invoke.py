@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from devtools.runtime_api import PRELUDE_END, ThreadedRuntimeApi
 from infra.local_stack import (
     DEMO_KEY,
     LOCAL_SECRET_ID,
     start_demo_upstream,
     start_secrets_manager,
 )
-from tests.fakes.runtime_api import PRELUDE_END, ThreadedRuntimeApi
 
 ROOT = Path(__file__).resolve().parent.parent
 

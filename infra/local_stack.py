@@ -8,29 +8,19 @@ Lambda. Ctrl-C stops everything: all parts run in this one process.
 from __future__ import annotations
 
 import os
-import socket
 import sys
+
+from devtools.moto_server import start_moto_server
+from devtools.openai_server import OpenAICompatibleServer
+from devtools.scripts import demo_script
 
 LOCAL_SECRET_ID = "local/openai"
 DEMO_KEY = "sk-local-demo"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_secrets_manager(api_key: str) -> str:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access lines
-
-    port = _free_port()
-    ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
-    endpoint = f"http://127.0.0.1:{port}"
+    """moto as the local Secrets Manager, holding `api_key`; the environment points boto3 at it."""
+    _, endpoint = start_moto_server()
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="local",
@@ -44,9 +34,8 @@ def start_secrets_manager(api_key: str) -> str:
 
 
 def start_demo_upstream() -> str:
-    from infra.demo_upstream import OpenAICompatibleServer, ThreadedUpstream, demo_script
-
-    return ThreadedUpstream(OpenAICompatibleServer(default=demo_script())).start().base_url
+    """The fake OpenAI streaming the demo answer, in a background thread; its base URL."""
+    return OpenAICompatibleServer(default=demo_script()).serve_in_thread().base_url
 
 
 def main() -> None:

@@ -32,10 +32,11 @@ os.environ.update(
     AWS_REGION="us-east-1",
 )
 
+from devtools.moto_server import start_moto_server  # noqa: E402
+from devtools.openai_server import OpenAICompatibleServer  # noqa: E402
 from handler.settings import Settings  # noqa: E402
 from tests.browser import browser, page  # noqa: E402, F401  (the page tests' fixtures)
-from tests.fakes.openai_upstream import FakeOpenAI  # noqa: E402
-from tests.fakes.relay_server import RelayServer  # noqa: E402
+from tests.relay_server import RelayServer  # noqa: E402
 
 TEST_KEY = "sk-test-relay-key-0123456789abcdefABCDEF"
 # Every OpenAI key and client token the tests use matches this; no log line may.
@@ -56,12 +57,7 @@ def no_secret_in_any_log_line(caplog):
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """moto's standalone server as the local Secrets Manager (the same one `make dev` uses)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    server, endpoint = start_moto_server()
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     yield endpoint
     server.stop()
@@ -89,7 +85,8 @@ def secrets(moto_endpoint):
 
 @pytest.fixture
 def upstream():
-    server = FakeOpenAI().run()
+    """The fake OpenAI on a loopback port; tests `enqueue` scripts and read `requests`."""
+    server = OpenAICompatibleServer().serve_in_thread()
     yield server
     server.stop()
 

@@ -14,7 +14,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import sse_server
 
 ROOT = Path(__file__).resolve().parent.parent

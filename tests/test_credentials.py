@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import SSE, deltas_text, stream
 
 KEY_A = "sk-proj-rotation-before-0123456789abcdefghij"

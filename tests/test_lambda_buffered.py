@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.scripts import Script
 from tests.conftest import TEST_KEY
-from tests.fakes.openai_upstream import Script
 from tests.helpers import deltas_text, parse_sse
 
 ROOT = Path(__file__).resolve().parent.parent

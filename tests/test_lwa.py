@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from devtools.scripts import Script
 from tests.conftest import TEST_KEY
-from tests.fakes.openai_upstream import Script
 from tests.helpers import SSE, deltas_text, stream
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import stream
 
 TOKENS = ["Why ", "did\n", "the ", "chicken… ", "🐔"]

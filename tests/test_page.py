@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from devtools.scripts import Script
 from tests.browser import ARTIFACTS
-from tests.fakes.openai_upstream import Script
 
 ANSWER = ".turn.assistant:last-child .text"
 

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import SSE, stream
 
 PROMPT = "my secret plans for the weekend"

@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from devtools.runtime_api import ThreadedRuntimeApi
+from devtools.scripts import Script
 from tests.conftest import TEST_KEY
-from tests.fakes.openai_upstream import Script
-from tests.fakes.runtime_api import ThreadedRuntimeApi
 from tests.helpers import deltas_text, parse_sse
 
 ROOT = Path(__file__).resolve().parent.parent

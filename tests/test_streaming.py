@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import SSE, deltas_text, stream
 
 TRICKY_TOKENS = [

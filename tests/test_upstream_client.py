@@ -6,7 +6,7 @@ import socket
 
 import httpx
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import SSE, deltas_text, stream
 
 # A name that cannot resolve (RFC 2606): only a proxy can get a request there.

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import SSE, deltas_text, stream
 
 

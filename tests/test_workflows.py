@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fakes.openai_upstream import Script
+from devtools.scripts import Script
 from tests.helpers import sse_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,52 +1,22 @@
-"""An OpenAI-compatible streaming server on loopback: the offline demo upstream of `make dev`,
-and the scriptable fake OpenAI of the tests and benchmarks.
+"""The fake OpenAI: `POST /v1/chat/completions` (streamed or JSON) and `GET /v1/models` on
+loopback, answering each request as its `Script` says and recording what it saw.
 
-It speaks plain HTTP/1.1 over asyncio streams (keep-alive, chunked SSE), so every byte and every
-hang-up is under the script's control and on record. Run `python -m infra.demo_upstream`.
+The offline demo upstream of `make dev` and `make invoke`, the tests' upstream (`enqueue` a
+script per request, read `requests`), and the base of the benchmark's upstream.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-DEMO_ANSWER = (
-    "Hello! This answer comes from the **offline demo upstream**, not from OpenAI: "
-    "`make dev` started it because no `OPENAI_API_KEY` was set.\n\n"
-    "Each word you see was sent as its own streamed chunk, with a pause like a real model's, "
-    "and the relay forwarded it the moment it arrived. Set `OPENAI_API_KEY` and run "
-    "`make dev` again to talk to a real model. ✨"
-)
-
-
-def words_of(text: str) -> list[str]:
-    """Split text into word-sized tokens that join back to exactly the same text."""
-    return re.findall(r"\s*\S+|\s+", text)
-
-
-@dataclass
-class Script:
-    """What the server does with one chat completion request."""
-
-    tokens: list[str] = field(default_factory=lambda: words_of("Hello from the fake upstream."))
-    delay_s: float = 0.0  # between two tokens
-    first_delay_s: float = 0.0  # after the response headers, before the first token
-    headers_delay_s: float = 0.0  # before the response headers
-    jitter_s: float = 0.0  # random extra pause per token (seeded, so runs repeat)
-    status: int = 200
-    error_message: str = "scripted failure"
-    headers: dict[str, str] = field(default_factory=dict)
-    die_after: int | None = None  # drop the connection after this many tokens
-    split_writes: bool = False  # send every event in two writes, cut mid-character
-    finish_reason: str = "stop"
-    model: str | None = None  # defaults to the requested model
+from devtools.loopback import LoopbackHttpServer, ServerThread, read_request_head
+from devtools.scripts import Script
 
 
 @dataclass
@@ -84,42 +54,6 @@ def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
-    """Method, path and lower-cased headers of the next HTTP/1.1 request on the connection."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-    method, path, _ = request_line.split(" ", 2)
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return method, path, headers
-
-
-class LoopbackHttpServer:
-    """A keep-alive HTTP/1.1 server on asyncio streams; subclasses answer one request at a time
-    in `_serve_request`, returning False to close the connection."""
-
-    port: int | None = None
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-        server = await asyncio.start_server(self._serve_connection, host, port)
-        self.port = server.sockets[0].getsockname()[1]
-        return server
-
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        try:
-            while await self._serve_request(reader, writer):
-                pass
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def _serve_request(self, reader: asyncio.StreamReader, writer) -> bool:
-        raise NotImplementedError
-
-
 class OpenAICompatibleServer(LoopbackHttpServer):
     """`POST /v1/chat/completions` (streamed or JSON) answered by queued or default scripts."""
 
@@ -135,6 +69,23 @@ class OpenAICompatibleServer(LoopbackHttpServer):
 
     def _next_script(self) -> Script:
         return self.scripts.popleft() if self.scripts else self.default
+
+    def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> OpenAICompatibleServer:
+        """Start serving on a loopback port from a background thread; `stop()` ends it."""
+        self._thread = ServerThread(self, host, port).start()
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """What to give an OpenAI client as its base URL."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        self._thread.stop()
+
+    @property
+    def last(self) -> RecordedRequest:
+        return self.requests[-1]
 
     async def _serve_request(self, reader, writer) -> bool:
         method, path, headers = await read_request_head(reader)
@@ -298,78 +249,3 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         )
         payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
         await self._send_json(writer, status, payload, headers)
-
-
-class ThreadedUpstream:
-    """The server on its own event loop in a background thread (tests, benchmarks, make dev)."""
-
-    def __init__(self, server: OpenAICompatibleServer, host: str = "127.0.0.1", port: int = 0):
-        self.server = server
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, args=(host, port), daemon=True)
-
-    def _run(self, host: str, port: int) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._asyncio_server = self._loop.run_until_complete(self.server.start(host, port))
-        self._ready.set()
-        self._loop.run_forever()
-
-    def start(self) -> ThreadedUpstream:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}/v1"
-
-    def call_soon(self, callback, *args) -> None:
-        """Run `callback(*args)` on the server's loop (its state belongs to that thread)."""
-        self._loop.call_soon_threadsafe(callback, *args)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _shutdown(self) -> None:
-        self._asyncio_server.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def demo_script() -> Script:
-    return Script(tokens=words_of(DEMO_ANSWER), delay_s=0.03, jitter_s=0.04, first_delay_s=0.25)
-
-
-async def _main(port: int, tokens: int | None, delay_s: float | None) -> None:
-    script = demo_script()
-    if tokens is not None:
-        script = Script(tokens=[f"tok{i} " for i in range(tokens)], delay_s=delay_s or 0.0)
-    elif delay_s is not None:
-        script.delay_s, script.jitter_s, script.first_delay_s = delay_s, 0.0, 0.0
-    server = OpenAICompatibleServer(default=script)
-    asyncio_server = await server.start("127.0.0.1", port)
-    print(f"demo upstream listening on http://127.0.0.1:{server.port}/v1", flush=True)
-    async with asyncio_server:
-        await asyncio_server.serve_forever()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--tokens", type=int, help="stream N synthetic tokens instead of the demo")
-    parser.add_argument("--delay", type=float, help="seconds between tokens")
-    args = parser.parse_args()
-    try:
-        asyncio.run(_main(args.port, args.tokens, args.delay))
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()

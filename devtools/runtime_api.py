@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from infra.demo_upstream import LoopbackHttpServer, ThreadedUpstream, read_request_head
+from devtools.loopback import LoopbackHttpServer, ServerThread, read_request_head
 
 PRELUDE_END = b"\0" * 8
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:relay"
@@ -228,7 +228,7 @@ class ThreadedRuntimeApi:
 
     def __init__(self) -> None:
         self.emulator = RuntimeApiEmulator()
-        self._runner = ThreadedUpstream(self.emulator)
+        self._runner = ServerThread(self.emulator)
 
     def start(self) -> ThreadedRuntimeApi:
         self._runner.start()
