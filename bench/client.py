@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+from httpx_sse import EventSource
+
 from bench.scenario import FIRST_TOKEN, expected_text
 
 now = time.perf_counter
@@ -185,31 +188,28 @@ async def connect(target: Target) -> Connection:
 
 
 def text_of(body: bytes, wire: str) -> tuple[str, bool]:
-    """The generated text in a response body, and whether the stream ended as its format says."""
+    """The generated text in a response body, and whether the stream ended as its format says.
+
+    Read after the answer is complete, so httpx-sse (the clients' one SSE reader) does the
+    parsing; the timing above works on raw reads and never waits for it."""
     if wire == "text":
         return body.decode("utf-8", "replace"), True
+    recorded = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
     text: list[str] = []
     ended = False
-    for block in body.decode("utf-8", "replace").split("\n\n"):
-        event, data = "message", []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-        if not data:
+    for event in EventSource(recorded).iter_sse():
+        if not event.data:
             continue
-        payload = "\n".join(data)
         if wire == "openai":
-            if payload == "[DONE]":
+            if event.data == "[DONE]":
                 ended = True
                 continue
-            for choice in json.loads(payload).get("choices") or []:
+            for choice in event.json().get("choices") or []:
                 text.append((choice.get("delta") or {}).get("content") or "")
-        elif event == "done":
+        elif event.event == "done":
             ended = True
-        elif event == "message":
-            text.append(json.loads(payload)["delta"])
+        elif event.event == "message":
+            text.append(event.json()["delta"])
     return "".join(text), ended
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,8 +10,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+from httpx_sse import EventSource
 
 SSE = {"accept": "text/event-stream"}
+EVENT_STREAM = {"content-type": "text/event-stream"}
 
 
 @dataclass
@@ -42,20 +43,16 @@ def stream(url: str, json_body: object = None, headers: dict | None = None, **kw
 
 
 def parse_sse(text: str) -> list[tuple[str, object]]:
-    """Events as (name, data): `message` with parsed JSON data, `comment` for `: ...` lines."""
+    """Events as (name, data): `message` etc. with parsed JSON data as httpx-sse reads them, and
+    `comment` for `: ...` lines, in stream order. httpx-sse drops comments, as the SSE spec tells
+    a client to, but the relay's keep-alive pings are comments and part of its contract."""
     events: list[tuple[str, object]] = []
     assert text == "" or text.endswith("\n\n"), f"stream does not end with a blank line: {text!r}"
     for block in text.split("\n\n")[:-1]:
-        name, data = "message", []
-        for line in block.split("\n"):
-            if line.startswith(":"):
-                events.append(("comment", line[1:].strip()))
-            elif line.startswith("event: "):
-                name = line[len("event: ") :]
-            elif line.startswith("data: "):
-                data.append(line[len("data: ") :])
-        if data:
-            events.append((name, json.loads("\n".join(data))))
+        lines = block.split("\n")
+        events += [("comment", line[1:].strip()) for line in lines if line.startswith(":")]
+        recorded = httpx.Response(200, headers=EVENT_STREAM, content=(block + "\n\n").encode())
+        events += [(e.event, e.json()) for e in EventSource(recorded).iter_sse() if e.data]
     return events
 
 

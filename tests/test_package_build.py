@@ -57,6 +57,7 @@ def test_package_contents(host_build):
     assert {"handler", "fastapi", "mangum", "aiohttp", "uvloop", "orjson", "pydantic_core"} <= names
     assert "openai" not in names  # the SDK is a test dependency only
     assert not names & {"boto3", "botocore", "bin", "tests"}  # boto3 comes with the runtime
+    assert not names & {"devtools", "bench", "infra", "tools"}  # local doubles and tooling
     assert not list(host_build.rglob("tests")) and not list(host_build.rglob("*.pyi"))
     for script in ("streaming-runtime", "lwa-start"):
         assert os.access(host_build / "handler" / "bin" / script, os.X_OK)

@@ -20,31 +20,13 @@ import time
 from collections.abc import Iterator
 
 import httpx
+from httpx_sse import EventSource
 
 
 class ChatFailed(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
-    """(event, data) of each complete SSE event; comments are skipped."""
-    event, data = "", []
-    for line in lines:
-        if not line:
-            if data:
-                yield event or "message", "\n".join(data)
-            event, data = "", []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "data":
-                data.append(value)
-            elif field == "event":
-                event = value
 
 
 def sigv4_headers(url: str, body: bytes, headers: dict[str, str], region: str | None) -> dict:
@@ -111,14 +93,14 @@ class Chat:
             except httpx.RemoteProtocolError:
                 raise ChatFailed("incomplete", "the answer broke off") from None
             return
-        for event, data in sse_events(response.iter_lines()):
-            payload = json.loads(data)
-            if event == "message":
-                yield payload["delta"]
-            elif event == "done":
+        for event in EventSource(response).iter_sse():
+            if event.event == "message":
+                yield event.json()["delta"]
+            elif event.event == "done":
                 return
-            elif event == "error":
-                raise ChatFailed(payload["error"]["type"], payload["error"]["message"])
+            elif event.event == "error":
+                error = event.json()["error"]
+                raise ChatFailed(error["type"], error["message"])
         raise ChatFailed("incomplete", "the stream ended before `done`")
 
     @staticmethod
