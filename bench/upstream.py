@@ -45,16 +45,11 @@ class BenchUpstream(OpenAICompatibleServer):
         await asyncio.sleep(seconds)
         return not record.hung_up.is_set()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-        # Room for 500 connections arriving at once (asyncio's default backlog is 100).
-        server = await asyncio.start_server(self._serve_connection, host, port, backlog=4096)
-        self.port = server.sockets[0].getsockname()[1]
-        return server
-
 
 async def serve(port: int) -> None:
     server = BenchUpstream()
-    listening = await server.start("127.0.0.1", port)
+    # Room for 500 connections arriving at once (asyncio's default backlog is 100).
+    listening = await server.start("127.0.0.1", port, backlog=4096)
     print(server.port, flush=True)
     async with listening:
         await listening.serve_forever()

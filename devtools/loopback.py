@@ -30,8 +30,11 @@ class LoopbackHttpServer:
 
     port: int | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-        server = await asyncio.start_server(self._serve_connection, host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, backlog: int = 100
+    ) -> asyncio.Server:
+        """Listen; `backlog` is how many connections may wait to be accepted at once."""
+        server = await asyncio.start_server(self._serve_connection, host, port, backlog=backlog)
         self.port = server.sockets[0].getsockname()[1]
         return server
 
