@@ -21,8 +21,20 @@ from mangum import Mangum
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
-from handler.credentials import Credentials, CredentialStore, CredentialsUnavailable
-from handler.errors import RelayError, error_payload, upstream_error
+from handler.credentials import Credentials, CredentialStore
+from handler.errors import (
+    BODY_TOO_LARGE,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+    UPSTREAM_ERROR,
+    RelayError,
+    error_payload,
+    error_status,
+    failure_from,
+    http_kind,
+)
 from handler.models import chat_upstream_params, completions_upstream_params, parse_json_object
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, close_response
 from handler.requestlog import RequestLogMiddleware, request_log
@@ -70,13 +82,9 @@ async def relay_call(request: Request) -> RelayCall:
 
 async def _authorize(request: Request, state: RelayState) -> Credentials:
     """The credentials, once the caller's bearer token (when tokens are configured) checks out."""
-    try:
-        creds = await state.credentials.aget()
-    except CredentialsUnavailable as exc:
-        log.error("credentials unavailable: %s", exc.reason)
-        raise
+    creds = await state.credentials.aget()
     if not creds.accepts(request.headers.get("authorization")):
-        raise RelayError(401, "unauthorized", "a valid bearer token is required")
+        raise RelayError(UNAUTHORIZED, "a valid bearer token is required")
     return creds
 
 
@@ -84,9 +92,9 @@ async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
     """The request body as a JSON object, within `MAX_BODY_BYTES`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise RelayError(415, "unsupported_media_type", "send the body as application/json")
+        raise RelayError(UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     limit = state.settings.max_body_bytes
-    too_large = RelayError(413, "body_too_large", f"the body is over {limit} bytes")
+    too_large = RelayError(BODY_TOO_LARGE, f"the body is over {limit} bytes")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -127,17 +135,12 @@ async def chat_completions(request: Request, call: Call) -> Response:
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
-    try:
-        response = await state.upstream.open(params)
-    except UpstreamRejected as exc:
-        # The caller's own mistake as judged by the upstream: OpenAI clients expect its answer.
-        record.outcome, record.error_type = "rejected", "upstream_rejected"
-        return Response(exc.upstream_body, exc.upstream_status, media_type="application/json")
+    response = await state.upstream.open(params)
     if not params["stream"]:
         try:
             content = await response.read()
-        except (aiohttp.ClientError, TimeoutError):
-            raise upstream_error("the model's answer broke off") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise failure_from(UPSTREAM_ERROR, "the model's answer broke off", exc) from exc
         finally:
             close_response(response)
         return Response(content, media_type="application/json")
@@ -174,35 +177,54 @@ async def page() -> Response:
     )
 
 
-# The one table from failures to HTTP responses.
-def _error_response(request: Request, error: RelayError) -> JSONResponse:
+# The one table from failures to HTTP responses (errors.py declares each kind's status).
+def _openai_style(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def _note_failure(request: Request, outcome: str, error_type: str) -> None:
     record = request.scope.get("state", {}).get("request_log")
     if record is not None:
-        record.outcome, record.error_type = error.outcome, error.type
-    openai_style = request.url.path.startswith("/v1/")
-    return JSONResponse(error_payload(error, openai_style), error.status, headers=error.headers)
+        record.outcome, record.error_type = outcome, error_type
+
+
+def _error_response(request: Request, error: RelayError) -> JSONResponse:
+    _note_failure(request, error.outcome, error.type)
+    openai_style = _openai_style(request)
+    return JSONResponse(
+        error_payload(error, openai_style), error_status(error, openai_style), error.headers
+    )
 
 
 async def _relay_error(request: Request, exc: RelayError) -> JSONResponse:
     return _error_response(request, exc)
 
 
+async def _upstream_rejected(request: Request, exc: UpstreamRejected) -> Response:
+    """On /v1/* the upstream's own answer: the caller's mistake as OpenAI judged it, which
+    OpenAI clients expect verbatim. On /chat an `upstream_error` like any other."""
+    if not _openai_style(request):
+        return _error_response(request, exc)
+    _note_failure(request, "rejected", "upstream_rejected")
+    return Response(exc.upstream_body, exc.upstream_status, media_type="application/json")
+
+
+_HTTP_MESSAGES = {404: "no such route", 405: "method not allowed on this route"}
+
+
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    kinds = {404: "not_found", 405: "method_not_allowed"}
-    kind = kinds.get(exc.status_code, "http_error")
-    message = {404: "no such route", 405: "method not allowed on this route"}.get(
-        exc.status_code, str(exc.detail)
-    )
-    return _error_response(request, RelayError(exc.status_code, kind, message, headers=exc.headers))
+    message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
+    error = RelayError(http_kind(exc.status_code), message, headers=exc.headers)
+    return _error_response(request, error)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return _error_response(request, RelayError(422, "invalid_request", "invalid request"))
+    return _error_response(request, RelayError(INVALID_REQUEST, "invalid request"))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
-    error = RelayError(500, "internal_error", "the relay failed unexpectedly", outcome="error")
+    error = RelayError(INTERNAL_ERROR, "the relay failed unexpectedly")
     return _error_response(request, error)
 
 
@@ -225,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=_lifespan,
         exception_handlers={
+            UpstreamRejected: _upstream_rejected,
             RelayError: _relay_error,
             HTTPException: _http_error,
             RequestValidationError: _validation_error,
