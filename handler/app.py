@@ -236,10 +236,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.relay.upstream.close()
 
 
+class RelayApp(FastAPI):
+    """FastAPI with the request log outermost: Starlette puts the catch-all 500 handler
+    (`ServerErrorMiddleware`) outside every added middleware, so an unexpected failure would
+    otherwise leave without its `X-Request-Id` and log no error type."""
+
+    def build_middleware_stack(self) -> Any:
+        return RequestLogMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own `Settings`, Lambda and `make dev` use the environment."""
     settings = settings or Settings()
-    app = FastAPI(
+    app = RelayApp(
         title="Streaming chat relay",
         # Only the contract's routes (../shared/api.md): no generated schema or docs pages.
         openapi_url=None,
@@ -271,7 +280,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type"],
             expose_headers=["x-request-id"],
         )
-    app.add_middleware(RequestLogMiddleware)
     return app
 
 

@@ -3,11 +3,15 @@ LOG_PROMPTS=true."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import httpx
 
+from handler.app import create_app
+from handler.settings import Settings
+from tests.conftest import TEST_KEY
 from tests.fakes.openai_upstream import Script
 from tests.helpers import SSE, stream
 
@@ -59,3 +63,27 @@ def test_prompts_and_completions_are_logged_only_when_configured(upstream, make_
     [line] = request_lines(caplog)
     assert line["prompt"][-1] == {"role": "user", "content": PROMPT}
     assert line["completion"] == "the answer"
+
+
+def test_an_unexpected_failure_is_a_500_with_its_request_id_and_error_type(caplog):
+    app = create_app(Settings(_env_file=None, openai_api_key=TEST_KEY))
+
+    async def broken() -> None:
+        raise RuntimeError("a bug in a route")
+
+    app.add_api_route("/broken", broken, methods=["GET"])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
+            return await client.get("/broken")
+
+    response = asyncio.run(call())
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"type": "internal_error", "message": "the relay failed unexpectedly"}
+    }
+    [line] = request_lines(caplog)
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert (line["status"], line["outcome"], line["error_type"]) == (500, "error", "internal_error")
+    assert "a bug in a route" not in response.text
