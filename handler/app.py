@@ -7,7 +7,6 @@ the buffered Mangum handler for plain invokes and `sam local invoke`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -269,7 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    if settings.cors_origins and not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    if settings.cors_origins and not settings.aws_lambda_function_name:
         # Local server only: on Lambda the function URL's own CORS settings apply.
         from fastapi.middleware.cors import CORSMiddleware
 
