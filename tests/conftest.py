@@ -35,6 +35,13 @@ TEST_KEY = "sk-test-relay-key-0123456789abcdefABCDEF"
 SENSITIVE = re.compile(r"sk-[A-Za-z0-9_-]{12,}|client-token|second-token-xyz")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that drives Chromium is a `browser` test (`make test-fast` skips them)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True)
 def no_secret_in_any_log_line(caplog):
     """Whatever a test does, no captured log line carries a key or a client token."""
