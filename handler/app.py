@@ -36,9 +36,10 @@ from handler.errors import (
 )
 from handler.models import chat_upstream_params, completions_upstream_params, parse_json_object
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, close_response
-from handler.requestlog import RequestLogMiddleware, request_log
+from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
 from handler.settings import Settings
-from handler.sse import PassthroughWire, SseWire, TextWire
+from handler.sources import StreamSource
+from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
 from handler.streaming import start_stream
 
 log = logging.getLogger("relay")
@@ -121,9 +122,8 @@ async def chat(request: Request, call: Call) -> Response:
     if settings.log_prompts:
         record.prompt = params["messages"]
     response = await state.upstream.open(params)
-    deltas = ChatDeltas(response, settings)
     wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
-    return await _stream(wire, wire.frames(deltas), deltas, record, settings)
+    return await _stream(wire, ChatDeltas(response, settings), record, settings)
 
 
 async def chat_completions(request: Request, call: Call) -> Response:
@@ -143,17 +143,15 @@ async def chat_completions(request: Request, call: Call) -> Response:
         finally:
             close_response(response)
         return Response(content, media_type="application/json")
-    chunks = PassthroughBytes(response, settings)
-    return await _stream(
-        PASSTHROUGH_WIRE, PASSTHROUGH_WIRE.frames(chunks), chunks, record, settings
-    )
+    return await _stream(PASSTHROUGH_WIRE, PassthroughBytes(response, settings), record, settings)
 
 
-async def _stream(wire, frames, source, record, settings: Settings) -> Response:
+async def _stream(
+    wire: WireFormat, source: StreamSource[Any], record: RequestLog, settings: Settings
+) -> Response:
     return await start_stream(
-        frames=frames,
-        source=source,
-        wire=wire,
+        wire,
+        source,
         record=record,
         timeout_s=settings.upstream_timeout_s,
         ping_interval_s=settings.ping_interval_s,

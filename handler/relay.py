@@ -27,6 +27,7 @@ from handler.errors import (
     failure_from,
 )
 from handler.settings import Settings
+from handler.sources import StreamSummary
 
 log = logging.getLogger("relay.upstream")
 
@@ -206,11 +207,10 @@ def _broken_stream(message: str) -> RelayError:
 
 
 class ChatDeltas:
-    """The text deltas of one streamed completion, a list per upstream read.
+    """The text deltas of one streamed completion, a list per upstream read (a `StreamSource`).
 
     Parses the SSE lines itself (orjson on each `data:` payload) rather than building an SDK
-    model per chunk: this is the per-token hot path. After the iteration, `finish_reason`,
-    `model` and `usage` describe the completion.
+    model per chunk: this is the per-token hot path.
     """
 
     def __init__(self, response: aiohttp.ClientResponse, settings: Settings) -> None:
@@ -252,6 +252,19 @@ class ChatDeltas:
         if not finished and self.finish_reason is None:
             raise _broken_stream("the model's stream ended before it finished")
 
+    def close(self) -> None:
+        close_response(self.response)
+
+    def summary(self) -> StreamSummary:
+        transcript = self.transcript
+        return StreamSummary(
+            model=self.model,
+            usage=self.usage,
+            finish_reason=self.finish_reason,
+            chunks=self.deltas,
+            completion="".join(transcript) if transcript is not None else None,
+        )
+
     def _take_event(self, payload: bytes, batch: list[str]) -> bool:
         """Fold one SSE event into `batch`; True when it was the `[DONE]` marker."""
         if payload.strip() == _DONE:
@@ -280,7 +293,10 @@ class ChatDeltas:
 
 
 class PassthroughBytes:
-    """The upstream's SSE bytes, forwarded as read; checks only that `[DONE]` came at the end."""
+    """The upstream's SSE bytes, forwarded as read; checks only that `[DONE]` came at the end.
+
+    A `StreamSource`: the bytes are not parsed, so its summary has only the chunk count and
+    the usage of the last chunk."""
 
     _TAIL = 4096
 
@@ -307,8 +323,15 @@ class PassthroughBytes:
             raise _broken_stream("the model's stream ended before [DONE]")
         self.deltas -= 1  # the [DONE] line is not a chunk
 
-    @property
-    def usage(self) -> dict | None:
+    def close(self) -> None:
+        close_response(self.response)
+
+    def summary(self) -> StreamSummary:
+        return StreamSummary(
+            model=None, usage=self._usage(), finish_reason=None, chunks=self.deltas
+        )
+
+    def _usage(self) -> dict | None:
         """Usage from the last chunk, when the caller asked for it with `stream_options`."""
         for line in reversed(self._tail.split(b"\n")):
             if line.startswith(_DATA) and b'"usage"' in line:
