@@ -8,15 +8,15 @@ response (streaming.py) read a source only through it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 Item = TypeVar("Item", covariant=True)
 
 
-@dataclass(frozen=True, slots=True)
-class StreamSummary:
-    """What a source learned by the end of its stream (or as far as it got)."""
+class StreamSummary(NamedTuple):
+    """What a source learned by the end of its stream (or as far as it got).
+
+    A NamedTuple rather than a dataclass for import time, as `errors.ErrorKind`."""
 
     model: str | None
     usage: dict | None
