@@ -1,4 +1,4 @@
-"""The FastAPI app: the routes of the contract (../shared/api.md) and its one error table.
+"""The FastAPI app: the routes of the contract (docs/api.md) and its one error table.
 
 `app` is the ASGI app (uvicorn, the native streaming runtime, Lambda Web Adapter); `handler` is
 the buffered Mangum handler for plain invokes and `sam local invoke`.
@@ -247,7 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = RelayApp(
         title="Streaming chat relay",
-        # Only the contract's routes (../shared/api.md): no generated schema or docs pages.
+        # Only the contract's routes (docs/api.md): no generated schema or docs pages.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

@@ -3,7 +3,6 @@ LOG_PROMPTS=true."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -13,7 +12,7 @@ from handler.app import create_app
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
 from tests.fakes.openai_upstream import Script
-from tests.helpers import SSE, stream
+from tests.helpers import SSE, asgi_request, stream
 
 PROMPT = "my secret plans for the weekend"
 
@@ -72,13 +71,7 @@ def test_an_unexpected_failure_is_a_500_with_its_request_id_and_error_type(caplo
         raise RuntimeError("a bug in a route")
 
     app.add_api_route("/broken", broken, methods=["GET"])
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-
-    async def call() -> httpx.Response:
-        async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
-            return await client.get("/broken")
-
-    response = asyncio.run(call())
+    response = asgi_request(app, "GET", "/broken")
     assert response.status_code == 500
     assert response.json() == {
         "error": {"type": "internal_error", "message": "the relay failed unexpectedly"}

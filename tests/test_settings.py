@@ -3,29 +3,20 @@ variables it learns from `Settings` fields, so a test can state them without tou
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 
 from handler.app import create_app
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
+from tests.helpers import asgi_request
 
 ORIGIN = "https://chat.example"
 
 
 def _preflight(settings: Settings) -> httpx.Response:
-    transport = httpx.ASGITransport(app=create_app(settings))
-
-    async def call() -> httpx.Response:
-        async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
-            return await client.options(
-                "/chat",
-                headers={"origin": ORIGIN, "access-control-request-method": "POST"},
-            )
-
-    return asyncio.run(call())
+    headers = {"origin": ORIGIN, "access-control-request-method": "POST"}
+    return asgi_request(create_app(settings), "OPTIONS", "/chat", headers=headers)
 
 
 @pytest.mark.parametrize(("function_name", "served"), [(None, True), ("relay", False)])

@@ -10,7 +10,7 @@ from handler.requestlog import RequestLog
 from handler.sources import StreamSource, StreamSummary
 from handler.sse import SseWire
 from handler.streaming import start_stream
-from tests.helpers import parse_sse
+from tests.helpers import parse_sse, run_coroutine
 
 
 class ScriptedDeltas:
@@ -57,7 +57,7 @@ async def _run(source: StreamSource[list[str]]) -> tuple[list[dict], RequestLog]
 
 def test_a_source_written_to_the_protocol_streams_and_is_summed_up():
     source = ScriptedDeltas([["a", "b"], ["c"]])
-    sent, record = asyncio.run(_run(source))
+    sent, record = run_coroutine(_run(source))
     start, *body = sent
     headers = dict(start["headers"])
     assert start["status"] == 200
@@ -74,7 +74,7 @@ def test_a_source_written_to_the_protocol_streams_and_is_summed_up():
 
 def test_a_failing_source_ends_with_one_error_frame_and_is_closed():
     source = ScriptedDeltas([["a"]], RelayError(UPSTREAM_ERROR, "it broke"))
-    sent, record = asyncio.run(_run(source))
+    sent, record = run_coroutine(_run(source))
     events = parse_sse(b"".join(m.get("body", b"") for m in sent[1:]).decode())
     assert events[-1] == ("error", {"error": {"type": "upstream_error", "message": "it broke"}})
     assert (record.outcome, record.error_type) == ("upstream_error", "upstream_error")
