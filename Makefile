@@ -42,6 +42,9 @@ chromium: ## Debian's Chromium for the page's browser tests (Playwright's downlo
 test: $(STAMP) $(SAM_STAMP) chromium ## run every test and check
 	$(PY) -m pytest -q tests
 
+test-fast: $(STAMP) ## every test except the browser and SAM CLI ones (no Chromium, no .venv-sam)
+	$(PY) -m pytest -q tests -m "not browser and not sam"
+
 bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
 	$(PY) -m bench.run $(BENCH_ARGS)
 
@@ -75,4 +78,4 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps dev test lint chat invoke bench package build-RelayFunction chromium
+.PHONY: help deps dev test test-fast lint chat invoke bench package build-RelayFunction chromium

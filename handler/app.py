@@ -1,4 +1,4 @@
-"""The FastAPI app: the routes of the contract (../shared/api.md) and its one error table.
+"""The FastAPI app: the routes of the contract (docs/api.md) and its one error table.
 
 `app` is the ASGI app (uvicorn, the native streaming runtime, Lambda Web Adapter); `handler` is
 the buffered Mangum handler for plain invokes and `sam local invoke`.
@@ -7,7 +7,6 @@ the buffered Mangum handler for plain invokes and `sam local invoke`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,13 +20,26 @@ from mangum import Mangum
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
-from handler.credentials import Credentials, CredentialStore, CredentialsUnavailable
-from handler.errors import RelayError, error_payload, upstream_error
+from handler.credentials import Credentials, CredentialStore
+from handler.errors import (
+    BODY_TOO_LARGE,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+    UPSTREAM_ERROR,
+    RelayError,
+    error_payload,
+    error_status,
+    failure_from,
+    http_kind,
+)
 from handler.models import chat_upstream_params, completions_upstream_params, parse_json_object
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, close_response
-from handler.requestlog import RequestLogMiddleware, request_log
+from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
 from handler.settings import Settings
-from handler.sse import PassthroughWire, SseWire, TextWire
+from handler.sources import StreamSource
+from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
 from handler.streaming import start_stream
 
 log = logging.getLogger("relay")
@@ -70,13 +82,9 @@ async def relay_call(request: Request) -> RelayCall:
 
 async def _authorize(request: Request, state: RelayState) -> Credentials:
     """The credentials, once the caller's bearer token (when tokens are configured) checks out."""
-    try:
-        creds = await state.credentials.aget()
-    except CredentialsUnavailable as exc:
-        log.error("credentials unavailable: %s", exc.reason)
-        raise
+    creds = await state.credentials.aget()
     if not creds.accepts(request.headers.get("authorization")):
-        raise RelayError(401, "unauthorized", "a valid bearer token is required")
+        raise RelayError(UNAUTHORIZED, "a valid bearer token is required")
     return creds
 
 
@@ -84,9 +92,9 @@ async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
     """The request body as a JSON object, within `MAX_BODY_BYTES`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise RelayError(415, "unsupported_media_type", "send the body as application/json")
+        raise RelayError(UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     limit = state.settings.max_body_bytes
-    too_large = RelayError(413, "body_too_large", f"the body is over {limit} bytes")
+    too_large = RelayError(BODY_TOO_LARGE, f"the body is over {limit} bytes")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -114,9 +122,8 @@ async def chat(request: Request, call: Call) -> Response:
     if settings.log_prompts:
         record.prompt = params["messages"]
     response = await state.upstream.open(params)
-    deltas = ChatDeltas(response, settings)
     wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
-    return await _stream(wire, wire.frames(deltas), deltas, record, settings)
+    return await _stream(wire, ChatDeltas(response, settings), record, settings)
 
 
 async def chat_completions(request: Request, call: Call) -> Response:
@@ -127,31 +134,24 @@ async def chat_completions(request: Request, call: Call) -> Response:
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
-    try:
-        response = await state.upstream.open(params)
-    except UpstreamRejected as exc:
-        # The caller's own mistake as judged by the upstream: OpenAI clients expect its answer.
-        record.outcome, record.error_type = "rejected", "upstream_rejected"
-        return Response(exc.upstream_body, exc.upstream_status, media_type="application/json")
+    response = await state.upstream.open(params)
     if not params["stream"]:
         try:
             content = await response.read()
-        except (aiohttp.ClientError, TimeoutError):
-            raise upstream_error("the model's answer broke off") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise failure_from(UPSTREAM_ERROR, "the model's answer broke off", exc) from exc
         finally:
             close_response(response)
         return Response(content, media_type="application/json")
-    chunks = PassthroughBytes(response, settings)
-    return await _stream(
-        PASSTHROUGH_WIRE, PASSTHROUGH_WIRE.frames(chunks), chunks, record, settings
-    )
+    return await _stream(PASSTHROUGH_WIRE, PassthroughBytes(response, settings), record, settings)
 
 
-async def _stream(wire, frames, source, record, settings: Settings) -> Response:
+async def _stream(
+    wire: WireFormat, source: StreamSource[Any], record: RequestLog, settings: Settings
+) -> Response:
     return await start_stream(
-        frames=frames,
-        source=source,
-        wire=wire,
+        wire,
+        source,
         record=record,
         timeout_s=settings.upstream_timeout_s,
         ping_interval_s=settings.ping_interval_s,
@@ -174,35 +174,54 @@ async def page() -> Response:
     )
 
 
-# The one table from failures to HTTP responses.
-def _error_response(request: Request, error: RelayError) -> JSONResponse:
+# The one table from failures to HTTP responses (errors.py declares each kind's status).
+def _openai_style(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def _note_failure(request: Request, outcome: str, error_type: str) -> None:
     record = request.scope.get("state", {}).get("request_log")
     if record is not None:
-        record.outcome, record.error_type = error.outcome, error.type
-    openai_style = request.url.path.startswith("/v1/")
-    return JSONResponse(error_payload(error, openai_style), error.status, headers=error.headers)
+        record.outcome, record.error_type = outcome, error_type
+
+
+def _error_response(request: Request, error: RelayError) -> JSONResponse:
+    _note_failure(request, error.outcome, error.type)
+    openai_style = _openai_style(request)
+    return JSONResponse(
+        error_payload(error, openai_style), error_status(error, openai_style), error.headers
+    )
 
 
 async def _relay_error(request: Request, exc: RelayError) -> JSONResponse:
     return _error_response(request, exc)
 
 
+async def _upstream_rejected(request: Request, exc: UpstreamRejected) -> Response:
+    """On /v1/* the upstream's own answer: the caller's mistake as OpenAI judged it, which
+    OpenAI clients expect verbatim. On /chat an `upstream_error` like any other."""
+    if not _openai_style(request):
+        return _error_response(request, exc)
+    _note_failure(request, "rejected", "upstream_rejected")
+    return Response(exc.upstream_body, exc.upstream_status, media_type="application/json")
+
+
+_HTTP_MESSAGES = {404: "no such route", 405: "method not allowed on this route"}
+
+
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    kinds = {404: "not_found", 405: "method_not_allowed"}
-    kind = kinds.get(exc.status_code, "http_error")
-    message = {404: "no such route", 405: "method not allowed on this route"}.get(
-        exc.status_code, str(exc.detail)
-    )
-    return _error_response(request, RelayError(exc.status_code, kind, message, headers=exc.headers))
+    message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
+    error = RelayError(http_kind(exc.status_code), message, headers=exc.headers)
+    return _error_response(request, error)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return _error_response(request, RelayError(422, "invalid_request", "invalid request"))
+    return _error_response(request, RelayError(INVALID_REQUEST, "invalid request"))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
-    error = RelayError(500, "internal_error", "the relay failed unexpectedly", outcome="error")
+    error = RelayError(INTERNAL_ERROR, "the relay failed unexpectedly")
     return _error_response(request, error)
 
 
@@ -214,17 +233,27 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.relay.upstream.close()
 
 
+class RelayApp(FastAPI):
+    """FastAPI with the request log outermost: Starlette puts the catch-all 500 handler
+    (`ServerErrorMiddleware`) outside every added middleware, so an unexpected failure would
+    otherwise leave without its `X-Request-Id` and log no error type."""
+
+    def build_middleware_stack(self) -> Any:
+        return RequestLogMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own `Settings`, Lambda and `make dev` use the environment."""
     settings = settings or Settings()
-    app = FastAPI(
+    app = RelayApp(
         title="Streaming chat relay",
-        # Only the contract's routes (../shared/api.md): no generated schema or docs pages.
+        # Only the contract's routes (docs/api.md): no generated schema or docs pages.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
         lifespan=_lifespan,
         exception_handlers={
+            UpstreamRejected: _upstream_rejected,
             RelayError: _relay_error,
             HTTPException: _http_error,
             RequestValidationError: _validation_error,
@@ -237,7 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    if settings.cors_origins and not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    if settings.cors_origins and not settings.aws_lambda_function_name:
         # Local server only: on Lambda the function URL's own CORS settings apply.
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -248,7 +277,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type"],
             expose_headers=["x-request-id"],
         )
-    app.add_middleware(RequestLogMiddleware)
     return app
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from handler.errors import RelayError
+from handler.errors import CREDENTIALS_UNAVAILABLE, RelayError
 from handler.settings import Settings
 
 log = logging.getLogger("relay.credentials")
@@ -23,12 +23,7 @@ class CredentialsUnavailable(RelayError):
     """The secret is missing, unreadable or malformed; `reason` is logged, never the value."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(
-            503,
-            "credentials_unavailable",
-            "the relay's OpenAI credentials are unavailable",
-            outcome="credentials_unavailable",
-        )
+        super().__init__(CREDENTIALS_UNAVAILABLE, "the relay's OpenAI credentials are unavailable")
         self.reason = reason
 
 
@@ -67,6 +62,7 @@ def parse_secret(raw: str | bytes | None, env_client_tokens: list[str]) -> Crede
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError:
+            # Not chained: the decoder's message quotes the secret's text.
             raise CredentialsUnavailable("secret looks like JSON but does not parse") from None
         api_key = data.get("api_key")
         if not isinstance(api_key, str) or not api_key.strip():
@@ -115,9 +111,14 @@ class CredentialStore:
         """The credentials, reading the secret when the cache is stale (a blocking call)."""
         if self._static is not None:
             return self._static
-        raw = self._read_secret(refresh)
-        if self._parsed is None or self._parsed[0] is not raw:
-            self._parsed = (raw, parse_secret(raw, self._settings.client_tokens))
+        try:
+            raw = self._read_secret(refresh)
+            if self._parsed is None or self._parsed[0] is not raw:
+                self._parsed = (raw, parse_secret(raw, self._settings.client_tokens))
+        except CredentialsUnavailable as exc:
+            # The one place this failure is logged: the reason names the cause, never the value.
+            log.error("credentials unavailable: %s", exc.reason)
+            raise
         self._fresh_until = time.monotonic() + self._settings.secret_ttl_s
         return self._parsed[1]
 
@@ -144,14 +145,11 @@ class CredentialStore:
                 secret_id, max_age=int(self._settings.secret_ttl_s), force_fetch=refresh
             )
         except Exception as exc:  # any SDK or network failure: report its kind, never its payload
-            raise CredentialsUnavailable(_describe_failure(exc)) from None
+            raise CredentialsUnavailable(_describe_failure(exc)) from exc
 
 
 def _describe_failure(exc: BaseException) -> str:
+    """The SDK or network failure's class and message (Powertools wraps it in its own error).
+    Neither carries the secret's value: the read failed, so there is none."""
     cause = exc.__cause__ or exc.__context__ or exc
-    code = (
-        getattr(cause, "response", {}).get("Error", {}).get("Code")
-        if hasattr(cause, "response")
-        else None
-    )
-    return f"reading the secret failed: {type(cause).__name__}" + (f" ({code})" if code else "")
+    return f"reading the secret failed: {type(cause).__name__}: {cause}"

@@ -1,6 +1,7 @@
 """Request bodies of the two chat endpoints, validated against the contract and the settings.
 
-Validation errors become `422 invalid_request` with the offending field as `param`.
+Validation errors are `INVALID_REQUEST` (422 on /chat, 400 on /v1) with the field as `param`.
+Their message is their cause, so they are not logged (it may quote the caller's input).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from handler.errors import RelayError, invalid_request
+from handler.errors import INVALID_JSON, RelayError, invalid_request
 from handler.settings import Settings
 
 
@@ -36,8 +37,8 @@ class ChatRequest(BaseModel):
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise RelayError(400, "invalid_json", "the body is not valid JSON") from None
+    except orjson.JSONDecodeError as exc:
+        raise RelayError(INVALID_JSON, "the body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise invalid_request("the body must be a JSON object")
     return data
@@ -86,7 +87,7 @@ def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, 
     try:
         request = ChatRequest.model_validate(data)
     except ValidationError as exc:
-        raise _describe(exc) from None
+        raise _describe(exc) from exc
     if (request.prompt is None) == (request.messages is None):
         raise invalid_request("give exactly one of `prompt` or `messages`")
     if request.prompt is not None:

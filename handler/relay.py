@@ -17,8 +17,17 @@ import aiohttp
 import orjson
 
 from handler.credentials import Credentials, CredentialStore
-from handler.errors import RelayError, upstream_error, upstream_timeout
+from handler.errors import (
+    UPSTREAM_AUTH,
+    UPSTREAM_ERROR,
+    UPSTREAM_RATE_LIMITED,
+    UPSTREAM_REJECTED,
+    UPSTREAM_TIMEOUT,
+    RelayError,
+    failure_from,
+)
 from handler.settings import Settings
+from handler.sources import StreamSummary
 
 log = logging.getLogger("relay.upstream")
 
@@ -33,7 +42,7 @@ class UpstreamRejected(RelayError):
     """The upstream refused the request itself (a 4xx other than auth and rate limits)."""
 
     def __init__(self, status: int, body: bytes, message: str) -> None:
-        super().__init__(502, "upstream_error", message, outcome="upstream_error")
+        super().__init__(UPSTREAM_REJECTED, message)
         self.upstream_status = status
         self.upstream_body = body
 
@@ -111,12 +120,12 @@ class Upstream:
             return await self._send(await self._credentials.aget(), params)
         except _Unauthorized:
             if not self._credentials.refreshable:
-                raise _upstream_auth() from None
+                raise _upstream_auth(401) from None
             log.info("upstream answered 401; re-reading the secret once")
             try:
                 return await self._send(await self._credentials.aget(refresh=True), params)
             except _Unauthorized:
-                raise _upstream_auth() from None
+                raise _upstream_auth(401) from None
 
     async def _send(self, creds: Credentials, params: dict[str, Any]) -> aiohttp.ClientResponse:
         session = self._session_for(creds)
@@ -124,11 +133,13 @@ class Upstream:
             response = await session.post(
                 self._url, data=orjson.dumps(params), headers=self._headers, proxy=self._proxy
             )
-        except TimeoutError:
-            raise upstream_timeout(self._settings.upstream_timeout_s) from None
-        except (aiohttp.ClientError, OSError, ValueError):
+        except TimeoutError as exc:
+            seconds = self._settings.upstream_timeout_s
+            message = f"the model sent no token within {seconds:g} s"
+            raise failure_from(UPSTREAM_TIMEOUT, message, exc) from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             # ValueError: a malformed OPENAI_BASE_URL, said as plainly as a refused connection.
-            raise upstream_error("could not reach the model") from None
+            raise failure_from(UPSTREAM_ERROR, "could not reach the model", exc) from exc
         status = response.status
         if status < 300:
             return response
@@ -141,18 +152,19 @@ class Upstream:
         if status == 401:
             raise _Unauthorized
         if status == 403:
-            raise _upstream_auth()
+            raise _upstream_auth(403)
+        # The upstream's answer is the cause; its body is not logged (an auth error quotes
+        # part of the key, a rejection may quote the prompt).
+        log.warning("upstream answered HTTP %d", status)
         if status == 429:
             retry_after = response.headers.get("retry-after")
             raise RelayError(
-                429,
-                "upstream_rate_limited",
+                UPSTREAM_RATE_LIMITED,
                 "the model is rate limited; retry later",
                 headers={"Retry-After": retry_after} if retry_after else None,
-                outcome="upstream_error",
             )
         if status >= 500:
-            raise upstream_error(f"the model's server failed (HTTP {status})")
+            raise RelayError(UPSTREAM_ERROR, f"the model's server failed (HTTP {status})")
         raise UpstreamRejected(status, body, f"the model rejected the request (HTTP {status})")
 
 
@@ -168,13 +180,9 @@ def _environment_proxy(url: str) -> str | None:
     return proxies[scheme]
 
 
-def _upstream_auth() -> RelayError:
-    return RelayError(
-        502,
-        "upstream_auth",
-        "the model provider rejected the relay's key",
-        outcome="upstream_error",
-    )
+def _upstream_auth(status: int) -> RelayError:
+    log.warning("upstream answered HTTP %d to the relay's key", status)
+    return RelayError(UPSTREAM_AUTH, "the model provider rejected the relay's key")
 
 
 def close_response(response: aiohttp.ClientResponse) -> None:
@@ -187,16 +195,22 @@ def _stream_failure(exc: Exception, settings: Settings) -> RelayError:
     if isinstance(exc, RelayError):
         return exc
     if isinstance(exc, TimeoutError):
-        return upstream_timeout(settings.upstream_timeout_s)
-    return upstream_error("the model's stream broke off")
+        seconds = settings.upstream_timeout_s
+        return failure_from(UPSTREAM_TIMEOUT, f"the model sent no token within {seconds:g} s", exc)
+    return failure_from(UPSTREAM_ERROR, "the model's stream broke off", exc)
+
+
+def _broken_stream(message: str) -> RelayError:
+    """A stream that parsed but did not end as the protocol says: `message` is the cause."""
+    log.warning("%s", message)
+    return RelayError(UPSTREAM_ERROR, message)
 
 
 class ChatDeltas:
-    """The text deltas of one streamed completion, a list per upstream read.
+    """The text deltas of one streamed completion, a list per upstream read (a `StreamSource`).
 
     Parses the SSE lines itself (orjson on each `data:` payload) rather than building an SDK
-    model per chunk: this is the per-token hot path. After the iteration, `finish_reason`,
-    `model` and `usage` describe the completion.
+    model per chunk: this is the per-token hot path.
     """
 
     def __init__(self, response: aiohttp.ClientResponse, settings: Settings) -> None:
@@ -232,11 +246,24 @@ class ChatDeltas:
                         self.transcript.extend(batch)
                     yield batch
         except Exception as exc:
-            raise _stream_failure(exc, self._settings) from None
+            raise _stream_failure(exc, self._settings) from exc
         if data:
             finished |= self._take_event(b"\n".join(data), [])
         if not finished and self.finish_reason is None:
-            raise upstream_error("the model's stream ended before it finished")
+            raise _broken_stream("the model's stream ended before it finished")
+
+    def close(self) -> None:
+        close_response(self.response)
+
+    def summary(self) -> StreamSummary:
+        transcript = self.transcript
+        return StreamSummary(
+            model=self.model,
+            usage=self.usage,
+            finish_reason=self.finish_reason,
+            chunks=self.deltas,
+            completion="".join(transcript) if transcript is not None else None,
+        )
 
     def _take_event(self, payload: bytes, batch: list[str]) -> bool:
         """Fold one SSE event into `batch`; True when it was the `[DONE]` marker."""
@@ -244,10 +271,10 @@ class ChatDeltas:
             return True
         try:
             chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise upstream_error("the model sent a malformed chunk") from None
+        except orjson.JSONDecodeError as exc:
+            raise failure_from(UPSTREAM_ERROR, "the model sent a malformed chunk", exc) from exc
         if "error" in chunk:
-            raise upstream_error("the model reported an error mid-stream")
+            raise _broken_stream("the model reported an error mid-stream")
         choices = chunk.get("choices")
         if choices:
             choice = choices[0]
@@ -266,7 +293,10 @@ class ChatDeltas:
 
 
 class PassthroughBytes:
-    """The upstream's SSE bytes, forwarded as read; checks only that `[DONE]` came at the end."""
+    """The upstream's SSE bytes, forwarded as read; checks only that `[DONE]` came at the end.
+
+    A `StreamSource`: the bytes are not parsed, so its summary has only the chunk count and
+    the usage of the last chunk."""
 
     _TAIL = 4096
 
@@ -288,13 +318,20 @@ class PassthroughBytes:
                 )
                 yield raw
         except Exception as exc:
-            raise _stream_failure(exc, self._settings) from None
+            raise _stream_failure(exc, self._settings) from exc
         if not self._tail.rstrip().endswith(b"data: " + _DONE):
-            raise upstream_error("the model's stream ended before [DONE]")
+            raise _broken_stream("the model's stream ended before [DONE]")
         self.deltas -= 1  # the [DONE] line is not a chunk
 
-    @property
-    def usage(self) -> dict | None:
+    def close(self) -> None:
+        close_response(self.response)
+
+    def summary(self) -> StreamSummary:
+        return StreamSummary(
+            model=None, usage=self._usage(), finish_reason=None, chunks=self.deltas
+        )
+
+    def _usage(self) -> dict | None:
         """Usage from the last chunk, when the caller asked for it with `stream_options`."""
         for line in reversed(self._tail.split(b"\n")):
             if line.startswith(_DATA) and b'"usage"' in line:

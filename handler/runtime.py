@@ -271,7 +271,7 @@ def _error_payload(exc: BaseException) -> dict:
 class Runtime:
     """The invocation loop: one process, one event loop, one app for every invocation."""
 
-    def __init__(self, api: RuntimeApi, app: Any) -> None:
+    def __init__(self, api: RuntimeApi, app: Any, debug: bool = False) -> None:
         from mangum import Mangum
         from mangum.protocols import HTTPCycle
 
@@ -279,7 +279,7 @@ class Runtime:
         self.app = app
         self.mangum = Mangum(app, lifespan="off")
         self._buffered_cycle = HTTPCycle
-        self._debug = os.environ.get("RELAY_RUNTIME_DEBUG") == "1"
+        self._debug = debug
 
     async def serve_forever(self) -> None:
         while True:
@@ -347,7 +347,7 @@ async def main() -> int:
         log.error("initialisation failed: %s", type(exc).__name__)
         await _report_init_error(api, exc)
         return 1
-    await Runtime(api, app).serve_forever()
+    await Runtime(api, app, debug=app.state.relay.settings.relay_runtime_debug).serve_forever()
     return 0
 
 

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     client_tokens: Annotated[list[str], NoDecode] = Field(default=[], repr=False)
     cors_origins: Annotated[list[str], NoDecode] = []
     log_prompts: bool = False
+    aws_lambda_function_name: str | None = Field(
+        default=None,
+        description="Set by Lambda itself: the function's name. When present the app is on "
+        "Lambda, where the function URL's CORS settings apply instead of CORS_ORIGINS.",
+    )
+    relay_runtime_debug: bool = Field(
+        default=False,
+        description="The native streaming runtime logs one line per invocation (trace id, "
+        "event loop, live tasks): for diagnosing the runtime, off in normal operation.",
+    )
 
     _split = field_validator("allowed_models", "client_tokens", "cors_origins", mode="before")(
         _split_csv

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from handler.errors import RelayError, error_json
+from handler.sources import StreamSource
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 PING = b": ping\n\n"
@@ -39,7 +40,7 @@ class WireFormat:
     headers: dict[str, str] = {}
     ping: bytes | None = None
 
-    def frames(self, source: Any) -> AsyncIterator[bytes]:
+    def frames(self, source: StreamSource[Any]) -> AsyncIterator[bytes]:
         raise NotImplementedError
 
     def error_frame(self, error: RelayError) -> bytes | None:
@@ -52,12 +53,17 @@ class SseWire(WireFormat):
     headers = SSE_HEADERS
     ping = PING
 
-    async def frames(self, deltas: Any) -> AsyncIterator[bytes]:
+    async def frames(self, deltas: StreamSource[list[str]]) -> AsyncIterator[bytes]:
         async for batch in deltas:
             yield sse_delta_frames(batch)
+        summary = deltas.summary()
         yield sse_event(
             "done",
-            {"finish_reason": deltas.finish_reason, "model": deltas.model, "usage": deltas.usage},
+            {
+                "finish_reason": summary.finish_reason,
+                "model": summary.model,
+                "usage": summary.usage,
+            },
         )
 
     def error_frame(self, error: RelayError) -> bytes:
@@ -70,7 +76,7 @@ class TextWire(WireFormat):
     media_type = "text/plain; charset=utf-8"
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
-    async def frames(self, deltas: Any) -> AsyncIterator[bytes]:
+    async def frames(self, deltas: StreamSource[list[str]]) -> AsyncIterator[bytes]:
         async for batch in deltas:
             yield "".join(batch).encode()
 
@@ -82,7 +88,7 @@ class PassthroughWire(WireFormat):
     headers = SSE_HEADERS
     ping = PING
 
-    def frames(self, chunks: Any) -> AsyncIterator[bytes]:
+    def frames(self, chunks: StreamSource[bytes]) -> AsyncIterator[bytes]:
         return aiter(chunks)
 
     def error_frame(self, error: RelayError) -> bytes:

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import StreamingResponse
 
-from handler.errors import RelayError, upstream_timeout
-from handler.relay import close_response
+from handler.errors import UPSTREAM_TIMEOUT, RelayError, upstream_timeout
 from handler.requestlog import RequestLog
+from handler.sources import StreamSource
 from handler.sse import WireFormat
 
 _END = object()
@@ -28,18 +28,18 @@ class StreamFailed(Exception):
 
 
 async def start_stream(
-    *,
-    frames: AsyncIterator[bytes],
-    source: Any,
     wire: WireFormat,
+    source: StreamSource[Any],
+    *,
     record: RequestLog,
     timeout_s: float,
     ping_interval_s: float,
     deadline_margin_s: float,
 ) -> RelayStreamResponse:
-    """Open the upstream and wait for the first frame, up to the first ping (or the timeout when
-    the format cannot ping). Failures in that window raise `RelayError` for an HTTP status."""
+    """`source` framed by `wire`: waits for the first frame, up to the first ping (or the timeout
+    when the format cannot ping). Failures in that window raise `RelayError` for an HTTP status."""
     started = time.monotonic()
+    frames = wire.frames(source)
     first = asyncio.ensure_future(anext(frames, _END))
     wait_s = min(ping_interval_s, timeout_s) if wire.ping else timeout_s
     try:
@@ -49,7 +49,7 @@ async def start_stream(
         await _finish(first, source)
         raise
     if first.done() and first.exception() is not None:
-        _close_source(source)
+        source.close()
         raise first.exception()
     if not first.done() and wait_s >= timeout_s:
         first.cancel()
@@ -68,29 +68,27 @@ async def start_stream(
     )
 
 
-async def _finish(task: asyncio.Future, source: Any) -> None:
+async def _finish(task: asyncio.Future, source: StreamSource[Any]) -> None:
     try:
         await task
     except BaseException:
         pass
-    _close_source(source)
+    source.close()
 
 
-def _close_source(source: Any) -> None:
-    response = getattr(source, "response", None)
-    if response is not None:
-        close_response(response)
+class RelayStreamResponse(StreamingResponse):
+    """Writes frames as they come; a client hang-up closes the upstream at once.
 
-
-class RelayStreamResponse(Response):
-    """Writes frames as they come; a client hang-up closes the upstream at once."""
+    Starlette's `StreamingResponse` sets the status and headers (no Content-Length: the body is
+    open-ended, so the server frames it as chunked); `__call__` is ours, for the pings, the
+    disconnect watch, the deadline and the one terminal frame."""
 
     def __init__(
         self,
         *,
         first: asyncio.Future,
         frames: AsyncIterator[bytes],
-        source: Any,
+        source: StreamSource[Any],
         wire: WireFormat,
         record: RequestLog,
         first_token_deadline: float,
@@ -98,12 +96,7 @@ class RelayStreamResponse(Response):
         ping_interval_s: float,
         deadline_margin_s: float,
     ) -> None:
-        # No Content-Length: the body is open-ended, so the server frames it as chunked.
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = [(b"content-type", wire.media_type.encode())] + [
-            (name.encode(), value.encode()) for name, value in wire.headers.items()
-        ]
+        super().__init__(frames, headers=wire.headers, media_type=wire.media_type)
         self._first = first
         self._frames = frames
         self._source = source
@@ -140,7 +133,7 @@ class RelayStreamResponse(Response):
             try:
                 await send(message)
             except BaseException:
-                _close_source(self._source)
+                self._source.close()
                 raise
             first_sent = True
         body = asyncio.ensure_future(self._write_frames(send, first_sent))
@@ -160,8 +153,9 @@ class RelayStreamResponse(Response):
             else:
                 # The invocation's deadline is near: end cleanly before Lambda cuts us off.
                 body.cancel()
-                failure = upstream_timeout(self._timeout_s)
-                failure.message = "the answer was cut short by the function's time limit"
+                failure = RelayError(
+                    UPSTREAM_TIMEOUT, "the answer was cut short by the function's time limit"
+                )
         finally:
             watcher.cancel()
             if not body.done():
@@ -169,12 +163,12 @@ class RelayStreamResponse(Response):
             await _finish(body, self._source)
             if not self._first.done():
                 self._first.cancel()
-            record.chunks = getattr(self._source, "deltas", 0)
-            record.usage = getattr(self._source, "usage", None)
-            record.model = getattr(self._source, "model", None) or record.model
-            transcript = getattr(self._source, "transcript", None)
-            if transcript is not None:
-                record.completion = "".join(transcript)
+            summary = self._source.summary()
+            record.chunks = summary.chunks
+            record.usage = summary.usage
+            record.model = summary.model or record.model
+            if summary.completion is not None:
+                record.completion = summary.completion
         if record.outcome == "client_disconnected":
             return
         if failure is not None:
@@ -210,7 +204,7 @@ class RelayStreamResponse(Response):
             return exc
         return None
 
-    async def _wait_for_first_frame(self, send: Callable) -> Any:
+    async def _wait_for_first_frame(self, send: Callable) -> bytes | object:
         first = self._first
         while not first.done():
             left = self._first_token_deadline - time.monotonic()

@@ -11,19 +11,13 @@ import re
 
 import pytest
 
-# Hermetic: a developer's own keys or relay settings must not leak into the tests.
+from handler.settings import Settings  # importing it reads no environment
+
+# Hermetic: a developer's own keys or relay settings must not leak into the tests. Every
+# variable `Settings` reads is cleared, whatever fields it gains, and AWS's and OpenAI's own.
+_SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
 for _name in list(os.environ):
-    if _name.startswith(("OPENAI_", "AWS_")) or _name in {
-        "CLIENT_TOKENS",
-        "ALLOWED_MODELS",
-        "DEFAULT_MODEL",
-        "SYSTEM_PROMPT",
-        "LOG_PROMPTS",
-        "MAX_TOKENS_CAP",
-        "MAX_PROMPT_CHARS",
-        "MAX_BODY_BYTES",
-        "CORS_ORIGINS",
-    }:
+    if _name.startswith(("OPENAI_", "AWS_")) or _name.upper() in _SETTINGS_VARIABLES:
         del os.environ[_name]
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
@@ -34,13 +28,19 @@ os.environ.update(
 
 from devtools.moto_server import start_moto_server  # noqa: E402
 from devtools.openai_server import OpenAICompatibleServer  # noqa: E402
-from handler.settings import Settings  # noqa: E402
 from tests.browser import browser, page  # noqa: E402, F401  (the page tests' fixtures)
 from tests.relay_server import RelayServer  # noqa: E402
 
 TEST_KEY = "sk-test-relay-key-0123456789abcdefABCDEF"
 # Every OpenAI key and client token the tests use matches this; no log line may.
 SENSITIVE = re.compile(r"sk-[A-Za-z0-9_-]{12,}|client-token|second-token-xyz")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that drives Chromium is a `browser` test (`make test-fast` skips them)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(autouse=True)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import EventSource
 
 SSE = {"accept": "text/event-stream"}
 EVENT_STREAM = {"content-type": "text/event-stream"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -87,3 +91,22 @@ def sse_server(body: bytes, delay_s: float = 0.0) -> Iterator[tuple[str, dict]]:
         yield f"http://127.0.0.1:{server.server_port}", seen
     finally:
         server.shutdown()
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` in a thread of its own: the page tests' Playwright keeps an event loop
+    running in the main thread for the rest of the session."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def asgi_request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request straight into an ASGI app (no server); its unhandled errors become the
+    app's own 500 response rather than an exception in the test."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
+            return await client.request(method, path, **kwargs)
+
+    return run_coroutine(call())

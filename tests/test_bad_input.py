@@ -121,7 +121,7 @@ def test_unknown_routes_and_methods(relay, method, path, status, kind):
 )
 def test_openai_endpoint_rejects_with_openai_style_errors(upstream, relay, body, param, code):
     response = httpx.post(f"{relay.url}/v1/chat/completions", json=body)
-    assert response.status_code == 422
+    assert response.status_code == 400  # OpenAI's status for an invalid request, not 422
     assert response.json() == {
         "error": {
             "message": response.json()["error"]["message"],
@@ -138,3 +138,24 @@ def test_openai_endpoint_invalid_json(relay):
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert response.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "code"),
+    [
+        (b'{"messages": []}', {"content-type": "text/plain"}, "unsupported_media_type"),
+        (b'{"x": "' + b"a" * 70000 + b'"}', JSON, "body_too_large"),
+    ],
+)
+def test_openai_endpoint_answers_malformed_requests_with_400(relay, body, headers, code):
+    response = httpx.post(f"{relay.url}/v1/chat/completions", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["code"] == code
+
+
+def test_openai_endpoint_unknown_route_is_an_openai_404(relay):
+    response = httpx.post(f"{relay.url}/v1/nope", json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["code"] == "not_found"

@@ -43,6 +43,41 @@ def test_official_sdk_non_streaming(upstream, relay):
     assert completion.choices[0].message.content == "".join(TOKENS)
 
 
+def _sdk(relay, api_key: str = "anything") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{relay.url}/v1", api_key=api_key, max_retries=0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "gpt-5"},  # not in the allow-list
+        {"max_tokens": 5000},  # over the cap
+        {"temperature": 3},
+        {"messages": []},
+    ],
+)
+def test_sdk_raises_bad_request_for_a_request_the_relay_refuses(upstream, relay, body):
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], **body}
+    with pytest.raises(openai.BadRequestError) as caught:
+        _sdk(relay).chat.completions.create(**request, stream=True)
+    assert caught.value.type == "invalid_request_error"
+    assert upstream.requests == []
+
+
+def test_sdk_raises_authentication_error_for_a_wrong_client_token(upstream, make_relay):
+    relay = make_relay(client_tokens="sdk-client-token")
+    with pytest.raises(openai.AuthenticationError):
+        _sdk(relay, "wrong-token").chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+    assert upstream.requests == []
+
+
+def test_sdk_raises_not_found_for_a_route_the_relay_does_not_serve(relay):
+    with pytest.raises(openai.NotFoundError):
+        _sdk(relay).embeddings.create(model="text-embedding-3-small", input="x")
+
+
 def test_sdk_sees_a_rate_limit(upstream, relay):
     upstream.enqueue(Script(status=429, headers={"Retry-After": "2"}))
     client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="anything", max_retries=0)

@@ -9,7 +9,10 @@ import time
 import httpx
 
 from devtools.scripts import Script
-from tests.helpers import SSE, stream
+from handler.app import create_app
+from handler.settings import Settings
+from tests.conftest import TEST_KEY
+from tests.helpers import SSE, asgi_request, stream
 
 PROMPT = "my secret plans for the weekend"
 
@@ -59,3 +62,21 @@ def test_prompts_and_completions_are_logged_only_when_configured(upstream, make_
     [line] = request_lines(caplog)
     assert line["prompt"][-1] == {"role": "user", "content": PROMPT}
     assert line["completion"] == "the answer"
+
+
+def test_an_unexpected_failure_is_a_500_with_its_request_id_and_error_type(caplog):
+    app = create_app(Settings(_env_file=None, openai_api_key=TEST_KEY))
+
+    async def broken() -> None:
+        raise RuntimeError("a bug in a route")
+
+    app.add_api_route("/broken", broken, methods=["GET"])
+    response = asgi_request(app, "GET", "/broken")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"type": "internal_error", "message": "the relay failed unexpectedly"}
+    }
+    [line] = request_lines(caplog)
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert (line["status"], line["outcome"], line["error_type"]) == (500, "error", "internal_error")
+    assert "a bug in a route" not in response.text

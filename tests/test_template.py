@@ -74,12 +74,14 @@ def sam(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.sam
 def test_sam_validate_lint():
     result = sam("validate", "--lint", "--template", "template.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
+@pytest.mark.sam
 def test_sam_build_works_without_docker(tmp_path):
     result = sam("build", "--template", "template.yaml", "--build-dir", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr

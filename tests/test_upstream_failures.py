@@ -36,6 +36,18 @@ def test_unreachable_upstream_is_a_502(make_relay):
     assert response.json()["error"]["type"] == "upstream_error"
 
 
+def test_unresolvable_upstream_host_logs_the_cause(make_relay, caplog):
+    relay = make_relay(openai_base_url="http://relay-test.invalid/v1")
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"})
+    assert response.status_code == 502
+    assert response.json()["error"]["message"] == "could not reach the model"
+    causes = [r.getMessage() for r in caplog.records if "cause:" in r.getMessage()]
+    # Once, with the exception's class (aiohttp's DNS failure) and the host it could not find.
+    assert len(causes) == 1, causes
+    assert "ClientConnectorDNSError" in causes[0]
+    assert "relay-test.invalid" in causes[0]
+
+
 def test_no_first_token_in_time_before_headers_is_a_504(upstream, make_relay):
     relay = make_relay(upstream_timeout_s=0.5, ping_interval_s=5)
     upstream.enqueue(Script(first_delay_s=3))

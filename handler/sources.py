@@ -1,0 +1,39 @@
+"""What a stream source is: the written interface between the upstream side and the response.
+
+`relay.ChatDeltas` (batches of text deltas, for /chat) and `relay.PassthroughBytes` (OpenAI's
+SSE bytes, for /v1) implement `StreamSource`; the wire formats (sse.py) and the streaming
+response (streaming.py) read a source only through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import NamedTuple, Protocol, TypeVar
+
+Item = TypeVar("Item", covariant=True)
+
+
+class StreamSummary(NamedTuple):
+    """What a source learned by the end of its stream (or as far as it got).
+
+    A NamedTuple rather than a dataclass for import time, as `errors.ErrorKind`."""
+
+    model: str | None
+    usage: dict | None
+    finish_reason: str | None
+    chunks: int
+    # The completion text, only when LOG_PROMPTS=true and the source decodes text.
+    completion: str | None = None
+
+
+class StreamSource(Protocol[Item]):
+    """One upstream answer as an async iteration of items (a batch of text deltas, raw bytes).
+
+    Iterating raises `RelayError` when the upstream fails; `close` drops the upstream
+    connection at once (client gone, deadline); `summary` may be called at any time."""
+
+    def __aiter__(self) -> AsyncIterator[Item]: ...
+
+    def close(self) -> None: ...
+
+    def summary(self) -> StreamSummary: ...
