@@ -12,6 +12,18 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from handler.errors import INVALID_JSON, RelayError, invalid_request
+from handler.policy import (
+    CHAT_COMPLETIONS_FIELDS,
+    capped_tokens,
+    chat_messages_chars,
+    check_fields,
+    check_model,
+    check_prompt_size,
+    client_instructions_refused,
+    completion_token_limit,
+    string_chars,
+    with_system_prompt,
+)
 from handler.settings import Settings
 
 
@@ -53,35 +65,6 @@ def _describe(error: ValidationError) -> RelayError:
     return invalid_request(f"{where}: {message}" if where else message, param=where or None)
 
 
-def _check_model(model: str | None, settings: Settings) -> str:
-    model = model or settings.default_model
-    if model not in settings.model_allow_list:
-        allowed = ", ".join(sorted(settings.model_allow_list))
-        raise invalid_request(f"model '{model}' is not allowed (allowed: {allowed})", "model")
-    return model
-
-
-def _check_max_tokens(value: object, param: str, settings: Settings) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise invalid_request(f"{param} must be a positive integer", param)
-    if value > settings.max_tokens_cap:
-        raise invalid_request(f"{param} is over the cap of {settings.max_tokens_cap}", param)
-
-
-def _check_size(messages: list, chars: int, settings: Settings) -> None:
-    if len(messages) > settings.max_messages:
-        raise invalid_request(
-            f"too many messages ({len(messages)} > {settings.max_messages})", "messages"
-        )
-    if chars > settings.max_prompt_chars:
-        raise invalid_request(
-            f"the prompt is too long ({chars} > {settings.max_prompt_chars} characters)",
-            "messages",
-        )
-
-
 def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Validate a `/chat` body and build the upstream request (system prompt, caps, usage)."""
     try:
@@ -98,49 +81,35 @@ def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, 
         if not request.messages:
             raise invalid_request("messages is empty", "messages")
         messages = [m.model_dump() for m in request.messages]
-    _check_size(messages, sum(len(m["content"]) for m in messages), settings)
-    model = _check_model(request.model, settings)
-    _check_max_tokens(request.max_tokens, "max_tokens", settings)
-
-    client_system = messages[0]["role"] == "system" and settings.allow_client_system_prompt
-    if settings.system_prompt and not client_system:
-        messages.insert(0, {"role": "system", "content": settings.system_prompt})
+        for index, message in enumerate(messages):
+            if message["role"] == "system" and not settings.allow_client_system_prompt:
+                raise client_instructions_refused(f"messages[{index}].role")
+    check_prompt_size(string_chars(messages), len(messages), settings, "messages")
     params: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
+        "model": check_model(request.model, settings),
+        "messages": with_system_prompt(messages, settings),
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": request.max_tokens or settings.max_tokens_cap,
+        settings.upstream_token_limit_field: capped_tokens(
+            request.max_tokens, "max_tokens", settings
+        ),
     }
     if request.temperature is not None:
         params["temperature"] = request.temperature
     return params
 
 
-def _content_chars(content: object) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
-    return 0
-
-
 def completions_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Check an OpenAI Chat Completions body against the relay's limits; pass the rest on."""
+    """Apply the cost policy to an OpenAI Chat Completions body and build the upstream request:
+    allowed fields only, the system prompt rule, a capped token limit, usage on every stream."""
+    check_fields(data, CHAT_COMPLETIONS_FIELDS, settings)
     messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise invalid_request("messages must be a non-empty list", "messages")
-    if not all(isinstance(m, dict) for m in messages):
-        raise invalid_request("every message must be an object", "messages")
-    _check_size(messages, sum(_content_chars(m.get("content")) for m in messages), settings)
-    model = data.get("model")
-    if model is not None and not isinstance(model, str):
-        raise invalid_request("model must be a string", "model")
+    chars = chat_messages_chars(messages, settings)
+    chars += string_chars(data.get("tools")) + string_chars(data.get("response_format"))
+    check_prompt_size(chars, len(messages), settings, "messages")
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise invalid_request("stream must be a boolean", "stream")
-    for param in ("max_tokens", "max_completion_tokens"):
-        _check_max_tokens(data.get(param), param, settings)
     temperature = data.get("temperature")
     if temperature is not None and (
         isinstance(temperature, bool)
@@ -148,4 +117,35 @@ def completions_upstream_params(data: dict[str, Any], settings: Settings) -> dic
         or not 0 <= temperature <= 2
     ):
         raise invalid_request("temperature must be a number from 0 to 2", "temperature")
-    return {**data, "model": _check_model(model, settings), "stream": stream}
+    limit_fields = ("max_tokens", "max_completion_tokens")
+    params = {key: value for key, value in data.items() if key not in limit_fields}
+    params["model"] = check_model(data.get("model"), settings)
+    params["messages"] = with_system_prompt(messages, settings)
+    params["stream"] = stream
+    params.update(
+        completion_token_limit(
+            data,
+            settings,
+            accepted=limit_fields,
+            default_field=settings.upstream_token_limit_field,
+        )
+    )
+    if stream:
+        # Usage always known: asked for here, dropped again from what the caller gets when the
+        # caller did not ask (see `caller_asked_for_usage`).
+        params["stream_options"] = {**_stream_options(data), "include_usage": True}
+    return params
+
+
+def _stream_options(data: dict[str, Any]) -> dict[str, Any]:
+    options = data.get("stream_options")
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(v, bool) for v in options.values()):
+        raise invalid_request("stream_options must be an object of booleans", "stream_options")
+    return options
+
+
+def caller_asked_for_usage(data: dict[str, Any]) -> bool:
+    """Whether a streamed `/v1` request asked for the final usage chunk itself."""
+    return _stream_options(data).get("include_usage") is True

@@ -6,7 +6,7 @@ Every variable has a documented default; tests build their own `Settings` instea
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     allow_client_system_prompt: bool = False
     max_tokens_cap: int = Field(default=1024, ge=1)
+    upstream_token_limit_field: Literal["max_completion_tokens", "max_tokens"] = Field(
+        default="max_completion_tokens",
+        description="The field that carries the relay's own token limit upstream when the "
+        "caller sent none; `max_tokens` only for compatible servers that predate the other.",
+    )
+    allowed_extra_fields: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(),
+        description="Comma-separated request fields `/v1` passes on beyond its allow-list "
+        "(docs/api.md); each one is the operator's explicit choice to pay for what it does.",
+    )
     max_prompt_chars: int = Field(default=16000, ge=1)
     max_messages: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=65536, ge=1)
@@ -53,9 +63,9 @@ class Settings(BaseSettings):
         "event loop, live tasks): for diagnosing the runtime, off in normal operation.",
     )
 
-    _split = field_validator("allowed_models", "client_tokens", "cors_origins", mode="before")(
-        _split_csv
-    )
+    _split = field_validator(
+        "allowed_models", "client_tokens", "cors_origins", "allowed_extra_fields", mode="before"
+    )(_split_csv)
 
     @cached_property
     def model_allow_list(self) -> frozenset[str]:

@@ -89,7 +89,7 @@ def test_multi_turn_messages_reach_the_upstream_after_the_system_prompt(upstream
     sent = upstream.last.body
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, *messages]
     assert sent["temperature"] == 0.3
-    assert sent["max_tokens"] == 50
+    assert sent["max_completion_tokens"] == 50
     assert sent["stream"] is True
 
 
@@ -99,9 +99,11 @@ def test_client_system_prompt_replaces_ours_only_when_allowed(upstream, make_rel
         {"role": "user", "content": "Hi"},
     ]
     strict = make_relay(system_prompt="Be brief.")
-    stream(f"{strict.url}/chat", {"messages": messages}, SSE)
-    assert upstream.last.body["messages"][0] == {"role": "system", "content": "Be brief."}
-    assert upstream.last.body["messages"][1:] == messages
+    refused = httpx.post(f"{strict.url}/chat", json={"messages": messages}, headers=SSE)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["type"] == "invalid_request"
+    assert "ALLOW_CLIENT_SYSTEM_PROMPT" in refused.json()["error"]["message"]
+    assert upstream.requests == []
 
     lenient = make_relay(system_prompt="Be brief.", allow_client_system_prompt=True)
     stream(f"{lenient.url}/chat", {"messages": messages}, SSE)
@@ -112,7 +114,7 @@ def test_model_defaults_and_allow_list(upstream, make_relay):
     relay = make_relay(default_model="gpt-4o-mini", allowed_models="gpt-4o-mini,gpt-4o")
     stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE)
     assert upstream.last.body["model"] == "gpt-4o-mini"
-    assert upstream.last.body["max_tokens"] == 1024  # the cap bounds every answer
+    assert upstream.last.body["max_completion_tokens"] == 1024  # the cap bounds every answer
     stream(f"{relay.url}/chat", {"prompt": "hi", "model": "gpt-4o"}, SSE)
     assert upstream.last.body["model"] == "gpt-4o"
 
@@ -132,3 +134,15 @@ def test_page_is_served_at_the_root(relay):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/static/index.html", "/static/app.js", "/static/chat-client.js"]
+)
+def test_every_file_of_the_page_carries_the_pages_security_headers(relay, path):
+    """`/static/index.html` is the page itself: framed or sniffed, it is as exposed as `/`."""
+    response = httpx.get(f"{relay.url}{path}")
+    assert response.status_code == 200
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
