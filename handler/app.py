@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
-import aiohttp
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -27,20 +26,23 @@ from handler.errors import (
     INVALID_REQUEST,
     UNAUTHORIZED,
     UNSUPPORTED_MEDIA_TYPE,
-    UPSTREAM_ERROR,
     RelayError,
     error_payload,
     error_status,
-    failure_from,
     http_kind,
 )
-from handler.models import chat_upstream_params, completions_upstream_params, parse_json_object
-from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, close_response
+from handler.models import (
+    caller_asked_for_usage,
+    chat_upstream_params,
+    completions_upstream_params,
+    parse_json_object,
+)
+from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
 from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
 from handler.settings import Settings
 from handler.sources import StreamSource
 from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
-from handler.streaming import start_stream
+from handler.streaming import invocation_time_left, start_stream
 
 log = logging.getLogger("relay")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -49,8 +51,11 @@ PAGE_CSP = (
     "connect-src 'self' https: http://127.0.0.1:* http://localhost:*; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+# Every file of the page, and the page itself at `/`, goes out under these.
+PAGE_HEADERS = {"content-security-policy": PAGE_CSP, "x-content-type-options": "nosniff"}
 SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
 DEADLINE_MARGIN_S = 1.0
+LAMBDA_MAX_TIMEOUT_S = 900.0
 
 
 class RelayState:
@@ -134,16 +139,23 @@ async def chat_completions(request: Request, call: Call) -> Response:
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
-    response = await state.upstream.open(params)
-    if not params["stream"]:
-        try:
-            content = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise failure_from(UPSTREAM_ERROR, "the model's answer broke off", exc) from exc
-        finally:
-            close_response(response)
+    stream = params["stream"]
+    answer_within_s = None
+    if not stream:
+        # A whole answer comes in one piece at the end, so no per-read timeout can bound it:
+        # the function's own deadline does (off Lambda, the longest a Lambda function may run).
+        answer_within_s = invocation_time_left(request.scope, DEADLINE_MARGIN_S)
+        if answer_within_s is None:
+            answer_within_s = LAMBDA_MAX_TIMEOUT_S
+    response = await state.upstream.open(params, answer_within_s=answer_within_s)
+    if not stream:
+        content = await state.upstream.read_answer(response)
+        record.usage = answer_usage(content)
         return Response(content, media_type="application/json")
-    return await _stream(PASSTHROUGH_WIRE, PassthroughBytes(response, settings), record, settings)
+    chunks = PassthroughBytes(
+        response, settings, drop_usage_chunk=not caller_asked_for_usage(call.body)
+    )
+    return await _stream(PASSTHROUGH_WIRE, chunks, record, settings)
 
 
 async def _stream(
@@ -167,11 +179,17 @@ async def healthz() -> dict[str, str]:
 async def page() -> Response:
     """The demo chat page, same origin as the API, under a strict Content-Security-Policy."""
     html = (STATIC_DIR / "index.html").read_bytes()
-    return Response(
-        html,
-        media_type="text/html; charset=utf-8",
-        headers={"content-security-policy": PAGE_CSP, "x-content-type-options": "nosniff"},
-    )
+    return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
+class PageFiles(StaticFiles):
+    """The page's files under `/static`, each with the page's headers: `/static/index.html`
+    is the same page as `/` and must not be framed or run scripts the CSP forbids."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(PAGE_HEADERS)
+        return response
 
 
 # The one table from failures to HTTP responses (errors.py declares each kind's status).
@@ -265,7 +283,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins and not settings.aws_lambda_function_name:
         # Local server only: on Lambda the function URL's own CORS settings apply.
         from fastapi.middleware.cors import CORSMiddleware

@@ -25,6 +25,7 @@ from handler.errors import (
     UPSTREAM_TIMEOUT,
     RelayError,
     failure_from,
+    invalid_request,
 )
 from handler.settings import Settings
 from handler.sources import StreamSummary
@@ -114,26 +115,61 @@ class Upstream:
         if session is not None and self._loop is asyncio.get_running_loop():
             await session.close()
 
-    async def open(self, params: dict[str, Any]) -> aiohttp.ClientResponse:
-        """Send the request and return the streaming HTTP response once its status is 2xx."""
+    async def open(
+        self, params: dict[str, Any], *, answer_within_s: float | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send the request and return the HTTP response once its status is 2xx.
+
+        A stream is bounded per read by `UPSTREAM_TIMEOUT_S`; a whole (non-streamed) answer,
+        which arrives only when it is complete, by `answer_within_s` for all of it."""
+        timeout = None
+        if answer_within_s is not None:
+            # aiohttp reads a total of 0 as "no limit"; a spent deadline is not that.
+            timeout = aiohttp.ClientTimeout(
+                total=max(answer_within_s, 0.001), connect=self._timeout.connect, sock_read=None
+            )
         try:
-            return await self._send(await self._credentials.aget(), params)
+            body = orjson.dumps(params)
+        except TypeError:
+            # orjson writes at most 254 levels of nesting, and reads 1024.
+            raise invalid_request("the body is nested too deeply") from None
+        try:
+            return await self._send(await self._credentials.aget(), body, timeout)
         except _Unauthorized:
             if not self._credentials.refreshable:
                 raise _upstream_auth(401) from None
             log.info("upstream answered 401; re-reading the secret once")
             try:
-                return await self._send(await self._credentials.aget(refresh=True), params)
+                return await self._send(await self._credentials.aget(refresh=True), body, timeout)
             except _Unauthorized:
                 raise _upstream_auth(401) from None
 
-    async def _send(self, creds: Credentials, params: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def read_answer(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body of a non-streamed answer, within the limit `open` was given."""
+        try:
+            return await response.read()
+        except TimeoutError as exc:
+            raise failure_from(UPSTREAM_TIMEOUT, _WHOLE_ANSWER_LATE, exc) from exc
+        except aiohttp.ClientError as exc:
+            raise failure_from(UPSTREAM_ERROR, "the model's answer broke off", exc) from exc
+        finally:
+            close_response(response)
+
+    async def _send(
+        self, creds: Credentials, body: bytes, timeout: aiohttp.ClientTimeout | None
+    ) -> aiohttp.ClientResponse:
         session = self._session_for(creds)
         try:
             response = await session.post(
-                self._url, data=orjson.dumps(params), headers=self._headers, proxy=self._proxy
+                self._url,
+                data=body,
+                headers=self._headers,
+                proxy=self._proxy,
+                timeout=timeout or self._timeout,
             )
         except TimeoutError as exc:
+            if timeout is not None:
+                raise failure_from(UPSTREAM_TIMEOUT, _WHOLE_ANSWER_LATE, exc) from exc
             seconds = self._settings.upstream_timeout_s
             message = f"the model sent no token within {seconds:g} s"
             raise failure_from(UPSTREAM_TIMEOUT, message, exc) from exc
@@ -183,6 +219,18 @@ def _environment_proxy(url: str) -> str | None:
 def _upstream_auth(status: int) -> RelayError:
     log.warning("upstream answered HTTP %d to the relay's key", status)
     return RelayError(UPSTREAM_AUTH, "the model provider rejected the relay's key")
+
+
+_WHOLE_ANSWER_LATE = "the model's answer did not come before the function's time limit"
+
+
+def answer_usage(answer: bytes) -> dict | None:
+    """The `usage` of a non-streamed answer, for the request log; None when it has none."""
+    try:
+        usage = orjson.loads(answer).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
 
 
 def close_response(response: aiohttp.ClientResponse) -> None:
@@ -296,17 +344,27 @@ class PassthroughBytes:
     """The upstream's SSE bytes, forwarded as read; checks only that `[DONE]` came at the end.
 
     A `StreamSource`: the bytes are not parsed, so its summary has only the chunk count and
-    the usage of the last chunk."""
+    the usage. The relay always asks a stream for its usage; when the caller did not,
+    `drop_usage_chunk` takes that final usage-only chunk out of what is forwarded without
+    parsing the chunks before it: a read goes out up to its last whole event (a client cannot
+    use half an event anyway, and upstreams write whole ones), and only an event holding a
+    `"usage"` object is parsed.
+    """
 
     _TAIL = 4096
 
-    def __init__(self, response: aiohttp.ClientResponse, settings: Settings) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, settings: Settings, *, drop_usage_chunk: bool
+    ) -> None:
         self.response = response
         self._settings = settings
+        self._drop_usage_chunk = drop_usage_chunk
         self.deltas = 0
         self._tail = b""
+        self._dropped_usage: dict | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        pending = b""
         try:
             async for raw in self.response.content.iter_any():
                 self.deltas += raw.count(_DATA)
@@ -316,9 +374,22 @@ class PassthroughBytes:
                     if len(raw) >= self._TAIL
                     else (self._tail + raw)[-self._TAIL :]
                 )
+                if self._drop_usage_chunk:
+                    if pending:
+                        raw, pending = pending + raw, b""
+                    if not raw.endswith(b"\n\n"):
+                        complete = _complete_events_end(raw)
+                        if complete < len(raw):
+                            raw, pending = raw[:complete], raw[complete:]
+                    if _usage_object_at(raw) >= 0:
+                        raw = self._without_usage_chunk(raw)
+                    if not raw:
+                        continue
                 yield raw
         except Exception as exc:
             raise _stream_failure(exc, self._settings) from exc
+        if pending:
+            yield pending
         if not self._tail.rstrip().endswith(b"data: " + _DONE):
             raise _broken_stream("the model's stream ended before [DONE]")
         self.deltas -= 1  # the [DONE] line is not a chunk
@@ -331,8 +402,29 @@ class PassthroughBytes:
             model=None, usage=self._usage(), finish_reason=None, chunks=self.deltas
         )
 
+    def _without_usage_chunk(self, events: bytes) -> bytes:
+        """`events` (whole SSE events) less the usage-only chunk, whose usage is kept."""
+        at = _usage_object_at(events)
+        while at >= 0:
+            start, end = _event_around(events, at)
+            at = _usage_object_at(events, end)
+            payload = b"\n".join(
+                line[5:] for line in events[start:end].splitlines() if line.startswith(_DATA)
+            )
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict) and not chunk.get("choices") and chunk.get("usage"):
+                self._dropped_usage = chunk["usage"]
+                self.deltas -= 1
+                return events[:start] + events[end:]
+        return events
+
     def _usage(self) -> dict | None:
-        """Usage from the last chunk, when the caller asked for it with `stream_options`."""
+        """Usage from the last chunk (the relay asks for it on every stream)."""
+        if self._dropped_usage is not None:
+            return self._dropped_usage
         for line in reversed(self._tail.split(b"\n")):
             if line.startswith(_DATA) and b'"usage"' in line:
                 try:
@@ -340,3 +432,38 @@ class PassthroughBytes:
                 except orjson.JSONDecodeError:
                     return None
         return None
+
+
+_USAGE_KEY = b'"usage"'
+
+
+def _usage_object_at(data: bytes, start: int = 0) -> int:
+    """Where a `"usage"` key holding an object starts in `data`, or -1. Quotes inside JSON
+    strings are escaped, so generated text cannot look like the key; `"usage": null`, which
+    OpenAI puts in every chunk once usage is asked for, is passed over. (One `bytes.find` per
+    read when no key is there: measured cheaper than a regular expression.)"""
+    at = data.find(_USAGE_KEY, start)
+    while at >= 0:
+        if data[at + 7 : at + 16].lstrip(b" \t\r\n:")[:1] == b"{":
+            return at
+        at = data.find(_USAGE_KEY, at + 7)
+    return -1
+
+
+def _complete_events_end(data: bytes) -> int:
+    """The offset just after the last blank line (the end of the last whole SSE event)."""
+    if data.endswith(b"\n\n") or data.endswith(b"\n\r\n"):
+        return len(data)
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+
+
+def _event_around(events: bytes, at: int) -> tuple[int, int]:
+    """Start and end offsets of the whole SSE event in `events` that contains offset `at`."""
+    before = max(events.rfind(b"\n\n", 0, at), events.rfind(b"\n\r\n", 0, at))
+    start = 0 if before < 0 else events.index(b"\n", before + 1) + 1
+    ends = [i for i in (events.find(b"\n\n", at), events.find(b"\n\r\n", at)) if i >= 0]
+    if not ends:
+        return start, len(events)
+    after = min(ends)
+    return start, events.index(b"\n", after + 1) + 1

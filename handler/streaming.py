@@ -142,7 +142,7 @@ class RelayStreamResponse(StreamingResponse):
         try:
             done, _ = await asyncio.wait(
                 {body, watcher},
-                timeout=_time_left(scope, self._deadline_margin_s),
+                timeout=invocation_time_left(scope, self._deadline_margin_s),
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if body in done:
@@ -224,7 +224,7 @@ async def _wait_for_disconnect(receive: Callable) -> None:
         pass
 
 
-def _time_left(scope: dict, margin_s: float) -> float | None:
+def invocation_time_left(scope: dict, margin_s: float) -> float | None:
     """Seconds until the Lambda invocation must end, less a margin; None off Lambda.
 
     The deadline comes from the context (native runtime, Mangum) or, behind the Lambda Web

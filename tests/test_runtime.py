@@ -187,6 +187,36 @@ def test_stream_ends_cleanly_before_the_deadline(start_runtime, upstream):
     assert upstream.last.hung_up.wait(1)  # and the upstream was told to stop
 
 
+def test_a_non_string_text_part_is_a_400_not_a_stream_error(start_runtime, upstream):
+    body = {
+        "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+    }
+    invocation = start_runtime().invoke(with_body(COMPLETIONS_EVENT, body))
+    prelude, answer = invocation.prelude_and_body()
+    assert prelude["statusCode"] == 400
+    assert json.loads(answer)["error"]["param"] == "messages[0].content[0].text"
+    assert invocation.trailers == {}
+    assert upstream.requests == []
+
+
+def test_a_non_streamed_answer_may_take_longer_than_the_token_timeout(start_runtime, upstream):
+    """Bounded by the invocation's deadline, not by UPSTREAM_TIMEOUT_S per read."""
+    runtime = start_runtime(UPSTREAM_TIMEOUT_S="0.3")
+    upstream.enqueue(Script(tokens=["late ", "but whole"], headers_delay_s=0.8))
+    body = {"stream": False, "messages": [{"role": "user", "content": "x"}]}
+    prelude, answer = runtime.invoke(with_body(COMPLETIONS_EVENT, body)).prelude_and_body()
+    assert prelude["statusCode"] == 200
+    assert json.loads(answer)["choices"][0]["message"]["content"] == "late but whole"
+
+    upstream.enqueue(Script(headers_delay_s=5))
+    invocation = runtime.invoke(with_body(COMPLETIONS_EVENT, body), deadline_in_s=2.0)
+    prelude, answer = invocation.prelude_and_body()
+    assert prelude["statusCode"] == 504
+    assert json.loads(answer)["error"]["type"] == "upstream_timeout"
+    assert invocation.chunks[-1][0] - invocation.delivered_at < 2.0  # before Lambda's cut-off
+
+
 def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secrets):
     first_key, rotated_key = TEST_KEY, "sk-test-rotated-key-9876543210zyxwvu"
     arn = secrets.create_secret(Name="relay-test/runtime", SecretString=first_key)["ARN"]
