@@ -169,6 +169,25 @@ def test_iam_reads_only_the_one_secret():
     assert not of_type(deployed(OpenAISecretArn=existing), "AWS::SecretsManager::Secret")
 
 
+@pytest.mark.parametrize(
+    ("arn", "accepted"),
+    [
+        ("", True),
+        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:team/openai-AbCdEf", True),
+        ("arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:openai_key-a1B2c3", True),
+        # A partial ARN: GetSecretValue would find the secret, the IAM grant would never match.
+        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:team/openai", False),
+        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:team/openai-AbCdE", False),
+        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:team/openai-AbCdEf*", False),
+        ("arn:aws:secretsmanager:us-east-1:123456789012:secret:*", False),
+    ],
+)
+def test_an_existing_secret_must_be_named_by_its_full_arn(arn, accepted):
+    pattern = TEMPLATE["Parameters"]["OpenAISecretArn"]["AllowedPattern"]
+    # CloudFormation matches the whole value against the pattern.
+    assert (re.fullmatch(pattern, arn) is not None) == accepted
+
+
 def test_the_scope_check_catches_a_wildcard():
     broken = copy.deepcopy(TEMPLATE)
     policy = broken["Resources"]["RelayFunction"]["Properties"]["Policies"][0]
