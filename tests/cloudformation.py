@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,12 @@ def evaluate(cfn: dict, parameters: dict[str, str]) -> dict:
             if key == "Fn::GetAtt" and ".".join(argument) in values:
                 return values[".".join(argument)]
             if key == "Fn::Sub" and isinstance(argument, str):
-                return re.sub(r"\$\{([\w:.]+)\}", lambda m: values.get(m[1], m[0]), argument)
+                # `${!Literal}` is CloudFormation's escape for a `${Literal}` IAM policy variable.
+                return re.sub(
+                    r"\$\{(!?)([\w:./-]+)\}",
+                    lambda m: "${" + m[2] + "}" if m[1] else values.get(m[2], m[0]),
+                    argument,
+                )
             if key == "Fn::Split":
                 separator, text = argument[0], resolve(argument[1])
                 return text.split(separator) if isinstance(text, str) else node
@@ -178,3 +184,12 @@ def _like(value: str, pattern: str, case: bool = True) -> bool:
     if not case:
         value, pattern = value.lower(), pattern.lower()
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def as_principal(policy: list[dict], tags: dict[str, str]) -> list[dict]:
+    """The statements as IAM applies them to a principal with these tags: each
+    `${aws:PrincipalTag/key}` policy variable replaced by the tag's value."""
+    text = json.dumps(policy)
+    for key, value in tags.items():
+        text = text.replace("${aws:PrincipalTag/" + key + "}", value)
+    return json.loads(text)

@@ -1,7 +1,8 @@
-"""The CI access stack: only this repository's main branch and its `production` environment can
-assume the deploy role; the role may do what deploying the relay stacks takes (checked against
-the permissions CloudFormation's own resource schemas list for each resource the template
-creates) and no more; the function roles it creates are capped by a permissions boundary."""
+"""The CI access stack: one deploy role per environment, dev's for this repository's main branch
+and prod's for its `production` environment only; each may do what deploying its own relay stack
+takes (checked against the permissions CloudFormation's own resource schemas list for each
+resource the template creates) and no more, nothing on the other stack; the function roles it
+creates are capped by its environment's permissions boundary; the package bucket is versioned."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.cloudformation import (
     ROOT,
     allows,
     as_list,
+    as_principal,
     deployed,
     evaluate,
     of_type,
@@ -26,9 +28,22 @@ from tests.cloudformation import (
 ACCOUNT, REGION = "123456789012", "us-east-1"
 REPOSITORY = "octo-org/chat-relay"
 BUCKET_ARN = "arn:aws:s3:::chat-relay-ci-artifactbucket-1a2b3c4d5e6f"
-BOUNDARY_ARN = f"arn:aws:iam::{ACCOUNT}:policy/chat-relay-function-boundary"
+ENVIRONMENTS = ("dev", "prod")
 STACKS = ("chat-relay-dev", "chat-relay-prod")
-CONTEXT = {"iam:PassedToService": "lambda.amazonaws.com", "iam:PermissionsBoundary": BOUNDARY_ARN}
+STACK_OF = dict(zip(ENVIRONMENTS, STACKS, strict=True))
+
+
+def boundary_arn(environment: str) -> str:
+    return f"arn:aws:iam::{ACCOUNT}:policy/chat-relay-{environment}-function-boundary"
+
+
+def context(environment: str) -> dict[str, str]:
+    """What a function role of this environment is created and passed with."""
+    return {
+        "iam:PassedToService": "lambda.amazonaws.com",
+        "iam:PermissionsBoundary": boundary_arn(environment),
+    }
+
 
 # Permissions CloudFormation's handlers list that the deploy role does not get, because
 # template.yaml uses none of the features they serve (or, for the last, must never have).
@@ -84,21 +99,25 @@ SAM_DEPLOY = [
 def ci_stack(template: dict | None = None) -> dict:
     return evaluate(
         template or CI_ACCESS,
-        {
-            "GitHubRepository": REPOSITORY,
-            "ArtifactBucket.Arn": BUCKET_ARN,
-            "FunctionBoundary": BOUNDARY_ARN,
-        },
+        {"GitHubRepository": REPOSITORY, "ArtifactBucket.Arn": BUCKET_ARN},
     )
 
 
-def deploy_policy(template: dict | None = None) -> list[dict]:
-    role = ci_stack(template)["Resources"]["DeployRole"]["Properties"]
-    return [s for p in role["Policies"] for s in statements(p["PolicyDocument"])]
+def role(environment: str) -> dict:
+    return ci_stack()["Resources"][f"{environment.title()}DeployRole"]["Properties"]
 
 
-def boundary_policy() -> list[dict]:
-    return statements(ci_stack()["Resources"]["FunctionBoundary"]["Properties"]["PolicyDocument"])
+def deploy_policy(environment: str, template: dict | None = None) -> list[dict]:
+    """The deploy policy as IAM applies it to this environment's role (by the role's tag)."""
+    document = ci_stack(template)["Resources"]["DeployPolicy"]["Properties"]["PolicyDocument"]
+    tags = {tag["Key"]: tag["Value"] for tag in role(environment)["Tags"]}
+    assert tags == {"relay-environment": environment}
+    return as_principal(statements(document), tags)
+
+
+def boundary_policy(environment: str) -> list[dict]:
+    boundary = ci_stack()["Resources"][f"{environment.title()}FunctionBoundary"]
+    return statements(boundary["Properties"]["PolicyDocument"])
 
 
 def examples(permission: str, stack: str) -> list[str]:
@@ -131,7 +150,11 @@ def resource_types() -> frozenset[str]:
     combinations = [
         {},
         {"UrlAuthType": "AWS_IAM", "StreamingMode": "lwa", "EnableSnapStart": "true"},
-        {"OpenAISecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:chat-relay-x-AbC"},
+        {
+            "OpenAISecretArn": (
+                f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:chat-relay-dev/x-AbCdEf"
+            )
+        },
     ]
     return frozenset(
         r["Type"] for params in combinations for r in deployed(**params)["Resources"].values()
@@ -146,29 +169,72 @@ def handler_permissions(kind: str) -> dict[str, set[str]]:
     }
 
 
-def missing_permissions(policy: list[dict]) -> set[tuple[str, str, str]]:
-    missing = set()
-    for kind in resource_types():
-        for permissions in handler_permissions(kind).values():
-            for permission in permissions - NOT_NEEDED.keys():
-                for stack in STACKS:
-                    for arn in examples(permission, stack):
-                        if not allows(policy, permission, arn, CONTEXT):
-                            missing.add((kind, permission, arn))
-    return missing
+def handler_calls() -> set[tuple[str, str]]:
+    """(resource type, permission) for every call CloudFormation's handlers make."""
+    return {
+        (kind, permission)
+        for kind in resource_types()
+        for permissions in handler_permissions(kind).values()
+        for permission in permissions - NOT_NEEDED.keys()
+    }
 
 
-def test_ci_role_is_limited_to_main_and_production():
-    trust = CI_ACCESS["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"]
-    [statement] = trust["Statement"]
-    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
-    conditions = statement["Condition"]["StringEquals"]
-    assert conditions["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
-    subjects = conditions["token.actions.githubusercontent.com:sub"]
-    assert [s["Fn::Sub"] for s in subjects] == [
-        "repo:${GitHubRepository}:ref:refs/heads/main",
-        "repo:${GitHubRepository}:environment:production",
-    ]
+def missing_permissions(environment: str, template: dict | None = None) -> set:
+    policy = deploy_policy(environment, template)
+    return {
+        (kind, permission, arn)
+        for kind, permission in handler_calls()
+        for arn in examples(permission, STACK_OF[environment])
+        if not allows(policy, permission, arn, context(environment))
+    }
+
+
+@pytest.mark.parametrize(
+    ("environment", "subject"),
+    [
+        ("dev", "repo:octo-org/chat-relay:ref:refs/heads/main"),
+        ("prod", "repo:octo-org/chat-relay:environment:production"),
+    ],
+)
+def test_each_environment_deploys_through_a_role_of_its_own(environment, subject):
+    [statement] = role(environment)["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"  # and no sts:TagSession
+    assert set(statement["Condition"]) == {"StringEquals"}
+    assert statement["Condition"]["StringEquals"] == {
+        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+        "token.actions.githubusercontent.com:sub": subject,
+    }
+    assert set(of_type(ci_stack(), "AWS::IAM::Role")) == {"DevDeployRole", "ProdDeployRole"}
+
+
+@pytest.mark.parametrize(("environment", "other"), [("dev", "prod"), ("prod", "dev")])
+def test_neither_role_can_touch_the_other_environment(environment, other):
+    policy = deploy_policy(environment)
+    reachable = {
+        (permission, arn)
+        for _, permission in handler_calls()
+        for arn in examples(permission, STACK_OF[other])
+        if allows(policy, permission, arn, context(other))
+        or allows(policy, permission, arn, context(environment))
+    }
+    # Only the shared package bucket, AWS's public adapter layer and the calls IAM cannot
+    # scope to a resource.
+    shared = {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "lambda:GetLayerVersion"}
+    assert {p for p, _ in reachable} <= shared | UNSCOPABLE
+    secret = examples("secretsmanager:x", STACK_OF[other])[0]
+    assert not allows(policy, "secretsmanager:GetSecretValue", secret)
+    # Its function roles only with its own boundary, never the other's (which reads the
+    # other environment's secrets).
+    [own_role] = examples("iam:x", STACK_OF[environment])
+    assert not allows(policy, "iam:CreateRole", own_role, context(other))
+    assert allows(policy, "iam:CreateRole", own_role, context(environment))
+
+
+def test_the_package_bucket_keeps_every_version():
+    bucket = ci_stack()["Resources"]["ArtifactBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    [rule] = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 30
 
 
 def test_the_template_creates_only_resource_types_the_role_was_checked_for():
@@ -185,27 +251,29 @@ def test_the_template_creates_only_resource_types_the_role_was_checked_for():
     }
 
 
-def test_the_deploy_role_may_do_what_cloudformation_needs_for_every_resource():
-    assert missing_permissions(deploy_policy()) == set()
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_deploy_role_may_do_what_cloudformation_needs_for_every_resource(environment):
+    assert missing_permissions(environment) == set()
 
 
 def test_the_coverage_check_catches_a_missing_permission():
     broken = copy.deepcopy(CI_ACCESS)
-    policy = broken["Resources"]["DeployRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    policy = broken["Resources"]["DeployPolicy"]["Properties"]["PolicyDocument"]
     functions = next(s for s in policy["Statement"] if s["Sid"] == "TheRelayFunction")
     functions["Action"].remove("lambda:GetPolicy")
-    assert {p for _, p, _ in missing_permissions(deploy_policy(broken))} == {"lambda:GetPolicy"}
+    assert {p for _, p, _ in missing_permissions("dev", broken)} == {"lambda:GetPolicy"}
 
 
 @pytest.mark.parametrize("permission", sorted(NOT_NEEDED))
-def test_the_deploy_role_lacks_what_the_template_does_not_use(permission):
-    for arn in examples(permission, STACKS[0]):
-        assert not allows(deploy_policy(), permission, arn, CONTEXT)
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_deploy_role_lacks_what_the_template_does_not_use(environment, permission):
+    for arn in examples(permission, STACK_OF[environment]):
+        assert not allows(deploy_policy(environment), permission, arn, context(environment))
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_sam_deploy_can_run_on_both_stacks(stack):
-    policy = deploy_policy()
+@pytest.mark.parametrize(("environment", "stack"), zip(ENVIRONMENTS, STACKS, strict=True))
+def test_sam_deploy_can_run_on_its_stack(environment, stack):
+    policy = deploy_policy(environment)
     [arn] = examples("cloudformation:x", stack)
     for action in SAM_DEPLOY:
         assert allows(policy, action, arn), action
@@ -214,45 +282,56 @@ def test_sam_deploy_can_run_on_both_stacks(stack):
     assert allows(policy, "s3:PutObject", f"{BUCKET_ARN}/{stack}/template.yaml")
 
 
-def test_the_deploy_role_cannot_widen_its_own_access():
-    policy = deploy_policy()
-    # Not the CI stack (or any stack but the two), nor its role, nor deleting a stack.
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_deploy_role_cannot_widen_its_own_access(environment):
+    policy = deploy_policy(environment)
+    own = context(environment)
+    # Not the CI stack (or any stack but its own), nor its role, nor deleting a stack.
     ci = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/chat-relay-ci/0a1b2c3d"
     assert not allows(policy, "cloudformation:CreateChangeSet", ci)
     assert not allows(
-        policy, "cloudformation:DeleteStack", examples("cloudformation:x", STACKS[0])[0]
+        policy,
+        "cloudformation:DeleteStack",
+        examples("cloudformation:x", STACK_OF[environment])[0],
     )
-    ci_role = f"arn:aws:iam::{ACCOUNT}:role/chat-relay-ci-DeployRole-1A2B3C"
-    for action in ("iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy"):
-        assert not allows(policy, action, ci_role, CONTEXT), action
+    for name in ("DevDeployRole", "ProdDeployRole"):
+        ci_role = f"arn:aws:iam::{ACCOUNT}:role/chat-relay-ci-{name}-1A2B3C"
+        for action in ("iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:AttachRolePolicy"):
+            assert not allows(policy, action, ci_role, own), action
     # A function role without the boundary, or with another one, cannot be made or changed.
-    [role] = examples("iam:x", STACKS[0])
+    [function_role] = examples("iam:x", STACK_OF[environment])
     admin = {"iam:PermissionsBoundary": "arn:aws:iam::aws:policy/AdministratorAccess"}
     for action in ("iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"):
-        assert allows(policy, action, role, CONTEXT), action
-        assert not allows(policy, action, role), action
-        assert not allows(policy, action, role, admin), action
+        assert allows(policy, action, function_role, own), action
+        assert not allows(policy, action, function_role), action
+        assert not allows(policy, action, function_role, admin), action
     # A role can be passed to Lambda only.
-    assert not allows(policy, "iam:PassRole", role, {"iam:PassedToService": "ec2.amazonaws.com"})
+    to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}
+    assert not allows(policy, "iam:PassRole", function_role, to_ec2)
+
+
+UNSCOPABLE = {
+    "secretsmanager:GetRandomPassword",
+    "cloudformation:ValidateTemplate",
+    "logs:DescribeLogGroups",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeIndexPolicies",
+}
 
 
 def test_only_unscopable_actions_get_a_wildcard_resource():
-    for statement in deploy_policy():
+    for statement in deploy_policy("dev"):
         if "*" in as_list(statement["Resource"]):
-            assert set(as_list(statement["Action"])) <= {
-                "secretsmanager:GetRandomPassword",
-                "cloudformation:ValidateTemplate",
-                "logs:DescribeLogGroups",
-                "logs:DescribeResourcePolicies",
-                "logs:DescribeIndexPolicies",
-            }
+            assert set(as_list(statement["Action"])) <= UNSCOPABLE
 
 
-def function_needs(stack: str) -> list[tuple[str, str, dict]]:
+def function_needs(environment: str) -> list[tuple[str, str, dict]]:
     """(action, resource, context) for everything the deployed function role is granted."""
+    stack = STACK_OF[environment]
     secret = examples("secretsmanager:x", stack)[0]
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    cfn = deployed(PermissionsBoundaryName="chat-relay-function-boundary", SecretKmsKeyArn=key)
+    boundary = boundary_arn(environment).rsplit("/", 1)[1]
+    cfn = deployed(PermissionsBoundaryName=boundary, SecretKmsKeyArn=key)
     cfn = evaluate(cfn, {"OpenAISecret": secret, "AWS::StackName": stack})
     [role] = of_type(cfn, "AWS::IAM::Role").values()
     assert role["Properties"]["ManagedPolicyArns"] == [
@@ -270,10 +349,10 @@ def function_needs(stack: str) -> list[tuple[str, str, dict]]:
     return needs
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(stack):
-    boundary = boundary_policy()
-    needs = function_needs(stack)
+@pytest.mark.parametrize(("environment", "other"), [("dev", "prod"), ("prod", "dev")])
+def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(environment, other):
+    boundary = boundary_policy(environment)
+    needs = function_needs(environment)
     assert {action for action, _, _ in needs} >= {"secretsmanager:GetSecretValue", "kms:Decrypt"}
     for action, resource, context in needs:
         assert allows(boundary, action, resource, context), (action, resource)
@@ -284,13 +363,15 @@ def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(stack):
         boundary, "kms:Decrypt", key, {"kms:ViaService": "s3.us-east-1.amazonaws.com"}
     )
     assert not allows(boundary, "iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/x")
+    # A function of one environment pointed at the other's secret still cannot read it.
+    other_environment_secret = examples("secretsmanager:x", STACK_OF[other])[0]
+    assert not allows(boundary, "secretsmanager:GetSecretValue", other_environment_secret)
 
 
-def test_samconfig_deploys_the_two_stacks_with_the_boundary():
+def test_samconfig_deploys_each_stack_with_its_environments_boundary():
     config = tomllib.loads((ROOT / "samconfig.toml").read_text())
-    boundary_name = BOUNDARY_ARN.rsplit("/", 1)[1]
-    for environment, stack in zip(("dev", "prod"), STACKS, strict=True):
+    for environment, stack in STACK_OF.items():
         deploy = config[environment]["deploy"]["parameters"]
         assert deploy["stack_name"] == stack
         overrides = dict(pair.split("=", 1) for pair in deploy["parameter_overrides"].split())
-        assert overrides["PermissionsBoundaryName"] == boundary_name
+        assert overrides["PermissionsBoundaryName"] == boundary_arn(environment).rsplit("/", 1)[1]

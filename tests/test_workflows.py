@@ -110,6 +110,28 @@ def test_deploys_run_on_main_only_and_prod_waits_for_dev_and_reviewers():
         assert "infra/smoke_test.sh" in job_run
 
 
+@pytest.mark.parametrize(
+    ("job", "role_variable"),
+    [("deploy-dev", "AWS_DEV_DEPLOY_ROLE_ARN"), ("deploy-prod", "AWS_PROD_DEPLOY_ROLE_ARN")],
+)
+def test_each_deploy_job_installs_everything_before_its_own_roles_credentials(job, role_variable):
+    """Installing runs code from package registries; none of it may see AWS credentials. And
+    each environment has its own role (infra/ci-access.yaml), prod's in its environment."""
+    job_steps = steps(load(ROOT / ".github" / "workflows" / "ci.yml")["jobs"][job])
+    [credentials] = [
+        i
+        for i, step in enumerate(job_steps)
+        if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@")
+    ]
+    role = job_steps[credentials]["with"]["role-to-assume"]
+    assert role == "${{ vars." + role_variable + " }}"
+    before = "\n".join(s.get("run", "") for s in job_steps[:credentials])
+    after = "\n".join(s.get("run", "") for s in job_steps[credentials + 1 :])
+    assert "make .venv-sam/.installed" in before
+    for installing in ("make", "pip", "npm", "sam build", "uv "):
+        assert installing not in after, installing
+
+
 @pytest.fixture
 def buffering_server():
     """Answers the whole SSE body at once, the way a relay behind plain Mangum would."""
