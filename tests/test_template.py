@@ -280,10 +280,10 @@ def test_alarms_cover_errors_throttles_and_p99_duration():
 
 
 def test_the_function_role_carries_the_boundary_when_one_is_named():
-    cfn = deployed(PermissionsBoundaryName="chat-relay-function-boundary")
+    cfn = deployed(PermissionsBoundaryName="chat-relay-dev-function-boundary")
     [role] = of_type(cfn, "AWS::IAM::Role").values()
     assert role["Properties"]["PermissionsBoundary"] == (
-        "arn:aws:iam::123456789012:policy/chat-relay-function-boundary"
+        "arn:aws:iam::123456789012:policy/chat-relay-dev-function-boundary"
     )
     [role] = of_type(deployed(), "AWS::IAM::Role").values()
     assert "PermissionsBoundary" not in role["Properties"]
