@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from handler.access import safety_identifier
 from handler.credentials import Credentials, CredentialStore
 from handler.errors import (
     UPSTREAM_AUTH,
@@ -33,6 +34,9 @@ log = logging.getLogger("relay.upstream")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 USER_AGENT = f"streaming-chat-relay aiohttp/{aiohttp.__version__}"
+
+# What a caller may say about its end user; the relay says it instead (`safety_identifier`).
+CALLER_FIELDS = frozenset({"user", "safety_identifier"})
 
 _DATA = b"data:"
 _DONE = b"[DONE]"
@@ -114,24 +118,34 @@ class Upstream:
         if session is not None and self._loop is asyncio.get_running_loop():
             await session.close()
 
-    async def open(self, params: dict[str, Any]) -> aiohttp.ClientResponse:
-        """Send the request and return the streaming HTTP response once its status is 2xx."""
+    async def open(self, params: dict[str, Any], caller: str) -> aiohttp.ClientResponse:
+        """Send the request and return the streaming HTTP response once its status is 2xx.
+
+        `caller` (handler/access.py) goes to OpenAI as a keyed hash in `safety_identifier`, in
+        place of whatever the request said about its user."""
+        creds = await self._credentials.aget()
+        params = {k: v for k, v in params.items() if k not in CALLER_FIELDS}
         try:
-            return await self._send(await self._credentials.aget(), params)
+            return await self._send(creds, params, caller)
         except _Unauthorized:
             if not self._credentials.refreshable:
                 raise _upstream_auth(401) from None
-            log.info("upstream answered 401; re-reading the secret once")
+            fresh = await self._credentials.refreshed(creds)
+            if fresh is creds:  # re-read moments ago already: the key is simply wrong
+                raise _upstream_auth(401) from None
             try:
-                return await self._send(await self._credentials.aget(refresh=True), params)
+                return await self._send(fresh, params, caller)
             except _Unauthorized:
                 raise _upstream_auth(401) from None
 
-    async def _send(self, creds: Credentials, params: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _send(
+        self, creds: Credentials, params: dict[str, Any], caller: str
+    ) -> aiohttp.ClientResponse:
         session = self._session_for(creds)
+        body = {**params, "safety_identifier": safety_identifier(creds.api_key, caller)}
         try:
             response = await session.post(
-                self._url, data=orjson.dumps(params), headers=self._headers, proxy=self._proxy
+                self._url, data=orjson.dumps(body), headers=self._headers, proxy=self._proxy
             )
         except TimeoutError as exc:
             seconds = self._settings.upstream_timeout_s

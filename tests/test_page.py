@@ -132,7 +132,9 @@ def test_a_failure_mid_stream_is_shown(upstream, relay, page):
 
 
 def test_settings_keep_a_token_and_another_endpoint(upstream, make_relay, relay, page):
-    guarded = make_relay(client_tokens="page-token-123", cors_origins=relay.url)
+    guarded = make_relay(
+        client_tokens="page-token-123", cors_origins=relay.url, allow_anonymous=False
+    )
     page.goto(relay.url)
     page.click("#settings summary")
     page.fill("#endpoint", f"{guarded.url}/chat")

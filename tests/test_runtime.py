@@ -72,6 +72,7 @@ def start_runtime(runtime_api, upstream):
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
             "OPENAI_API_KEY": TEST_KEY,
             "OPENAI_BASE_URL": upstream.base_url,
+            "ALLOW_ANONYMOUS": "true",
             **env,
         }
         runtime = RuntimeProcess(runtime_api, {k: v for k, v in environment.items() if v})
@@ -286,6 +287,7 @@ def test_exec_wrapper_starts_the_streaming_runtime(runtime_api, upstream):
         "AWS_LAMBDA_RUNTIME_API": runtime_api.address,
         "OPENAI_API_KEY": TEST_KEY,
         "OPENAI_BASE_URL": upstream.base_url,
+        "ALLOW_ANONYMOUS": "true",
     }
     process = subprocess.Popen([str(wrapper), "/var/runtime/bootstrap"], env=env)
     try:
