@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     jwt_required_scopes: Annotated[list[str], NoDecode] = Field(
         default=[], description="Sign-in: scopes every JWT must carry (`scope` or `scp`)."
     )
+    jwks_min_refetch_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Sign-in: an unknown `kid` re-fetches the JWKS at most this often.",
+    )
     jwt_leeway_s: int = Field(
         default=30, ge=0, le=60, description="Sign-in: clock skew allowed on `exp` and `nbf`."
     )

@@ -26,10 +26,9 @@ ALGORITHM_KEY_TYPES = {
     **dict.fromkeys(("ES256", "ES384", "ES512"), "EC"),
     **dict.fromkeys(("EdDSA", "Ed25519"), "OKP"),
 }
-# A JWKS is re-fetched for an unknown `kid` at most this often, so made-up kids cannot turn
-# every request into a fetch; after a failed fetch, sooner (a cold start must not be locked out
-# for a minute by one network blip).
-JWKS_MIN_REFETCH_S = 60.0
+# An unknown `kid` re-fetches the JWKS at most every `JWKS_MIN_REFETCH_S` (default 60 s), so
+# made-up kids cannot turn every request into a fetch; after a failed fetch, sooner (a cold
+# start must not be locked out for a minute by one network blip).
 JWKS_RETRY_AFTER_FAILURE_S = 5.0
 JWKS_TIMEOUT_S = 5.0
 JWKS_MAX_BYTES = 512 * 1024
@@ -74,6 +73,7 @@ class JwtVerifier:
         self.audiences = frozenset(settings.jwt_audience)
         self.required_scopes = frozenset(settings.jwt_required_scopes)
         self._jwks_url = settings.jwks_url
+        self._min_refetch_s = settings.jwks_min_refetch_s
         self._claims_rules = jwt.JWTClaimsRegistry(
             leeway=settings.jwt_leeway_s,
             iss={"essential": True, "value": self.issuer},
@@ -129,9 +129,9 @@ class JwtVerifier:
         if kid is not None and not isinstance(kid, str):
             raise SignInRejected("`kid` is not a string")
         key = self._keys.get(kid)
-        if key is None and time.monotonic() >= self._next_fetch_at:
+        if key is None and (self._fetch_lock.locked() or time.monotonic() >= self._next_fetch_at):
+            # Requests that find a fetch under way wait for it and share its keys.
             async with self._fetch_lock:
-                # Concurrent requests with the same new `kid` share one fetch.
                 if time.monotonic() >= self._next_fetch_at:
                     await self._fetch_keys()
             key = self._keys.get(kid)
@@ -177,7 +177,7 @@ class JwtVerifier:
             # RFC 7515: a token may omit `kid` when the issuer has one key.
             keys[None] = next(iter(keys.values()))
         self._keys = keys
-        self._next_fetch_at = time.monotonic() + JWKS_MIN_REFETCH_S
+        self._next_fetch_at = time.monotonic() + self._min_refetch_s
         log.info("sign-in: %d signing keys loaded from the issuer's JWKS", len(entries))
 
     async def _discover_jwks_url(self, session: aiohttp.ClientSession) -> str:
