@@ -114,5 +114,17 @@ def make_relay(upstream):
 
 
 @pytest.fixture
+def issuer():
+    """An OIDC issuer on loopback with a real RSA key (`rsa-1`) and EC key (`ec-1`)."""
+    from devtools.oidc_issuer import OidcIssuer
+
+    issuer = OidcIssuer().start()
+    issuer.add_key("rsa-1", "RSA")
+    issuer.add_key("ec-1", "EC")
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture
 def relay(make_relay):
     return make_relay()

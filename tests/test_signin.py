@@ -13,18 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from devtools.oidc_issuer import OidcIssuer, b64url, hs256_token, unsigned_token
+from devtools.oidc_issuer import b64url, hs256_token, unsigned_token
 
 PROMPT = {"prompt": "hi"}
-
-
-@pytest.fixture
-def issuer():
-    issuer = OidcIssuer().start()
-    issuer.add_key("rsa-1", "RSA")
-    issuer.add_key("ec-1", "EC")
-    yield issuer
-    issuer.stop()
 
 
 @pytest.fixture
