@@ -31,6 +31,9 @@ ALGORITHM_KEY_TYPES = {
 # start must not be locked out for a minute by one network blip).
 JWKS_RETRY_AFTER_FAILURE_S = 5.0
 JWKS_TIMEOUT_S = 5.0
+# A browser sends the same access token with every request until it is refreshed: remembering
+# the verified ones turns a repeat into a dict lookup instead of a signature check.
+VERIFIED_CACHE_SIZE = 1024
 JWKS_MAX_BYTES = 512 * 1024
 
 
@@ -82,9 +85,24 @@ class JwtVerifier:
         self._keys: dict[str | None, Any] = {}
         self._next_fetch_at = float("-inf")
         self._fetch_lock = asyncio.Lock()
+        self._leeway_s = settings.jwt_leeway_s
+        self._verified: dict[str, tuple[float, SignedIn]] = {}
 
     async def verify(self, token: str) -> SignedIn:
         """The caller a token proves, or `SignInRejected` / `KeysUnavailable`."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            expires_at, signed_in = remembered
+            if time.time() < expires_at:
+                return signed_in
+            del self._verified[token]
+        signed_in = await self._verify_afresh(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (signed_in.claims["exp"] + self._leeway_s, signed_in)
+        return signed_in
+
+    async def _verify_afresh(self, token: str) -> SignedIn:
         from joserfc import jws, jwt
         from joserfc.errors import JoseError
 
@@ -177,6 +195,7 @@ class JwtVerifier:
             # RFC 7515: a token may omit `kid` when the issuer has one key.
             keys[None] = next(iter(keys.values()))
         self._keys = keys
+        self._verified.clear()  # a key the issuer withdrew vouches for nothing any more
         self._next_fetch_at = time.monotonic() + self._min_refetch_s
         log.info("sign-in: %d signing keys loaded from the issuer's JWKS", len(entries))
 

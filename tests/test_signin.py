@@ -234,3 +234,13 @@ def test_the_issuer_must_be_https_except_on_loopback():
         Settings(_env_file=None, jwt_issuer="https://login.example.com")
     Settings(_env_file=None, jwt_issuer="https://login.example.com", jwt_audience="a")
     Settings(_env_file=None, jwt_issuer="http://localhost:9/x", jwt_audience="a")
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(upstream, signin_relay, issuer):
+    relay = signin_relay(jwt_leeway_s=0)
+    expires = int(time.time()) + 2
+    token = issuer.token(exp=expires)
+    assert post(relay, token).status_code == 200
+    assert post(relay, token).status_code == 200  # the verified token is remembered...
+    time.sleep(max(0.0, expires - time.time()) + 0.2)
+    assert post(relay, token).status_code == 401  # ...but never past its `exp`
