@@ -103,7 +103,9 @@ def test_a_secret_that_would_silently_change_access_is_503_with_the_reason_logge
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "credentials_unavailable"
     assert upstream.requests == []
-    logged = [m for m in _messages(caplog, "relay") if m.startswith("credentials unavailable")]
+    logged = [
+        m for m in _messages(caplog, "relay.credentials") if m.startswith("credentials unavailable")
+    ]
     assert logged and reason in logged[0]
     assert KEY_A not in logged[0] and TOKEN not in logged[0]
 
