@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 deps: $(STAMP) ## create .venv (python3.13 when present) and install dependencies
 
-dev: $(STAMP) ## run the relay locally: moto Secrets Manager, demo upstream (no key needed), uvicorn on :8000
+dev: $(STAMP) ## run the relay locally: moto Secrets Manager, demo upstream (no key needed), anonymous access, uvicorn on :8000
 	$(PY) -m infra.local_stack
 
 chat: $(STAMP) ## console client against the local relay (ARGS='--url URL --token T "prompt"')

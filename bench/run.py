@@ -150,7 +150,9 @@ class Run:
         port = int(self._first_line(upstream))
         self.upstream_port = port
         relay_env = hermetic_env(
-            OPENAI_API_KEY=BENCH_KEY, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1"
+            OPENAI_API_KEY=BENCH_KEY,
+            OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+            ALLOW_ANONYMOUS="true",
         )
         lambda_env = dict(
             relay_env,

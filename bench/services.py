@@ -32,7 +32,9 @@ def hermetic_env(**extra: str) -> dict[str, str]:
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("OPENAI_", "AWS_", "PYTHON"))
-        and name not in {"CLIENT_TOKENS", "ALLOWED_MODELS", "LOG_PROMPTS", "CORS_ORIGINS"}
+        and not name.startswith(("JWT_", "JWKS_"))
+        and name
+        not in {"CLIENT_TOKENS", "ALLOWED_MODELS", "LOG_PROMPTS", "CORS_ORIGINS", "URL_AUTH_TYPE"}
     }
     env.update(extra)
     return env

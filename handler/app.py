@@ -19,12 +19,12 @@ from mangum import Mangum
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
-from handler.credentials import Credentials, CredentialStore
+from handler.access import Access
+from handler.credentials import CredentialStore
 from handler.errors import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
     INVALID_REQUEST,
-    UNAUTHORIZED,
     UNSUPPORTED_MEDIA_TYPE,
     RelayError,
     error_payload,
@@ -64,33 +64,30 @@ class RelayState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.credentials = CredentialStore(settings)
+        self.access = Access(settings)
         self.upstream = Upstream(settings, self.credentials)
 
 
 class RelayCall(NamedTuple):
-    """What a relay route gets: the per-process parts and the authorized caller's JSON body."""
+    """What a relay route gets: the per-process parts, who is calling (`handler/access.py`)
+    and the caller's JSON body."""
 
     state: RelayState
+    caller: str
     body: dict[str, Any]
 
 
 async def relay_call(request: Request) -> RelayCall:
-    """The relay routes' one dependency: the caller's token first, then the body.
+    """The relay routes' one dependency: who is calling first, then the body.
 
     A single coroutine on purpose: FastAPI runs plain-function dependencies in a worker thread
     and resolves nested ones level by level, which together cost more per request than
     everything else the relay adds to the first token (README, "Performance")."""
     state: RelayState = request.app.state.relay
-    await _authorize(request, state)
-    return RelayCall(state, await _json_body(request, state))
-
-
-async def _authorize(request: Request, state: RelayState) -> Credentials:
-    """The credentials, once the caller's bearer token (when tokens are configured) checks out."""
-    creds = await state.credentials.aget()
-    if not creds.accepts(request.headers.get("authorization")):
-        raise RelayError(UNAUTHORIZED, "a valid bearer token is required")
-    return creds
+    # The credentials first: they hold the client tokens.
+    caller = await state.access.identify(request.scope, await state.credentials.aget())
+    request_log(request.scope).caller = caller
+    return RelayCall(state, caller, await _json_body(request, state))
 
 
 async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
@@ -126,7 +123,7 @@ async def chat(request: Request, call: Call) -> Response:
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
-    response = await state.upstream.open(params)
+    response = await state.upstream.open(params, call.caller)
     wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
     return await _stream(wire, ChatDeltas(response, settings), record, settings)
 
@@ -147,7 +144,7 @@ async def chat_completions(request: Request, call: Call) -> Response:
         answer_within_s = invocation_time_left(request.scope, DEADLINE_MARGIN_S)
         if answer_within_s is None:
             answer_within_s = LAMBDA_MAX_TIMEOUT_S
-    response = await state.upstream.open(params, answer_within_s=answer_within_s)
+    response = await state.upstream.open(params, call.caller, answer_within_s=answer_within_s)
     if not stream:
         content = await state.upstream.read_answer(response)
         record.usage = answer_usage(content)
@@ -279,6 +276,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.state.relay = RelayState(settings)
+    app.state.relay.access.log_startup()
     app.add_api_route("/chat", chat, methods=["POST"])
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/healthz", healthz, methods=["GET"])

@@ -6,6 +6,7 @@ This is the only module that touches the secret. Values never leave it in logs o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
@@ -27,60 +28,100 @@ class CredentialsUnavailable(RelayError):
         self.reason = reason
 
 
+# What the secret's JSON may hold. `unused_placeholder` is written by the template's generated
+# secret (CloudFormation needs a generated field); it is ignored.
+SECRET_FIELDS = frozenset({"api_key", "organization", "project", "client_tokens"})
+IGNORED_SECRET_FIELDS = frozenset({"unused_placeholder"})
+TEMPLATE_PLACEHOLDER_KEY = "REPLACE_WITH_YOUR_OPENAI_KEY"
+# After an upstream 401, the secret is re-read at most this often (concurrent 401s share a read).
+MIN_SECRET_REFRESH_INTERVAL_S = 5.0
+
+
+def token_id(token: bytes) -> str:
+    """A client token's name in logs and quotas: a short hash that cannot be turned back."""
+    return "token:" + hashlib.sha256(token).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Credentials:
     api_key: str = field(repr=False)
     organization: str | None = None
     project: str | None = None
     client_tokens: tuple[bytes, ...] = field(default=(), repr=False)
+    # Where the client tokens came from, for the startup and access log lines.
+    source: str = "secret"
 
-    def accepts(self, authorization: str | None) -> bool:
-        """True when no client tokens are configured or the bearer token is one of them.
+    def caller_for(self, presented: str) -> str | None:
+        """The id of the client token `presented` is (`token:<8 hex>`), or None.
 
         Every token is compared, in constant time, so timing tells nothing about which matched.
         """
-        if not self.client_tokens:
-            return True
-        scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return False
-        candidate = presented.strip().encode()
-        matched = False
+        candidate = presented.encode()
+        matched: bytes | None = None
         for token in self.client_tokens:
-            matched |= hmac.compare_digest(candidate, token)
-        return matched
+            if hmac.compare_digest(candidate, token):
+                matched = token
+        return None if matched is None else token_id(matched)
 
 
-def parse_secret(raw: str | bytes | None, env_client_tokens: list[str]) -> Credentials:
-    """Both formats of the contract: the bare key, or JSON with `api_key` and optional extras."""
+def _field_names(names: set[str]) -> str:
+    # Field names only, never values; anything odd-looking is not echoed at all.
+    shown = sorted(n if n.isidentifier() and len(n) <= 40 else "<unprintable>" for n in names)
+    return ", ".join(f"`{n}`" for n in shown)
+
+
+def parse_secret(raw: str | bytes | None) -> Credentials:
+    """Both formats of the contract: the bare key, or JSON with `api_key` and optional extras.
+
+    Strict on purpose: a misspelt field (`client_token`) or an empty `client_tokens` would
+    otherwise read as "no tokens" and silently change who may call the relay.
+    """
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     text = (raw or "").strip()
     if not text:
         raise CredentialsUnavailable("secret is empty")
-    if text.startswith("{"):
-        try:
-            data = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            # Not chained: the decoder's message quotes the secret's text.
-            raise CredentialsUnavailable("secret looks like JSON but does not parse") from None
-        api_key = data.get("api_key")
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise CredentialsUnavailable("secret JSON has no string `api_key`")
-        tokens = data.get("client_tokens") or []
-        if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
-            raise CredentialsUnavailable("secret `client_tokens` is not a list of strings")
-        organization, project = data.get("organization"), data.get("project")
-    else:
+    if not text.startswith("{"):
         if any(ch.isspace() for ch in text):
             raise CredentialsUnavailable("secret is neither JSON nor a single key")
-        api_key, tokens, organization, project = text, [], None, None
+        return Credentials(api_key=_checked_key(text))
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise CredentialsUnavailable("secret looks like JSON but does not parse") from None
+    if not isinstance(data, dict):
+        raise CredentialsUnavailable("secret JSON is not an object")
+    unknown = set(data) - SECRET_FIELDS - IGNORED_SECRET_FIELDS
+    if unknown:
+        raise CredentialsUnavailable(
+            f"secret JSON has unknown fields {_field_names(unknown)} "
+            f"(known: {_field_names(set(SECRET_FIELDS))})"
+        )
+    api_key = data.get("api_key")
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise CredentialsUnavailable("secret JSON has no string `api_key`")
+    tokens = data.get("client_tokens", [])
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and t.strip() for t in tokens):
+        raise CredentialsUnavailable("secret `client_tokens` is not a list of non-empty strings")
+    extras = {}
+    for name in ("organization", "project"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise CredentialsUnavailable(f"secret `{name}` is not a string")
+        extras[name] = value or None
     return Credentials(
-        api_key=api_key.strip(),
-        organization=organization if isinstance(organization, str) else None,
-        project=project if isinstance(project, str) else None,
-        client_tokens=tuple(t.encode() for t in (env_client_tokens or tokens)),
+        api_key=_checked_key(api_key.strip()),
+        client_tokens=tuple(t.strip().encode() for t in tokens),
+        **extras,
     )
+
+
+def _checked_key(api_key: str) -> str:
+    if api_key == TEMPLATE_PLACEHOLDER_KEY:
+        raise CredentialsUnavailable(
+            "the secret still holds the template's placeholder: put your OpenAI key into it"
+        )
+    return api_key
 
 
 class CredentialStore:
@@ -88,6 +129,8 @@ class CredentialStore:
 
     Powertools' SecretsProvider does the caching (`max_age` = `SECRET_TTL_S`), so a warm request
     makes no Secrets Manager call; the parsed value is kept while the raw secret is unchanged.
+    Client tokens come from one place: `CLIENT_TOKENS` with `OPENAI_API_KEY`, the secret's
+    `client_tokens` otherwise (then `CLIENT_TOKENS` is ignored, and the app says so at startup).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -95,10 +138,13 @@ class CredentialStore:
         self._provider = None
         self._parsed: tuple[object, Credentials] | None = None
         self._fresh_until = 0.0
+        self._refresh_lock = asyncio.Lock()
+        self._refreshed_at = float("-inf")
         if settings.openai_api_key:
             self._static = Credentials(
                 api_key=settings.openai_api_key,
                 client_tokens=tuple(t.encode() for t in settings.client_tokens),
+                source="CLIENT_TOKENS",
             )
         else:
             self._static = None
@@ -114,7 +160,7 @@ class CredentialStore:
         try:
             raw = self._read_secret(refresh)
             if self._parsed is None or self._parsed[0] is not raw:
-                self._parsed = (raw, parse_secret(raw, self._settings.client_tokens))
+                self._parsed = (raw, parse_secret(raw))
         except CredentialsUnavailable as exc:
             # The one place this failure is logged: the reason names the cause, never the value.
             log.error("credentials unavailable: %s", exc.reason)
@@ -122,14 +168,30 @@ class CredentialStore:
         self._fresh_until = time.monotonic() + self._settings.secret_ttl_s
         return self._parsed[1]
 
-    async def aget(self, refresh: bool = False) -> Credentials:
+    async def aget(self) -> Credentials:
         """`get` for the event loop: a cached value at once, a Secrets Manager read in a thread
         (so one slow read never stalls the other streams of the process)."""
         if self._static is not None:
             return self._static
-        if not refresh and self._parsed is not None and time.monotonic() < self._fresh_until:
+        if self._parsed is not None and time.monotonic() < self._fresh_until:
             return self._parsed[1]
-        return await asyncio.to_thread(self.get, refresh)
+        return await asyncio.to_thread(self.get)
+
+    async def refreshed(self, rejected: Credentials) -> Credentials:
+        """Fresh credentials after the upstream rejected `rejected`: one Secrets Manager read
+        for all the requests that saw the same 401, and at most one per
+        `MIN_SECRET_REFRESH_INTERVAL_S` (a wrong key must not turn every request into a read)."""
+        async with self._refresh_lock:
+            current = self._parsed[1] if self._parsed is not None else None
+            if current is not None and current is not rejected:
+                return current  # re-read by another request while this one waited
+            if time.monotonic() - self._refreshed_at < MIN_SECRET_REFRESH_INTERVAL_S:
+                return current or rejected
+            log.info("upstream answered 401; re-reading the secret")
+            try:
+                return await asyncio.to_thread(self.get, True)
+            finally:
+                self._refreshed_at = time.monotonic()
 
     def _read_secret(self, refresh: bool) -> str | bytes | None:
         secret_id = self._settings.openai_secret_id

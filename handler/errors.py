@@ -60,6 +60,7 @@ UPSTREAM_AUTH = _relay_kind("upstream_auth", 502, "upstream_error")
 UPSTREAM_REJECTED = ErrorKind("upstream_error", 502, "upstream_error", "upstream_error", 502)
 UPSTREAM_TIMEOUT = _relay_kind("upstream_timeout", 504, "upstream_timeout")
 CREDENTIALS_UNAVAILABLE = _relay_kind("credentials_unavailable", 503, "credentials_unavailable")
+SIGN_IN_UNAVAILABLE = _relay_kind("sign_in_unavailable", 503, "sign_in_unavailable")
 INTERNAL_ERROR = _relay_kind("internal_error", 500, "error")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from handler.access import safety_identifier
 from handler.credentials import Credentials, CredentialStore
 from handler.errors import (
     UPSTREAM_AUTH,
@@ -34,6 +35,9 @@ log = logging.getLogger("relay.upstream")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 USER_AGENT = f"streaming-chat-relay aiohttp/{aiohttp.__version__}"
+
+# What a caller may say about its end user; the relay says it instead (`safety_identifier`).
+CALLER_FIELDS = frozenset({"user", "safety_identifier"})
 
 _DATA = b"data:"
 _DONE = b"[DONE]"
@@ -116,31 +120,32 @@ class Upstream:
             await session.close()
 
     async def open(
-        self, params: dict[str, Any], *, answer_within_s: float | None = None
+        self, params: dict[str, Any], caller: str, *, answer_within_s: float | None = None
     ) -> aiohttp.ClientResponse:
         """Send the request and return the HTTP response once its status is 2xx.
 
-        A stream is bounded per read by `UPSTREAM_TIMEOUT_S`; a whole (non-streamed) answer,
-        which arrives only when it is complete, by `answer_within_s` for all of it."""
+        `caller` (handler/access.py) goes to OpenAI as a keyed hash in `safety_identifier`, in
+        place of whatever the request said about its user. A stream is bounded per read by
+        `UPSTREAM_TIMEOUT_S`; a whole (non-streamed) answer, which arrives only when it is
+        complete, by `answer_within_s` for all of it."""
         timeout = None
         if answer_within_s is not None:
             # aiohttp reads a total of 0 as "no limit"; a spent deadline is not that.
             timeout = aiohttp.ClientTimeout(
                 total=max(answer_within_s, 0.001), connect=self._timeout.connect, sock_read=None
             )
+        creds = await self._credentials.aget()
+        params = {k: v for k, v in params.items() if k not in CALLER_FIELDS}
         try:
-            body = orjson.dumps(params)
-        except TypeError:
-            # orjson writes at most 254 levels of nesting, and reads 1024.
-            raise invalid_request("the body is nested too deeply") from None
-        try:
-            return await self._send(await self._credentials.aget(), body, timeout)
+            return await self._send(creds, params, caller, timeout)
         except _Unauthorized:
             if not self._credentials.refreshable:
                 raise _upstream_auth(401) from None
-            log.info("upstream answered 401; re-reading the secret once")
+            fresh = await self._credentials.refreshed(creds)
+            if fresh is creds:  # re-read moments ago already: the key is simply wrong
+                raise _upstream_auth(401) from None
             try:
-                return await self._send(await self._credentials.aget(refresh=True), body, timeout)
+                return await self._send(fresh, params, caller, timeout)
             except _Unauthorized:
                 raise _upstream_auth(401) from None
 
@@ -156,9 +161,20 @@ class Upstream:
             close_response(response)
 
     async def _send(
-        self, creds: Credentials, body: bytes, timeout: aiohttp.ClientTimeout | None
+        self,
+        creds: Credentials,
+        params: dict[str, Any],
+        caller: str,
+        timeout: aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
         session = self._session_for(creds)
+        try:
+            body = orjson.dumps(
+                {**params, "safety_identifier": safety_identifier(creds.api_key, caller)}
+            )
+        except TypeError:
+            # orjson writes at most 254 levels of nesting, and reads 1024.
+            raise invalid_request("the body is nested too deeply") from None
         try:
             response = await session.post(
                 self._url,

@@ -21,6 +21,8 @@ log = logging.getLogger("relay.request")
 class RequestLog:
     request_id: str
     route: str
+    # Who is calling (handler/access.py): `token:<8 hex>`, `jwt:<sub>`, `iam:<arn>`, `anonymous`.
+    caller: str = "anonymous"
     started: float = field(default_factory=time.perf_counter)
     status: int | None = None
     model: str | None = None

@@ -6,9 +6,11 @@ Every variable has a documented default; tests build their own `Settings` instea
 from __future__ import annotations
 
 from functools import cached_property
+from ipaddress import ip_address
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
@@ -18,6 +20,25 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def check_sign_in_url(url: str) -> str:
+    """A URL the relay trusts for keys: https, or http on a loopback host (tests, `make dev`)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"{url!r} is not an absolute URL")
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        return url
+    raise ValueError(f"{url!r} must use https (http only on a loopback host)")
 
 
 class Settings(BaseSettings):
@@ -49,7 +70,49 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=30.0, gt=0)
     ping_interval_s: float = Field(default=10.0, gt=0)
     secret_ttl_s: float = Field(default=300.0, ge=0)
-    client_tokens: Annotated[list[str], NoDecode] = Field(default=[], repr=False)
+    client_tokens: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        repr=False,
+        description="Bearer tokens, only when the key comes from OPENAI_API_KEY; with a secret "
+        "the tokens are its `client_tokens` and this is ignored (logged at startup).",
+    )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Let callers without credentials in. Off: with no access method configured "
+        "the relay refuses everyone.",
+    )
+    url_auth_type: Literal["NONE", "AWS_IAM"] = Field(
+        default="NONE",
+        description="The function URL's AuthType, set by the template: with AWS_IAM the URL has "
+        "checked every caller's SigV4 signature, and the caller is its IAM ARN.",
+    )
+    aws_lwa_invoke_mode: str | None = Field(
+        default=None,
+        description="Set by the template in Lambda Web Adapter mode only; there the request "
+        "context comes in the adapter's `x-amzn-request-context` header.",
+    )
+    jwt_issuer: str | None = Field(
+        default=None, description="Sign-in: the `iss` of accepted JWTs (https)."
+    )
+    jwt_audience: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Sign-in: accepted `aud` values (or `client_id`, Cognito's access tokens).",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="Sign-in: the issuer's keys; default: `jwks_uri` of its OIDC discovery.",
+    )
+    jwt_required_scopes: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Sign-in: scopes every JWT must carry (`scope` or `scp`)."
+    )
+    jwks_min_refetch_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Sign-in: an unknown `kid` re-fetches the JWKS at most this often.",
+    )
+    jwt_leeway_s: int = Field(
+        default=30, ge=0, le=60, description="Sign-in: clock skew allowed on `exp` and `nbf`."
+    )
     cors_origins: Annotated[list[str], NoDecode] = []
     log_prompts: bool = False
     aws_lambda_function_name: str | None = Field(
@@ -64,8 +127,33 @@ class Settings(BaseSettings):
     )
 
     _split = field_validator(
-        "allowed_models", "client_tokens", "cors_origins", "allowed_extra_fields", mode="before"
+        "allowed_models",
+        "client_tokens",
+        "cors_origins",
+        "allowed_extra_fields",
+        "jwt_audience",
+        "jwt_required_scopes",
+        mode="before",
     )(_split_csv)
+
+    @field_validator("jwt_issuer", "jwks_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # The template passes empty parameters as empty strings.
+        return value or None
+
+    @field_validator("jwt_issuer", "jwks_url")
+    @classmethod
+    def _trusted_url(cls, value: str | None) -> str | None:
+        return value if value is None else check_sign_in_url(value)
+
+    @model_validator(mode="after")
+    def _sign_in_is_complete(self) -> Settings:
+        if self.jwt_issuer and not self.jwt_audience:
+            raise ValueError("JWT_ISSUER needs JWT_AUDIENCE: an issuer signs tokens for many apps")
+        if not self.jwt_issuer and (self.jwt_audience or self.jwks_url or self.jwt_required_scopes):
+            raise ValueError("JWT_AUDIENCE, JWKS_URL and JWT_REQUIRED_SCOPES need JWT_ISSUER")
+        return self
 
     @cached_property
     def model_allow_list(self) -> frozenset[str]:

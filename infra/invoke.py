@@ -32,6 +32,7 @@ def main(event_path: str) -> int:
         del os.environ[name]
     start_secrets_manager(real_key or DEMO_KEY)
     os.environ["OPENAI_SECRET_ID"] = LOCAL_SECRET_ID
+    os.environ.setdefault("ALLOW_ANONYMOUS", "true")  # a local invocation, as `make dev`
     if not real_key:
         os.environ["OPENAI_BASE_URL"] = start_demo_upstream()
     api = ThreadedRuntimeApi().start()

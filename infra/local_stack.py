@@ -46,6 +46,15 @@ def main() -> None:
 
     endpoint = start_secrets_manager(real_key or DEMO_KEY)
     os.environ["OPENAI_SECRET_ID"] = LOCAL_SECRET_ID
+    # A deployed relay refuses callers until access is configured; the local one, on loopback,
+    # lets anyone in unless told otherwise (ALLOW_ANONYMOUS=false make dev).
+    os.environ.setdefault("ALLOW_ANONYMOUS", "true")
+    anonymous = os.environ["ALLOW_ANONYMOUS"].strip().lower() in {"1", "true", "yes", "on"}
+    access = (
+        "ANONYMOUS: no token needed (ALLOW_ANONYMOUS=true; a deployed relay refuses this)"
+        if anonymous
+        else "ALLOW_ANONYMOUS=false: only JWT sign-in (JWT_ISSUER, JWT_AUDIENCE) gets in"
+    )
     if real_key:
         upstream = os.environ.get("OPENAI_BASE_URL", "OpenAI (api.openai.com)")
         mode = "OpenAI with your OPENAI_API_KEY"
@@ -60,6 +69,7 @@ def main() -> None:
   ---------------------------------
   relay            {url}   (chat page: {url}/)
   model            {mode}
+  access           {access}
   upstream         {upstream}
   secrets manager  {endpoint} (moto), secret '{LOCAL_SECRET_ID}'
 

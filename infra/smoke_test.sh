@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Smoke test of a deployed relay: streams one answer with curl -N and fails unless it ended with
+# Smoke test of a deployed relay. First it fails unless a request without credentials is refused
+# (401 from the relay, 403 from an AWS_IAM function URL): an open relay spends its owner's money.
+# Then it streams one answer with curl -N and fails unless it ended with
 # `event: done` and its first SSE frame arrived well before its last, i.e. the frames came spread
 # over the generation and not in one buffered burst. The spread is measured from the first frame,
 # so a cold start (which delays every frame alike) cannot fail it.
@@ -11,6 +13,17 @@ url="${url%/}"
 min_spread_ms="${SMOKE_MIN_SPREAD_MS:-500}"
 auth=()
 if [ -n "${RELAY_TOKEN:-}" ]; then auth=(-H "authorization: Bearer ${RELAY_TOKEN}"); fi
+
+# Fail closed: no credentials, no answer.
+status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 \
+  -H 'content-type: application/json' -d '{"prompt": "hi"}' "${url}/chat") || status="none"
+case "$status" in
+  401 | 403) echo "unauthenticated request refused with HTTP ${status}" ;;
+  *)
+    echo "FAIL: a request without credentials got HTTP ${status}, not 401/403: the relay is open" >&2
+    exit 1
+    ;;
+esac
 
 # The time in ms into $now, without forking (a fork per line would itself spread a burst).
 clock() {

@@ -93,11 +93,16 @@ def upstream():
 
 @pytest.fixture
 def make_relay(upstream):
-    """Start a relay on uvicorn with these settings (default: the fake upstream, a test key)."""
+    """Start a relay on uvicorn with these settings (default: the fake upstream, a test key,
+    and anonymous callers explicitly allowed: access is not what most tests are about)."""
     started: list[RelayServer] = []
 
     def start(**overrides) -> RelayServer:
-        values = {"openai_api_key": TEST_KEY, "openai_base_url": upstream.base_url}
+        values = {
+            "openai_api_key": TEST_KEY,
+            "openai_base_url": upstream.base_url,
+            "allow_anonymous": True,
+        }
         values.update(overrides)
         server = RelayServer(Settings(_env_file=None, **values)).start()
         started.append(server)
@@ -106,6 +111,18 @@ def make_relay(upstream):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def issuer():
+    """An OIDC issuer on loopback with a real RSA key (`rsa-1`) and EC key (`ec-1`)."""
+    from devtools.oidc_issuer import OidcIssuer
+
+    issuer = OidcIssuer().start()
+    issuer.add_key("rsa-1", "RSA")
+    issuer.add_key("ec-1", "EC")
+    yield issuer
+    issuer.stop()
 
 
 @pytest.fixture

@@ -65,9 +65,12 @@ def deltas_text(events: list[tuple[str, object]]) -> str:
 
 
 @contextmanager
-def sse_server(body: bytes, delay_s: float = 0.0) -> Iterator[tuple[str, dict]]:
+def sse_server(
+    body: bytes, delay_s: float = 0.0, token: str | None = None
+) -> Iterator[tuple[str, dict]]:
     """A loopback server that records one POST and answers `body` all at once (after
-    `delay_s`): a signing target for clients, or a relay that buffers. Yields (url, seen)."""
+    `delay_s`): a signing target for clients, or a relay that buffers (and, given `token`,
+    refuses requests without it). Yields (url, seen)."""
     seen: dict = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -75,6 +78,11 @@ def sse_server(body: bytes, delay_s: float = 0.0) -> Iterator[tuple[str, dict]]:
             seen["path"] = self.path
             seen["headers"] = {k.lower(): v for k, v in self.headers.items()}
             seen["body"] = self.rfile.read(int(self.headers["content-length"]))
+            if token and seen["headers"].get("authorization") != f"Bearer {token}":
+                self.send_response(401)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             time.sleep(delay_s)
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")

@@ -50,7 +50,7 @@ def test_raw_mode_uses_plain_text(upstream, relay):
 
 
 def test_http_error_exits_non_zero_with_its_type(upstream, make_relay):
-    relay = make_relay(client_tokens="console-token-1")
+    relay = make_relay(client_tokens="console-token-1", allow_anonymous=False)
     result = chat("--url", relay.url, "hi")
     assert result.returncode == 1
     assert "error (unauthorized)" in result.stderr

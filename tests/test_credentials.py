@@ -122,7 +122,7 @@ def test_missing_secret_is_503_with_the_reason_logged(upstream, make_relay, moto
 
 def test_client_tokens_from_the_secret_guard_the_api(upstream, make_relay, secrets):
     secret = json.dumps({"api_key": KEY_A, "client_tokens": [TOKEN, "second-token-xyz"]})
-    relay = _secret_relay(make_relay, _secret(secrets, secret))
+    relay = _secret_relay(make_relay, _secret(secrets, secret), allow_anonymous=False)
     body = {"prompt": "hi"}
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
         response = httpx.post(f"{relay.url}/chat", json=body, headers=headers)
@@ -143,7 +143,7 @@ def test_client_tokens_from_the_secret_guard_the_api(upstream, make_relay, secre
 
 
 def test_client_tokens_from_the_environment(upstream, make_relay):
-    relay = make_relay(client_tokens=TOKEN)
+    relay = make_relay(client_tokens=TOKEN, allow_anonymous=False)
     assert httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}).status_code == 401
     ok = httpx.post(
         f"{relay.url}/chat", json={"prompt": "hi"}, headers={"authorization": f"Bearer {TOKEN}"}

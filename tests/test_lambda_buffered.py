@@ -30,6 +30,7 @@ def invoke_buffered(upstream, *events: str, **env: str) -> list[dict]:
         "PATH": os.environ["PATH"],
         "OPENAI_API_KEY": TEST_KEY,
         "OPENAI_BASE_URL": upstream.base_url,
+        "ALLOW_ANONYMOUS": "true",
         **env,
     }
     paths = [str(ROOT / "events" / name) for name in events]

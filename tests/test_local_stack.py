@@ -63,5 +63,6 @@ def test_make_dev_streams_without_any_key_and_stops_on_ctrl_c():
     assert "OFFLINE DEMO upstream" in output
     assert f"curl -N http://127.0.0.1:{port}/chat" in output
     assert "local/openai" in output
+    assert "ANONYMOUS: no token needed (ALLOW_ANONYMOUS=true" in output  # make dev says it is open
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0  # nothing left listening

@@ -35,6 +35,7 @@ def test_lwa_start_script_serves_and_streams_on_the_configured_port(upstream):
         "AWS_LAMBDA_FUNCTION_NAME": "relay",
         "OPENAI_API_KEY": TEST_KEY,
         "OPENAI_BASE_URL": upstream.base_url,
+        "ALLOW_ANONYMOUS": "true",
     }
     process = subprocess.Popen([str(ROOT / "handler" / "bin" / "lwa-start")], env=env)
     try:

@@ -15,11 +15,12 @@ from infra.build.zip_package import zip_package
 
 ROOT = Path(__file__).resolve().parent.parent
 PY313 = next(Path("/root/.pyenv/versions").glob("3.13*/bin/python3.13"), None)
-# The limits we hold the package to, about 10% over what it is (17.0-17.3 MB zipped,
-# 54.4-55.6 MB unzipped for arm64/x86_64), so a dependency that grows it shows up here. The
-# largest parts are uvloop (17 MB unzipped, nearly all one unstripped shared library), aiohttp
-# with its C parsers (9 MB) and Powertools (7 MB); boto3 is not in it.
-MAX_ZIPPED_MB, MAX_UNZIPPED_MB = 19, 61
+# The limits we hold the package to, about 10% over what it is (23.0 MB zipped, 72.1 MB
+# unzipped for x86_64), so a dependency that grows it shows up here. The largest parts are
+# uvloop (17 MB unzipped, nearly all one unstripped shared library), cryptography (16 MB, for
+# JWT sign-in's RSA and EC signatures), aiohttp with its C parsers (9 MB) and Powertools
+# (7 MB); boto3 is not in it.
+MAX_ZIPPED_MB, MAX_UNZIPPED_MB = 25, 80
 
 pytestmark = pytest.mark.skipif(PY313 is None, reason="python3.13 is needed to build")
 

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from devtools.scripts import Script
+from handler.access import safety_identifier
 from tests.browser import ARTIFACTS
+from tests.conftest import TEST_KEY
 
 ANSWER = ".turn.assistant:last-child .text"
 
@@ -132,7 +134,9 @@ def test_a_failure_mid_stream_is_shown(upstream, relay, page):
 
 
 def test_settings_keep_a_token_and_another_endpoint(upstream, make_relay, relay, page):
-    guarded = make_relay(client_tokens="page-token-123", cors_origins=relay.url)
+    guarded = make_relay(
+        client_tokens="page-token-123", cors_origins=relay.url, allow_anonymous=False
+    )
     page.goto(relay.url)
     page.click("#settings summary")
     page.fill("#endpoint", f"{guarded.url}/chat")
@@ -170,6 +174,47 @@ def test_page_is_accessible_and_served_under_a_strict_csp(upstream, relay, page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-page.png"), full_page=True)
     assert page.console_errors == []  # no CSP violation, no script error
+
+
+SIGN_IN = """async (tokens) => {
+  const { setTokenGetter } = await import("/static/app.js");
+  let calls = 0;
+  setTokenGetter(async () => {
+    const token = tokens[Math.min(calls++, tokens.length - 1)];
+    if (token === "fail") throw new Error("the session has ended");
+    return token;
+  });
+}"""
+
+
+def test_a_token_getter_signs_each_request_with_the_current_token(
+    upstream, make_relay, issuer, page
+):
+    """Any OIDC library plugs in: the page asks the getter before every request, so a token
+    the library refreshed between two questions is the one the relay sees."""
+    relay = make_relay(allow_anonymous=False, jwt_issuer=issuer.issuer, jwt_audience="relay-app")
+    page.goto(relay.url)
+    ask(page, "before signing in")
+    wait_until_answered(page)
+    assert "Error (unauthorized)" in page.text_content(".turn.assistant:last-child .error")
+
+    tokens = [issuer.token("rsa-1", sub="alice"), issuer.token("ec-1", sub="alice-again"), "fail"]
+    page.evaluate(SIGN_IN, tokens)
+    for question in ("first", "second"):
+        ask(page, question)
+        wait_until_answered(page)
+        assert page.locator(".turn.assistant:last-child .error").count() == 0
+    assert [r.body["safety_identifier"] for r in upstream.requests] == [
+        safety_identifier(TEST_KEY, "jwt:alice"),
+        safety_identifier(TEST_KEY, "jwt:alice-again"),
+    ]
+    ask(page, "after the session ended")
+    wait_until_answered(page)
+    error = page.text_content(".turn.assistant:last-child .error")
+    assert (
+        error == "Error (token_unavailable): could not get an access token: the session has ended"
+    )
+    assert len(upstream.requests) == 2
 
 
 @pytest.fixture(autouse=True)

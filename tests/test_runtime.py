@@ -17,6 +17,7 @@ import pytest
 
 from devtools.runtime_api import ThreadedRuntimeApi
 from devtools.scripts import Script
+from handler.access import safety_identifier
 from tests.conftest import TEST_KEY
 from tests.helpers import deltas_text, parse_sse
 
@@ -72,6 +73,7 @@ def start_runtime(runtime_api, upstream):
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
             "OPENAI_API_KEY": TEST_KEY,
             "OPENAI_BASE_URL": upstream.base_url,
+            "ALLOW_ANONYMOUS": "true",
             **env,
         }
         runtime = RuntimeProcess(runtime_api, {k: v for k, v in environment.items() if v})
@@ -316,6 +318,7 @@ def test_exec_wrapper_starts_the_streaming_runtime(runtime_api, upstream):
         "AWS_LAMBDA_RUNTIME_API": runtime_api.address,
         "OPENAI_API_KEY": TEST_KEY,
         "OPENAI_BASE_URL": upstream.base_url,
+        "ALLOW_ANONYMOUS": "true",
     }
     process = subprocess.Popen([str(wrapper), "/var/runtime/bootstrap"], env=env)
     try:
@@ -325,3 +328,22 @@ def test_exec_wrapper_starts_the_streaming_runtime(runtime_api, upstream):
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_iam_function_url_caller_is_the_signed_arn_and_missing_one_is_401(start_runtime, upstream):
+    """With URL_AUTH_TYPE=AWS_IAM the function URL has verified the SigV4 signature; the caller
+    is the ARN it put in the event (scope["aws.event"]), hashed on its way to OpenAI."""
+    arn = "arn:aws:iam::123456789012:role/frontend"
+    signed = copy.deepcopy(CHAT_EVENT)
+    signed["requestContext"]["authorizer"] = {
+        "iam": {"accountId": "123456789012", "userArn": arn, "userId": "AROAEXAMPLE"}
+    }
+    runtime = start_runtime(URL_AUTH_TYPE="AWS_IAM", ALLOW_ANONYMOUS="")
+    prelude, _ = runtime.invoke(signed).prelude_and_body()
+    assert prelude["statusCode"] == 200
+    assert upstream.last.body["safety_identifier"] == safety_identifier(TEST_KEY, f"iam:{arn}")
+    assert runtime.invoke(CHAT_EVENT).prelude_and_body()[0]["statusCode"] == 401
+    assert len(upstream.requests) == 1
+    lines = [json.loads(line) for line in runtime.stop().splitlines() if '"caller"' in line]
+    assert [line["caller"] for line in lines] == [f"iam:{arn}", "anonymous"]
+    assert [line["status"] for line in lines] == [200, 401]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from handler.credentials import CredentialsUnavailable, parse_secret
+from handler.settings import Settings
 from tests.cloudformation import (
     ROOT,
     TEMPLATE,
@@ -264,6 +266,35 @@ def test_capacity_and_model_policy_come_from_parameters():
         }
         == function["Environment"]["Variables"]
     )
+
+
+def test_access_is_closed_by_default_and_opened_only_by_parameters():
+    env = deployed()["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["ALLOW_ANONYMOUS"] == "false"
+    assert env["URL_AUTH_TYPE"] == "NONE"
+    assert "JWT_ISSUER" not in env and "JWT_AUDIENCE" not in env
+    issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example"
+    cfn = deployed(UrlAuthType="AWS_IAM", JwtIssuer=issuer, JwtAudience="app-client-1")
+    env = cfn["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["URL_AUTH_TYPE"] == "AWS_IAM"  # the relay trusts the event's IAM caller only then
+    assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == (issuer, "app-client-1")
+    # The settings the template writes are ones the relay accepts.
+    Settings(_env_file=None, **{k.lower(): v for k, v in env.items() if k.startswith("JWT_")})
+    rule = TEMPLATE["Rules"]["SignInNeedsAnAudience"]
+    assert rule["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "JwtAudience"}, ""]}]
+    }
+
+
+def test_the_secret_the_stack_creates_is_refused_until_the_key_is_put_in():
+    secret = TEMPLATE["Resources"]["OpenAISecret"]["Properties"]["GenerateSecretString"]
+    generated = json.loads(secret["SecretStringTemplate"])
+    generated[secret["GenerateStringKey"]] = "Zx81generated"
+    with pytest.raises(CredentialsUnavailable) as refused:
+        parse_secret(json.dumps(generated))
+    assert "placeholder" in refused.value.reason
+    generated["api_key"] = "sk-proj-the-real-key-0123456789abcdefghij"
+    assert parse_secret(json.dumps(generated)).client_tokens == ()
 
 
 def test_alarms_cover_errors_throttles_and_p99_duration():

@@ -136,14 +136,15 @@ def test_each_deploy_job_installs_everything_before_its_own_roles_credentials(jo
 def buffering_server():
     """Answers the whole SSE body at once, the way a relay behind plain Mangum would."""
     frames = b"".join(b'data: {"delta":"%d "}\n\n' % i for i in range(40))
-    with sse_server(frames + b"event: done\ndata: {}\n\n", delay_s=1.0) as (url, _):
+    body = frames + b"event: done\ndata: {}\n\n"
+    with sse_server(body, delay_s=1.0, token="smoke-token-abc") as (url, _):
         yield url
 
 
 def test_smoke_test_passes_on_a_streaming_relay_even_after_a_slow_start(upstream, make_relay):
     """The first token comes late (a cold start after a deploy delays it just so), then the
     rest over 1.2 s: streaming, though the first frame arrives after half of the total time."""
-    relay = make_relay(client_tokens="smoke-token-abc")
+    relay = make_relay(client_tokens="smoke-token-abc", allow_anonymous=False)
     upstream.default = Script(
         tokens=[f"{i}\n" for i in range(1, 41)], first_delay_s=1.5, delay_s=0.03
     )
@@ -154,12 +155,24 @@ def test_smoke_test_passes_on_a_streaming_relay_even_after_a_slow_start(upstream
 
 
 def test_smoke_test_fails_on_a_buffering_relay(buffering_server):
-    result = run(str(SMOKE), buffering_server, env={"PATH": os.environ["PATH"]})
+    env = {"PATH": os.environ["PATH"], "RELAY_TOKEN": "smoke-token-abc"}
+    result = run(str(SMOKE), buffering_server, env=env)
     assert result.returncode == 1
     assert "buffered" in result.stderr
 
 
 def test_smoke_test_fails_on_an_http_error(upstream, make_relay):
-    relay = make_relay(client_tokens="smoke-token-abc")  # and no token given
-    result = run(str(SMOKE), relay.url, env={"PATH": os.environ["PATH"]})
+    relay = make_relay(client_tokens="smoke-token-abc", allow_anonymous=False)
+    env = {"PATH": os.environ["PATH"], "RELAY_TOKEN": "wrong-token"}
+    result = run(str(SMOKE), relay.url, env=env)
     assert result.returncode != 0
+    assert "refused with HTTP 401" in result.stdout  # it got past the open-relay check
+
+
+def test_smoke_test_fails_on_an_open_relay_before_streaming(upstream, make_relay):
+    relay = make_relay(allow_anonymous=True)
+    result = run(str(SMOKE), relay.url, env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 1
+    assert "got HTTP 200, not 401/403: the relay is open" in result.stderr
+    assert upstream.requests[-1].body["messages"][-1]["content"] == "hi"  # only the probe ran
+    assert len(upstream.requests) == 1

@@ -8,6 +8,19 @@ const sendButton = $("send");
 const stopButton = $("stop");
 const history = [];
 let controller = null;
+let tokenGetter = null;
+
+/**
+ * Sign the page's requests in with your identity provider: `getToken` is an async function that
+ * returns the current access token (for example your OIDC client library's), called before
+ * every request. Without one, the page sends the token from its Settings panel, if any.
+ *
+ *   import { setTokenGetter } from "/static/app.js";
+ *   setTokenGetter(() => auth.getAccessToken());
+ */
+export function setTokenGetter(getToken) {
+  tokenGetter = getToken;
+}
 
 const settings = {
   get endpoint() { return localStorage.getItem("relay.endpoint") || "/chat"; },
@@ -62,6 +75,7 @@ async function send(question) {
       url: settings.endpoint,
       messages: history,
       token: settings.token,
+      getToken: tokenGetter,
       signal: controller.signal,
     });
     for await (const part of stream) {

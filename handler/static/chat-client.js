@@ -2,9 +2,13 @@
 // browser frontend. No dependencies; `EventSource` cannot POST, so this reads the fetch body.
 //
 //   import { streamChat } from "/static/chat-client.js";
-//   for await (const part of streamChat({ url: "/chat", messages })) {
+//   for await (const part of streamChat({ url: "/chat", messages, getToken })) {
 //     if (part.type === "delta") output.textContent += part.text;
 //   }
+//
+// `getToken` is any async function returning the current access token (an OIDC client
+// library's, for a signed-in user); it is called for every request, so a refreshed token is
+// used as soon as the library has it. `token` takes a fixed client token instead.
 
 /** A failure with the relay's error type (`upstream_timeout`, `unauthorized`, ...). */
 export class ChatError extends Error {
@@ -88,15 +92,29 @@ async function errorFromResponse(response) {
   return new ChatError(type, message, response.status);
 }
 
+/** The bearer for one request: from the token getter when there is one, else the fixed token. */
+async function bearerFor(token, getToken) {
+  if (!getToken) return token;
+  try {
+    return await getToken();
+  } catch (error) {
+    throw new ChatError("token_unavailable", `could not get an access token: ${error.message}`);
+  }
+}
+
 /**
  * Stream one answer. Yields `{type: "delta", text}` for each piece of text and finally
  * `{type: "done", finish_reason, model, usage}`; throws `ChatError` for an error response, an
  * `event: error`, or a stream that stops before `done`. Pass an AbortSignal to stop it (the
- * relay then closes its upstream request).
+ * relay then closes its upstream request). Credentials: `getToken` (an async function that
+ * returns the current access token) or `token` (a fixed client token).
  */
-export async function* streamChat({ url = "/chat", messages, prompt, token, signal, model } = {}) {
+export async function* streamChat({
+  url = "/chat", messages, prompt, token, getToken, signal, model,
+} = {}) {
   const headers = { "content-type": "application/json", accept: "text/event-stream" };
-  if (token) headers.authorization = `Bearer ${token}`;
+  const bearer = await bearerFor(token, getToken);
+  if (bearer) headers.authorization = `Bearer ${bearer}`;
   const body = messages ? { messages } : { prompt };
   if (model) body.model = model;
   let response;
