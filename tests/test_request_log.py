@@ -80,3 +80,51 @@ def test_an_unexpected_failure_is_a_500_with_its_request_id_and_error_type(caplo
     assert line["request_id"] == response.headers["x-request-id"]
     assert (line["status"], line["outcome"], line["error_type"]) == (500, "error", "internal_error")
     assert "a bug in a route" not in response.text
+
+
+def test_the_line_is_a_cloudwatch_embedded_metric_document(upstream, make_relay, caplog):
+    relay = make_relay(metrics_namespace="ChatRelay/test")
+    upstream.enqueue(Script(tokens=["a", "b", "c"]))
+    stream(f"{relay.url}/chat", {"prompt": PROMPT}, SSE)
+    [line] = request_lines(caplog)
+    directives = line["_aws"]["CloudWatchMetrics"]
+    assert abs(line["_aws"]["Timestamp"] / 1000 - time.time()) < 60
+    assert {d["Namespace"] for d in directives} == {"ChatRelay/test"}
+    # Low-cardinality dimensions only: never the caller.
+    assert sorted(tuple(s) for d in directives for s in d["Dimensions"]) == [
+        (),
+        ("Model",),
+        ("Outcome",),
+    ]
+    for directive in directives:
+        for dimension_set in directive["Dimensions"]:
+            for dimension in dimension_set:
+                assert isinstance(line[dimension], str)
+        for metric in directive["Metrics"]:
+            assert isinstance(line[metric["Name"]], int | float), metric
+            assert metric["Unit"] in {"Count", "Milliseconds"}
+    by_dimension = {
+        tuple(d["Dimensions"][0]): {m["Name"] for m in d["Metrics"]} for d in directives
+    }
+    assert by_dimension[("Model",)] == {
+        "Requests",
+        "FirstTokenMs",
+        "PromptTokens",
+        "CompletionTokens",
+    }
+    assert by_dimension[("Outcome",)] == {"Requests"}
+    assert by_dimension[()] == {"RateLimited", "QuotaExceeded", "FirstTokenMs", "Tokens"}
+    assert (line["Model"], line["Outcome"]) == ("gpt-4o-mini", "ok")
+    assert line["FirstTokenMs"] == line["ttft_ms"]
+    assert line["PromptTokens"] == line["usage"]["prompt_tokens"]
+    assert line["CompletionTokens"] == line["usage"]["completion_tokens"] == 3
+    assert line["Tokens"] == line["usage"]["total_tokens"]
+    assert (line["RateLimited"], line["QuotaExceeded"], line["TokensEstimated"]) == (0, 0, False)
+
+
+def test_a_refused_request_has_metrics_without_tokens_or_first_token(relay, caplog):
+    httpx.post(f"{relay.url}/chat", json={"prompt": ""})
+    [line] = request_lines(caplog)
+    names = {m["Name"] for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert names == {"Requests", "RateLimited", "QuotaExceeded"}
+    assert (line["Model"], line["Outcome"]) == ("none", "rejected")

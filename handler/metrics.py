@@ -1,0 +1,62 @@
+"""CloudWatch metrics of each request, as embedded metric format (EMF) members of its log line.
+
+CloudWatch Logs turns the `_aws` directive into metrics: no API call, no extra line. Dimensions
+are `Model` and `Outcome` (a few values each) and none at all for the totals; never the caller,
+whose cardinality would make every user a billed metric.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from handler.requestlog import RequestLog, TokenCount
+
+# The model dimension of a request that was refused before a model was chosen.
+NO_MODEL = "none"
+
+
+def embedded_metrics(record: RequestLog, namespace: str, tokens: TokenCount | None) -> dict:
+    """The members to merge into the request's JSON line: metric values at the root, and the
+    `_aws` metadata naming which of them are metrics (only those present: EMF rejects a
+    directive whose member is missing)."""
+    values: dict[str, Any] = {
+        "Model": record.model or NO_MODEL,
+        "Outcome": record.outcome,
+        "Requests": 1,
+        "RateLimited": int(record.outcome == "rate_limited"),
+        "QuotaExceeded": int(record.outcome == "quota_exceeded"),
+    }
+    per_model = [_metric("Requests", "Count")]
+    totals = [_metric("RateLimited", "Count"), _metric("QuotaExceeded", "Count")]
+    if record.ttft_ms is not None:
+        values["FirstTokenMs"] = record.ttft_ms
+        per_model.append(_metric("FirstTokenMs", "Milliseconds"))
+        totals.append(_metric("FirstTokenMs", "Milliseconds"))
+    if tokens is not None:
+        values |= {
+            "PromptTokens": tokens.prompt,
+            "CompletionTokens": tokens.completion,
+            "Tokens": tokens.total,
+            "TokensEstimated": tokens.estimated,
+        }
+        per_model += [_metric("PromptTokens", "Count"), _metric("CompletionTokens", "Count")]
+        totals.append(_metric("Tokens", "Count"))
+    values["_aws"] = {
+        "Timestamp": int(time.time() * 1000),
+        "CloudWatchMetrics": [
+            {"Namespace": namespace, "Dimensions": [["Model"]], "Metrics": per_model},
+            {
+                "Namespace": namespace,
+                "Dimensions": [["Outcome"]],
+                "Metrics": [_metric("Requests", "Count")],
+            },
+            {"Namespace": namespace, "Dimensions": [[]], "Metrics": totals},
+        ],
+    }
+    return values
+
+
+def _metric(name: str, unit: str) -> dict[str, str]:
+    return {"Name": name, "Unit": unit}
