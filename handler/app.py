@@ -37,6 +37,7 @@ from handler.models import (
     completions_upstream_params,
     parse_json_object,
 )
+from handler.quota import ADMISSION_KEY, Quota, QuotaChargeMiddleware
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
 from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
 from handler.settings import Settings
@@ -66,6 +67,7 @@ class RelayState:
         self.credentials = CredentialStore(settings)
         self.access = Access(settings)
         self.upstream = Upstream(settings, self.credentials)
+        self.quota = Quota(settings)
 
 
 class RelayCall(NamedTuple):
@@ -78,7 +80,8 @@ class RelayCall(NamedTuple):
 
 
 async def relay_call(request: Request) -> RelayCall:
-    """The relay routes' one dependency: who is calling first, then the body.
+    """The relay routes' one dependency: who is calling first, then the body, then the
+    caller's limits (handler/quota.py), all before any upstream call.
 
     A single coroutine on purpose: FastAPI runs plain-function dependencies in a worker thread
     and resolves nested ones level by level, which together cost more per request than
@@ -87,7 +90,10 @@ async def relay_call(request: Request) -> RelayCall:
     # The credentials first: they hold the client tokens.
     caller = await state.access.identify(request.scope, await state.credentials.aget())
     request_log(request.scope).caller = caller
-    return RelayCall(state, caller, await _json_body(request, state))
+    body = await _json_body(request, state)
+    if state.quota.enabled:
+        request.scope["state"][ADMISSION_KEY] = await state.quota.admit(caller)
+    return RelayCall(state, caller, body)
 
 
 async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
@@ -105,6 +111,8 @@ async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
         body += piece
         if len(body) > limit:
             raise too_large
+    # The size estimates the prompt's tokens when a stream ends without usage (requestlog.py).
+    request_log(request.scope).request_bytes = len(body)
     return parse_json_object(bytes(body))
 
 
@@ -254,7 +262,12 @@ class RelayApp(FastAPI):
     otherwise leave without its `X-Request-Id` and log no error type."""
 
     def build_middleware_stack(self) -> Any:
-        return RequestLogMiddleware(super().build_middleware_stack())
+        stack = super().build_middleware_stack()
+        relay: RelayState = self.state.relay
+        if relay.quota.enabled:
+            # Inside the log: the line is written once the request's tokens are charged.
+            stack = QuotaChargeMiddleware(stack, relay.quota)
+        return RequestLogMiddleware(stack, relay.settings.metrics_namespace)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

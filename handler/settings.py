@@ -125,6 +125,25 @@ class Settings(BaseSettings):
         description="The native streaming runtime logs one line per invocation (trace id, "
         "event loop, live tasks): for diagnosing the runtime, off in normal operation.",
     )
+    # Per-caller limits (handler/quota.py). A limit of 0 is off; any limit needs the table.
+    quota_table: str | None = Field(
+        default=None, description="DynamoDB table of the per-caller counters (QUOTA_TABLE)"
+    )
+    rate_limit_per_minute: int = Field(
+        default=0, ge=0, description="requests per caller per clock minute; 0 = no limit"
+    )
+    token_budget_per_day: int = Field(
+        default=0, ge=0, description="prompt + completion tokens per caller per UTC day; 0 = none"
+    )
+    quota_fail_open: bool = Field(
+        default=False,
+        description="admit requests (with a warning) when DynamoDB cannot be reached",
+    )
+    metrics_namespace: str = Field(
+        default="ChatRelay",
+        pattern=r"^[A-Za-z0-9._/#:-]{1,255}$",
+        description="CloudWatch namespace of the metrics in the request log line",
+    )
 
     _split = field_validator(
         "allowed_models",
@@ -154,6 +173,20 @@ class Settings(BaseSettings):
         if not self.jwt_issuer and (self.jwt_audience or self.jwks_url or self.jwt_required_scopes):
             raise ValueError("JWT_AUDIENCE, JWKS_URL and JWT_REQUIRED_SCOPES need JWT_ISSUER")
         return self
+
+    @model_validator(mode="after")
+    def _limits_need_a_table(self) -> Settings:
+        # Fail closed: a limit that is set must never silently be no limit at all.
+        if (self.rate_limit_per_minute or self.token_budget_per_day) and not self.quota_table:
+            raise ValueError("RATE_LIMIT_PER_MINUTE and TOKEN_BUDGET_PER_DAY need QUOTA_TABLE")
+        return self
+
+    @property
+    def quotas_on(self) -> bool:
+        """Whether requests are counted against per-caller limits at all."""
+        return bool(self.quota_table) and bool(
+            self.rate_limit_per_minute or self.token_budget_per_day
+        )
 
     @cached_property
     def model_allow_list(self) -> frozenset[str]:

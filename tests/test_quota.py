@@ -1,0 +1,327 @@
+"""Per-caller limits against moto's DynamoDB server (a real HTTP endpoint): the rate limit, the
+daily token budget charged with real usage (or the estimate), callers counted apart, exact
+admission under concurrency across processes, and failing closed or open without DynamoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from handler.quota import Quota
+from handler.settings import Settings
+from tests.conftest import TEST_KEY
+from tests.fakes.openai_upstream import Script
+from tests.helpers import SSE, stream
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def dynamodb(moto_endpoint):
+    import boto3
+
+    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def quota_table(dynamodb):
+    """A fresh table shaped like the template's (pk string, TTL on expires_at)."""
+    name = f"quota-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+    yield name
+    dynamodb.delete_table(TableName=name)
+
+
+def request_lines(caplog, count: int = 1) -> list[dict]:
+    """The request log lines, once `count` of them are written: a line is written after the
+    request's charge, which happens after the client has read the end of the stream."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "relay.request"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+def fresh_minute() -> None:
+    """Wait out the last seconds of a clock minute, so a test's requests share one window."""
+    into = time.time() % 60
+    if into > 50:
+        time.sleep(60.5 - into)
+
+
+def tokens_today(dynamodb, table: str, caller: str = "anonymous") -> int:
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    item = dynamodb.get_item(TableName=table, Key={"pk": {"S": f"tokens#{day}#{caller}"}})
+    return int(item.get("Item", {}).get("tokens", {"N": "0"})["N"])
+
+
+def seconds_to_utc_midnight() -> float:
+    return 86_400 - time.time() % 86_400
+
+
+def dead_endpoint() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_rate_limit_admits_n_then_429_with_retry_after_and_no_upstream_call(
+    upstream, make_relay, quota_table, caplog
+):
+    relay = make_relay(quota_table=quota_table, rate_limit_per_minute=3)
+    fresh_minute()
+    for _ in range(3):
+        assert stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).status == 200
+    refused = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    openai_style = httpx.post(
+        f"{relay.url}/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert openai_style.status_code == 429
+    assert openai_style.json()["error"]["type"] == "rate_limited"
+    assert "retry-after" in openai_style.headers
+    assert len(upstream.requests) == 3
+    refusals = request_lines(caplog, 5)[3:]
+    assert [(r["Outcome"], r["RateLimited"], r["QuotaExceeded"]) for r in refusals] == [
+        ("rate_limited", 1, 0)
+    ] * 2
+
+
+def test_daily_budget_is_charged_with_real_usage_then_refuses(
+    upstream, make_relay, quota_table, dynamodb, caplog
+):
+    relay = make_relay(quota_table=quota_table, token_budget_per_day=40)
+    upstream.enqueue(Script(tokens=["a"] * 12))
+    assert stream(f"{relay.url}/chat", {"prompt": "hello"}, SSE).status == 200
+    [line] = request_lines(caplog)
+    first = line["usage"]["total_tokens"]
+    assert 12 < first < 40
+    assert tokens_today(dynamodb, quota_table) == first
+
+    upstream.enqueue(Script(tokens=["b"] * 12))
+    assert stream(f"{relay.url}/chat", {"prompt": "hello"}, SSE).status == 200
+    request_lines(caplog, 2)
+    assert tokens_today(dynamodb, quota_table) == 2 * first >= 40
+
+    refused = httpx.post(f"{relay.url}/chat", json={"prompt": "hello"}, headers=SSE)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "quota_exceeded"
+    assert abs(int(refused.headers["retry-after"]) - seconds_to_utc_midnight()) <= 2
+    assert len(upstream.requests) == 2
+    refusal = request_lines(caplog, 3)[2]
+    assert (refusal["Outcome"], refusal["QuotaExceeded"], refusal["RateLimited"]) == (
+        "quota_exceeded",
+        1,
+        0,
+    )
+
+
+def test_non_streamed_completions_are_charged_their_usage(
+    upstream, make_relay, quota_table, dynamodb, caplog
+):
+    relay = make_relay(quota_table=quota_table, token_budget_per_day=1000)
+    upstream.enqueue(Script(tokens=["x"] * 5))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{relay.url}/v1/chat/completions", json=body).status_code == 200
+    [line] = request_lines(caplog)
+    assert tokens_today(dynamodb, quota_table) == line["usage"]["total_tokens"]
+
+
+def test_a_stream_that_broke_off_without_usage_is_charged_the_estimate(
+    upstream, make_relay, quota_table, dynamodb, caplog
+):
+    relay = make_relay(quota_table=quota_table, token_budget_per_day=1000)
+    upstream.enqueue(Script(tokens=["a", "b", "c", "d"], die_after=2))
+    response = stream(f"{relay.url}/chat", {"prompt": "tell me a story"}, SSE)
+    assert response.events()[-1][0] == "error"
+    [line] = request_lines(caplog)
+    assert line["usage"] is None and line["chunks"] == 2
+    # The documented estimate: request body bytes / 4 for the prompt, one token per delta.
+    assert line["TokensEstimated"] is True
+    estimate = math.ceil(line["request_bytes"] / 4) + 2
+    assert tokens_today(dynamodb, quota_table) == estimate == line["Tokens"]
+
+
+def test_a_request_refused_before_the_stream_costs_nothing(
+    upstream, make_relay, quota_table, dynamodb, caplog
+):
+    relay = make_relay(quota_table=quota_table, token_budget_per_day=1000)
+    upstream.enqueue(Script(status=500))
+    assert httpx.post(f"{relay.url}/chat", json={"prompt": "x"}, headers=SSE).status_code == 502
+    request_lines(caplog)
+    assert tokens_today(dynamodb, quota_table) == 0
+
+
+def test_two_callers_are_counted_apart(quota_table, dynamodb):
+    quota = Quota(
+        Settings(
+            _env_file=None,
+            quota_table=quota_table,
+            rate_limit_per_minute=2,
+            token_budget_per_day=100,
+        )
+    )
+
+    async def admit(caller: str) -> str:
+        try:
+            await quota.admit(caller)
+        except Exception as exc:
+            return getattr(exc, "type", repr(exc))
+        return "ok"
+
+    async def scenario() -> list[str]:
+        return [await admit(c) for c in ("jwt:alice", "jwt:alice", "jwt:alice", "jwt:bob")]
+
+    fresh_minute()
+    assert asyncio.run(scenario()) == ["ok", "ok", "rate_limited", "ok"]
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    dynamodb.update_item(
+        TableName=quota_table,
+        Key={"pk": {"S": f"tokens#{day}#jwt:bob"}},
+        UpdateExpression="ADD tokens :spent",
+        ExpressionAttributeValues={":spent": {"N": "100"}},
+    )
+    assert asyncio.run(admit("jwt:bob")) == "quota_exceeded"
+    assert tokens_today(dynamodb, quota_table, "jwt:alice") == 0
+
+
+def start_relay_process(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """The relay app in a uvicorn process of its own, on a free loopback port."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "handler.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    for line in process.stderr:
+        if match := re.search(r"running on (http://127\.0\.0\.1:\d+)", line):
+            return process, match[1]
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    raise RuntimeError("the relay process did not start")
+
+
+def test_exactly_the_limit_is_admitted_under_20_concurrent_requests_across_processes(
+    upstream, quota_table, moto_endpoint
+):
+    env = {
+        "PATH": os.environ["PATH"],
+        "OPENAI_API_KEY": TEST_KEY,
+        "OPENAI_BASE_URL": upstream.base_url,
+        "QUOTA_TABLE": quota_table,
+        "RATE_LIMIT_PER_MINUTE": "5",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    relays = [start_relay_process(env) for _ in range(2)]
+    try:
+        urls = [url for _, url in relays]
+        for url in urls:  # both processes up and their DynamoDB clients made
+            assert httpx.get(f"{url}/healthz").status_code == 200
+        fresh_minute()
+        with ThreadPoolExecutor(20) as pool:
+            statuses = list(
+                pool.map(
+                    lambda i: (
+                        httpx.post(
+                            f"{urls[i % 2]}/chat", json={"prompt": "hi"}, timeout=30
+                        ).status_code
+                    ),
+                    range(20),
+                )
+            )
+    finally:
+        for process, _ in relays:
+            process.terminate()
+            process.wait(10)
+    assert sorted(statuses) == [200] * 5 + [429] * 15
+    assert len(upstream.requests) == 5
+
+
+def test_unreachable_dynamodb_fails_closed(upstream, make_relay, quota_table, caplog, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dead_endpoint())
+    relay = make_relay(quota_table=quota_table, rate_limit_per_minute=5)
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "quota_unavailable"
+    assert upstream.requests == []
+    assert any(
+        r.name == "relay.quota" and "EndpointConnectionError" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_unreachable_dynamodb_fails_open_when_configured_with_a_warning(
+    upstream, make_relay, quota_table, caplog, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dead_endpoint())
+    relay = make_relay(
+        quota_table=quota_table,
+        rate_limit_per_minute=5,
+        token_budget_per_day=1000,
+        quota_fail_open=True,
+    )
+    assert stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).status == 200
+    assert len(upstream.requests) == 1
+    warnings = [r for r in caplog.records if r.name == "relay.quota" and r.levelname == "WARNING"]
+    assert warnings and "QUOTA_FAIL_OPEN" in warnings[0].getMessage()
+
+
+def test_a_limit_without_a_table_is_refused_at_start():
+    with pytest.raises(ValueError, match="QUOTA_TABLE"):
+        Settings(_env_file=None, rate_limit_per_minute=10)
+
+
+def test_without_quota_table_boto3_is_not_imported():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUOTA_", "AWS_ENDPOINT"))}
+    env["OPENAI_API_KEY"] = TEST_KEY
+    code = "import sys, handler.app; print(json.dumps('boto3' in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", "import json; " + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout) is False
