@@ -54,11 +54,36 @@ NOT_NEEDED = {
     "ec2:DescribeVpcs": "no VPC",
     "elasticfilesystem:DescribeMountTargets": "no file system",
     "s3files:ListMountTargets": "no file system",
-    "kms:CreateGrant": "no customer key on the function or its log group",
-    "kms:Decrypt": "no customer key on the function or its log group",
-    "kms:DescribeKey": "no customer key on the function or its log group",
-    "kms:Encrypt": "no customer key on the function or its log group",
-    "kms:GenerateDataKey": "no customer key on the function or its log group",
+    "kms:CreateGrant": "no customer key on the function, its log group or the quota table",
+    "kms:Decrypt": "no customer key on the function, its log group or the quota table",
+    "kms:DescribeKey": "no customer key on the function, its log group or the quota table",
+    "kms:Encrypt": "no customer key on the function, its log group or the quota table",
+    "kms:GenerateDataKey": "no customer key on the function, its log group or the quota table",
+    "kms:ListAliases": "no customer key on the quota table",
+    "kms:RevokeGrant": "no customer key on the quota table",
+    "dynamodb:AssociateTableReplica": "no global table replicas",
+    "dynamodb:CreateTableReplica": "no global table replicas",
+    "iam:CreateServiceLinkedRole": "no replicas or auto scaling on the table (on-demand)",
+    "dynamodb:ImportTable": "no table import from S3",
+    "dynamodb:DescribeImport": "no table import from S3",
+    "s3:GetObjectMetadata": "no table import from S3",
+    "logs:CreateLogStream": "no table import from S3 (it logs its errors)",
+    "logs:DescribeLogStreams": "no table import from S3 (it logs its errors)",
+    "logs:PutLogEvents": "no table import from S3 (it logs its errors)",
+    "dynamodb:EnableKinesisStreamingDestination": "no Kinesis stream of the table's changes",
+    "dynamodb:DisableKinesisStreamingDestination": "no Kinesis stream of the table's changes",
+    "dynamodb:UpdateKinesisStreamingDestination": "no Kinesis stream of the table's changes",
+    "kinesis:DescribeStream": "no Kinesis stream of the table's changes",
+    "kinesis:PutRecords": "no Kinesis stream of the table's changes",
+    "dynamodb:PutResourcePolicy": "no table resource policy",
+    "dynamodb:DeleteResourcePolicy": "no table resource policy",
+    "dynamodb:BatchWriteItem": "the deploy role never touches the counters (the function does)",
+    "dynamodb:DeleteItem": "the deploy role never touches the counters (the function does)",
+    "dynamodb:GetItem": "the deploy role never touches the counters (the function does)",
+    "dynamodb:PutItem": "the deploy role never touches the counters (the function does)",
+    "dynamodb:Query": "the deploy role never touches the counters (the function does)",
+    "dynamodb:Scan": "the deploy role never touches the counters (the function does)",
+    "dynamodb:UpdateItem": "the deploy role never touches the counters (the function does)",
     "lambda:PassCapacityProvider": "no capacity provider (Lambda Managed Instances)",
     "lambda:AssociateRuntimeAlias": "not an IAM action (cfn-lint rejects it in a policy)",
     "lambda:GetCodeSigningConfig": "no code signing config",
@@ -125,6 +150,16 @@ def examples(permission: str, stack: str) -> list[str]:
     service = permission.split(":")[0]
     if permission == "lambda:GetLayerVersion":
         return [f"arn:aws:lambda:{REGION}:753240598075:layer:LambdaAdapterLayerArm64:25"]
+    alarm = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{stack}-ErrorsAlarm-1A2B3C"
+    dashboard = f"arn:aws:cloudwatch::{ACCOUNT}:dashboard/{stack}-relay"
+    if service == "cloudwatch" and "Dashboard" in permission:
+        return [dashboard]
+    if permission in (
+        "cloudwatch:ListTagsForResource",
+        "cloudwatch:TagResource",
+        "cloudwatch:UntagResource",
+    ):
+        return [alarm, dashboard]
     return {
         "lambda": [
             f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{stack}-relay",
@@ -138,7 +173,8 @@ def examples(permission: str, stack: str) -> list[str]:
         "secretsmanager": [
             f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{stack}/openai-AbCdEf"
         ],
-        "cloudwatch": [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{stack}-ErrorsAlarm-1A2B3C"],
+        "cloudwatch": [alarm],
+        "dynamodb": [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{stack}-quota"],
         "s3": [f"{BUCKET_ARN}/{stack}/0123456789abcdef"],
         "cloudformation": [f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{stack}/0a1b2c3d"],
     }.get(service, [f"arn:aws:{service}:{REGION}:{ACCOUNT}:unknown/{stack}"])
@@ -150,6 +186,7 @@ def resource_types() -> frozenset[str]:
     combinations = [
         {},
         {"UrlAuthType": "AWS_IAM", "StreamingMode": "lwa", "EnableSnapStart": "true"},
+        {"TokenAlarmPerHour": "1000000"},
         {
             "OpenAISecretArn": (
                 f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:chat-relay-dev/x-AbCdEf"
@@ -219,7 +256,13 @@ def test_neither_role_can_touch_the_other_environment(environment, other):
     }
     # Only the shared package bucket, AWS's public adapter layer and the calls IAM cannot
     # scope to a resource.
-    shared = {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "lambda:GetLayerVersion"}
+    shared = {
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:PutObject",
+        "s3:ListBucket",  # listed by the quota table's handlers (for imports we never do)
+        "lambda:GetLayerVersion",
+    }
     assert {p for p, _ in reachable} <= shared | UNSCOPABLE
     secret = examples("secretsmanager:x", STACK_OF[other])[0]
     assert not allows(policy, "secretsmanager:GetSecretValue", secret)
@@ -248,6 +291,8 @@ def test_the_template_creates_only_resource_types_the_role_was_checked_for():
         "AWS::Lambda::Url",
         "AWS::Lambda::Permission",
         "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",
+        "AWS::DynamoDB::Table",
     }
 
 
@@ -332,7 +377,8 @@ def function_needs(environment: str) -> list[tuple[str, str, dict]]:
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     boundary = boundary_arn(environment).rsplit("/", 1)[1]
     cfn = deployed(PermissionsBoundaryName=boundary, SecretKmsKeyArn=key)
-    cfn = evaluate(cfn, {"OpenAISecret": secret, "AWS::StackName": stack})
+    table = examples("dynamodb:x", stack)[0]
+    cfn = evaluate(cfn, {"OpenAISecret": secret, "QuotaTable.Arn": table, "AWS::StackName": stack})
     [role] = of_type(cfn, "AWS::IAM::Role").values()
     assert role["Properties"]["ManagedPolicyArns"] == [
         "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
@@ -353,7 +399,11 @@ def function_needs(environment: str) -> list[tuple[str, str, dict]]:
 def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(environment, other):
     boundary = boundary_policy(environment)
     needs = function_needs(environment)
-    assert {action for action, _, _ in needs} >= {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+    assert {action for action, _, _ in needs} >= {
+        "secretsmanager:GetSecretValue",
+        "kms:Decrypt",
+        "dynamodb:UpdateItem",
+    }
     for action, resource, context in needs:
         assert allows(boundary, action, resource, context), (action, resource)
     other_secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:payments/db-AbCdEf"
@@ -366,6 +416,14 @@ def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(environment
     # A function of one environment pointed at the other's secret still cannot read it.
     other_environment_secret = examples("secretsmanager:x", STACK_OF[other])[0]
     assert not allows(boundary, "secretsmanager:GetSecretValue", other_environment_secret)
+    # Nor count in the other's quota table, nor in any other table, nor read its own.
+    own_table = examples("dynamodb:x", STACK_OF[environment])[0]
+    other_table = examples("dynamodb:x", STACK_OF[other])[0]
+    assert not allows(boundary, "dynamodb:UpdateItem", other_table)
+    assert not allows(
+        boundary, "dynamodb:UpdateItem", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/payments"
+    )
+    assert not allows(boundary, "dynamodb:Scan", own_table)
 
 
 def test_samconfig_deploys_each_stack_with_its_environments_boundary():

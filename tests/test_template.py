@@ -330,7 +330,102 @@ def test_every_parameter_is_described_bounded_and_used():
 
 
 def test_outputs():
-    assert set(TEMPLATE["Outputs"]) == {"FunctionUrl", "SecretArn", "FunctionName", "LogGroupName"}
+    assert set(TEMPLATE["Outputs"]) == {
+        "FunctionUrl",
+        "SecretArn",
+        "FunctionName",
+        "LogGroupName",
+        "QuotaTableName",
+        "DashboardUrl",
+    }
+
+
+def test_the_quota_table_is_on_demand_keyed_by_pk_with_ttl():
+    [table] = of_type(deployed(), "AWS::DynamoDB::Table").values()
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert properties["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    # Named after the stack, so the CI deploy role and the boundary can be scoped to it.
+    assert properties["TableName"] == "chat-relay-dev-quota"
+
+
+def test_the_function_may_only_update_items_of_its_quota_table():
+    [role] = of_type(deployed(), "AWS::IAM::Role").values()
+    found = [
+        s
+        for policy in role["Properties"]["Policies"]
+        for s in statements(policy["PolicyDocument"])
+        if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))
+    ]
+    assert [(s["Action"], s["Resource"]) for s in found] == [
+        ("dynamodb:UpdateItem", {"Fn::GetAtt": ["QuotaTable", "Arn"]})
+    ]
+
+
+def test_limits_and_the_metrics_namespace_come_from_parameters():
+    cfn = deployed(RateLimitPerMinute="7", TokenBudgetPerDay="50000")
+    variables = cfn["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["QUOTA_TABLE"] == {"Ref": "QuotaTable"}
+    assert variables["RATE_LIMIT_PER_MINUTE"] == "7"
+    assert variables["TOKEN_BUDGET_PER_DAY"] == "50000"
+    assert variables["METRICS_NAMESPACE"] == "ChatRelay/chat-relay-dev"
+    # Deployed with defaults, a caller is limited: "no limit" must be asked for.
+    defaults = deployed()["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert int(defaults["RATE_LIMIT_PER_MINUTE"]) > 0 and int(defaults["TOKEN_BUDGET_PER_DAY"]) > 0
+
+
+def test_the_token_alarm_exists_only_when_a_threshold_is_set_and_notifies_the_topic():
+    assert "TokensPerHourAlarm" not in deployed()["Resources"]
+    topic = "arn:aws:sns:us-east-1:123456789012:relay-alarms"
+    cfn = deployed(TokenAlarmPerHour="2000000", AlarmTopicArn=topic)
+    alarm = cfn["Resources"]["TokensPerHourAlarm"]["Properties"]
+    variables = cfn["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert alarm["Namespace"] == variables["METRICS_NAMESPACE"]
+    assert (alarm["MetricName"], alarm["Statistic"], alarm["Period"]) == ("Tokens", "Sum", 3600)
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == ("2000000", "GreaterThanThreshold")
+    assert alarm["AlarmActions"] == [topic]
+    others = of_type(cfn, "AWS::CloudWatch::Alarm").values()
+    assert all(a["Properties"]["AlarmActions"] == [topic] for a in others)
+
+
+def dashboard_body(cfn: dict) -> dict:
+    """The dashboard's JSON as CloudFormation would render it for the stack."""
+    template, variables = cfn["Resources"]["RelayDashboard"]["Properties"]["DashboardBody"][
+        "Fn::Sub"
+    ]
+    values = {**variables, "AWS::Region": "us-east-1", "RelayFunction": "chat-relay-dev-relay"}
+    values["ReservedConcurrency"] = "10"
+    return json.loads(re.sub(r"\$\{([\w:]+)\}", lambda m: values[m[1]], template))
+
+
+def test_the_dashboard_shows_requests_outcomes_tokens_ttft_throttles_and_concurrency():
+    body = dashboard_body(deployed())
+    widgets = {w["properties"]["title"]: w["properties"] for w in body["widgets"]}
+    assert set(widgets) == {
+        "Requests by outcome",
+        "Tokens per model",
+        "Time to first token (ms)",
+        "Refused and throttled",
+        "Concurrent streams",
+    }
+    text = json.dumps(body)
+    # Every relay metric it shows is one the request log line emits (handler/metrics.py).
+    for name in ("Requests", "PromptTokens", "CompletionTokens", "FirstTokenMs"):
+        assert name in text
+    ttft = widgets["Time to first token (ms)"]["metrics"]
+    assert [m[-1]["stat"] for m in ttft] == ["p50", "p99"]
+    assert all(m[0] == "ChatRelay/chat-relay-dev" for m in ttft)
+    refused = [m[1] for m in widgets["Refused and throttled"]["metrics"]]
+    assert refused == ["RateLimited", "QuotaExceeded", "Throttles"]
+    [concurrency] = widgets["Concurrent streams"]["metrics"]
+    assert concurrency == [
+        "AWS/Lambda",
+        "ConcurrentExecutions",
+        "FunctionName",
+        "chat-relay-dev-relay",
+    ]
 
 
 @pytest.mark.parametrize("mode", ["native", "lwa"])
