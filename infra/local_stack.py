@@ -1,8 +1,9 @@
-"""`make dev`: the relay on http://127.0.0.1:8000 with a local Secrets Manager and, without an
-OpenAI key, the offline demo upstream. No AWS account and no OpenAI key needed.
+"""`make dev`: the relay on http://127.0.0.1:8000 with a local Secrets Manager and DynamoDB and,
+without an OpenAI key, the offline demo upstream. No AWS account and no OpenAI key needed.
 
 The key is stored in moto's standalone server and the app reads it through boto3, exactly as on
-Lambda. Ctrl-C stops everything: all parts run in this one process.
+Lambda; the per-caller counters go to a table in the same server, so limits can be tried with
+`RATE_LIMIT_PER_MINUTE=3 make dev`. Ctrl-C stops everything: all parts run in this one process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from devtools.openai_server import OpenAICompatibleServer
 from devtools.scripts import demo_script
 
 LOCAL_SECRET_ID = "local/openai"
+LOCAL_QUOTA_TABLE = "local-quota"
 DEMO_KEY = "sk-local-demo"
 
 
@@ -31,6 +33,24 @@ def start_secrets_manager(api_key: str) -> str:
 
     boto3.client("secretsmanager").create_secret(Name=LOCAL_SECRET_ID, SecretString=api_key)
     return endpoint
+
+
+def create_quota_table() -> str:
+    """The quota table as the template declares it (pk string, TTL on expires_at), in moto."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName=LOCAL_QUOTA_TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(
+        TableName=LOCAL_QUOTA_TABLE,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+    )
+    return LOCAL_QUOTA_TABLE
 
 
 def start_demo_upstream() -> str:
@@ -55,6 +75,11 @@ def main() -> None:
         if anonymous
         else "ALLOW_ANONYMOUS=false: only JWT sign-in (JWT_ISSUER, JWT_AUDIENCE) gets in"
     )
+    os.environ["QUOTA_TABLE"] = create_quota_table()
+    limits = ", ".join(
+        f"{name}={os.environ.get(name, '0')}"
+        for name in ("RATE_LIMIT_PER_MINUTE", "TOKEN_BUDGET_PER_DAY")
+    )
     if real_key:
         upstream = os.environ.get("OPENAI_BASE_URL", "OpenAI (api.openai.com)")
         mode = "OpenAI with your OPENAI_API_KEY"
@@ -72,6 +97,7 @@ def main() -> None:
   access           {access}
   upstream         {upstream}
   secrets manager  {endpoint} (moto), secret '{LOCAL_SECRET_ID}'
+  quota table      '{LOCAL_QUOTA_TABLE}' in the same moto server; {limits} (0 = off)
 
   Try it:
     curl -N {url}/chat -H 'content-type: application/json' -d '{{"prompt": "Tell me a joke!"}}'
