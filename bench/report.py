@@ -138,6 +138,14 @@ def tables(results: dict) -> str:
             ],
         )
     )
+    limits = _get(results, "ttft", "limits_added_p50_ms")
+    if limits is not None:
+        out.append(
+            f"\nPer-caller limits on (two DynamoDB UpdateItems, in parallel, before the upstream"
+            f" call, against moto's server): {_fmt(limits)} ms added to the TTFT p50 of relay"
+            f" /chat SSE; one UpdateItem to moto alone takes"
+            f" {_fmt(_get(results, 'ttft', 'moto_update_item_p50_ms'))} ms p50.\n"
+        )
     concurrency = _get(results, "concurrency") or {}
     for streams, figure in (concurrency.get("streams") or {}).items():
         out.append(

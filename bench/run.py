@@ -29,6 +29,7 @@ RESULTS = ROOT / "bench" / "results"
 BENCH_KEY = "sk-bench-not-a-real-key"
 TTFT_TURN = 100  # measured requests in one contender's turn (figure 1)
 TTFT_SETTLE = 10  # unmeasured requests at the start of each turn (figure 1)
+QUOTA_TABLE = "bench-quota"
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Contender:
     wire: str  # what the answer looks like: "openai", "sse" or "text"
     path: str = "/chat"
     headers: dict[str, str] = field(default_factory=dict)
+    ttft_only: bool = False  # measured in figure 1 only (what it adds is before the first token)
 
 
 SSE = {"accept": "text/event-stream"}
@@ -85,6 +87,15 @@ V1 = "/v1/chat/completions"
 CONTENDERS = [
     Contender("direct", "direct upstream", "http", "upstream", "openai", V1, AUTH),
     Contender("relay_sse", "relay /chat SSE (uvicorn)", "http", "relay", "sse", headers=SSE),
+    Contender(
+        "relay_sse_limits",
+        "relay /chat SSE, limits on (moto DynamoDB)",
+        "http",
+        "relay_limits",
+        "sse",
+        headers=SSE,
+        ttft_only=True,
+    ),
     Contender("relay_text", "relay /chat text (uvicorn)", "http", "relay", "text"),
     Contender("relay_v1", "relay /v1 passthrough (uvicorn)", "http", "relay", "openai", V1),
     Contender(
@@ -141,6 +152,7 @@ class Run:
         self.contenders = [c for c in CONTENDERS if c.name not in skip]
         self.results: dict = {"figures": {}}
         self.runtime_pid: int | None = None
+        self.moto_update_item_s: list[float] = []
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -172,6 +184,8 @@ class Run:
             "relay_h11": ("handler.app:app", False, relay_env),
             "baseline": ("bench.baselines.tutorial_app:app", True, relay_env),
         }
+        if "relay_limits" in wanted:
+            servers["relay_limits"] = ("handler.app:app", True, self._limits_env(relay_env))
         if "runtime" in wanted and not _native_available():
             self._drop("runtime", "handler/runtime.py does not exist yet")
         wanted = {c.service for c in self.contenders}
@@ -192,6 +206,47 @@ class Run:
             self.services["native"] = self.native
         if "runtime" in wanted:
             self.runtime_pid = self.native.run("spawn", env=lambda_env)["pid"]
+
+    def _limits_env(self, relay_env: dict[str, str]) -> dict[str, str]:
+        """The relay with both limits on (two UpdateItems before the upstream call, one after
+        the stream), set too high to refuse anything, against moto's server in a process of its
+        own: what the checks add to the first token, with moto's speed standing in for
+        DynamoDB's (a round trip within a region is typically a few ms)."""
+        port = free_port()
+        moto = Service(
+            "moto", [sys.executable, "-m", "moto.server", "-p", str(port)], hermetic_env()
+        )
+        self.services["moto"] = moto
+        moto.wait_for_port(port)
+        aws = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        import boto3
+
+        dynamodb = boto3.client(
+            "dynamodb",
+            endpoint_url=aws["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        dynamodb.create_table(
+            TableName=QUOTA_TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.moto_update_item_s = _update_item_times(dynamodb, self.scale.warmup_requests * 20)
+        return dict(
+            relay_env,
+            **aws,
+            QUOTA_TABLE=QUOTA_TABLE,
+            RATE_LIMIT_PER_MINUTE=str(10**9),
+            TOKEN_BUDGET_PER_DAY=str(10**12),
+        )
 
     def _drop(self, service: str, why: str) -> None:
         dropped = [c.name for c in self.contenders if c.service == service]
@@ -303,6 +358,13 @@ class Run:
             "turn": min(TTFT_TURN, s.ttft_requests),
             "settle": TTFT_SETTLE,
             "contenders": figure,
+            # What the per-caller limits add: the same relay and route, limits on minus off.
+            "limits_added_p50_ms": _round(
+                figure.get("relay_sse_limits", {}).get("added_p50_ms"),
+                figure.get("relay_sse", {}).get("added_p50_ms"),
+            ),
+            # One UpdateItem from here to moto, for scale: the checks cost about two of them.
+            "moto_update_item_p50_ms": _ms(self.moto_update_item_s, 0.5),
         }
 
     def _ttft_turn(self, contender: Contender, count: int) -> list[float]:
@@ -316,10 +378,10 @@ class Run:
     def throughput(self) -> None:
         """Figure 2: one long stream from an upstream sending as fast as it can."""
         s = self.scale
-        runs: dict[str, list[dict]] = {c.name: [] for c in self.contenders}
+        runs: dict[str, list[dict]] = {c.name: [] for c in self._streaming_contenders()}
         upstream_pid = self.services["upstream"].pid
         for _ in range(s.bulk_trials):
-            for contender in self.contenders:
+            for contender in self._streaming_contenders():
                 pid = self._pid(contender)
                 cpu_before = cpu_seconds(pid) if pid else None
                 upstream_before = cpu_seconds(upstream_pid)
@@ -362,7 +424,7 @@ class Run:
     def concurrency(self) -> None:
         """Figure 3: many paced streams at once through the HTTP contenders."""
         s = self.scale
-        http = [c for c in self.contenders if c.kind == "http"]
+        http = [c for c in self._streaming_contenders() if c.kind == "http"]
         levels = {}
         for streams in s.concurrency:
             runs: dict[str, list[dict]] = {c.name: [] for c in http}
@@ -400,6 +462,9 @@ class Run:
             "trials": s.concurrency_trials,
             "streams": levels,
         }
+
+    def _streaming_contenders(self) -> list[Contender]:
+        return [c for c in self.contenders if not c.ttft_only]
 
     def _burst(self, contender: Contender, streams: int) -> dict:
         s = self.scale
@@ -499,7 +564,8 @@ class Run:
         finally:
             self.stop()
         self.results["contenders"] = {
-            c.name: {"label": c.label, "kind": c.kind, "wire": c.wire} for c in self.contenders
+            c.name: {"label": c.label, "kind": c.kind, "wire": c.wire, "ttft_only": c.ttft_only}
+            for c in self.contenders
         }
         self.results["meta"] = {
             "scale": dataclasses.asdict(self.scale),
@@ -512,6 +578,23 @@ class Run:
         }
         self.results["targets"] = report.targets(self.results)
         return self.results
+
+
+def _update_item_times(dynamodb, count: int) -> list[float]:
+    """Seconds per conditional UpdateItem like the rate check's, sequential, after a warm-up."""
+    times = []
+    for index in range(count + 5):
+        started = time.perf_counter()
+        dynamodb.update_item(
+            TableName=QUOTA_TABLE,
+            Key={"pk": {"S": "rate#0#bench"}},
+            UpdateExpression="ADD requests :one",
+            ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(10**9)}},
+        )
+        if index >= 5:
+            times.append(time.perf_counter() - started)
+    return times
 
 
 def _round(value: float | None, base: float | None) -> float | None:

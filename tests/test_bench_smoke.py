@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ALWAYS = {"direct", "relay_sse", "relay_text", "relay_v1", "buffered", "baseline"}
+ALWAYS = {
+    "direct",
+    "relay_sse",
+    "relay_sse_limits",
+    "relay_text",
+    "relay_v1",
+    "buffered",
+    "baseline",
+}
 NATIVE = {"native_sse", "native_text", "native_v1"}
 
 
@@ -32,10 +40,14 @@ def test_tiny_benchmark_measures_every_contender(tmp_path):
     assert contenders >= ALWAYS
     if (ROOT / "handler" / "runtime.py").exists():
         assert contenders >= NATIVE
+    streaming = {n for n, c in results["contenders"].items() if not c["ttft_only"]}
     for name in contenders:
         assert figures["ttft"]["contenders"][name]["p50_ms"] > 0, name
+    for name in streaming:
         assert figures["throughput"]["contenders"][name]["chunks_per_s"] > 0, name
-    http = {n for n, c in results["contenders"].items() if c["kind"] == "http"}
+    assert figures["ttft"]["limits_added_p50_ms"] is not None
+    assert figures["ttft"]["moto_update_item_p50_ms"] > 0
+    http = {n for n in streaming if results["contenders"][n]["kind"] == "http"}
     for level in figures["concurrency"]["streams"].values():
         assert set(level) == http
         for name, entry in level.items():
