@@ -25,8 +25,8 @@ def embedded_metrics(record: RequestLog, namespace: str, tokens: TokenCount | No
         "Model": record.model or NO_MODEL,
         "Outcome": record.outcome,
         "Requests": 1,
-        "RateLimited": int(record.outcome == "rate_limited"),
-        "QuotaExceeded": int(record.outcome == "quota_exceeded"),
+        "RateLimited": int(record.error_type == "rate_limited"),
+        "QuotaExceeded": int(record.error_type == "quota_exceeded"),
     }
     per_model = [_metric("Requests", "Count")]
     totals = [_metric("RateLimited", "Count"), _metric("QuotaExceeded", "Count")]

@@ -34,6 +34,8 @@ TOKEN_ITEM_TTL_S = 2 * DAY_S
 # One DynamoDB call must not hold a request for long: fail (closed or open) instead.
 CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 2.0
+# Where `relay_call` leaves the `Admission` for the middleware: the request's ASGI state.
+ADMISSION_KEY = "quota_admission"
 
 
 def rate_limited(retry_after_s: int, limit: int) -> RelayError:
@@ -216,10 +218,6 @@ class QuotaChargeMiddleware:
             admission = scope.get("state", {}).get(ADMISSION_KEY)
             if admission is not None:
                 await self.quota.charge(admission, request_log(scope))
-
-
-# Where `relay_call` leaves the `Admission` for the middleware: the request's ASGI state.
-ADMISSION_KEY = "quota_admission"
 
 
 def _utc_day(now: float) -> str:
