@@ -24,6 +24,7 @@ from bench import report
 from bench.package import build_package
 from bench.scenario import prompt
 from bench.services import ROOT, Service, Worker, cpu_seconds, free_port, hermetic_env
+from devtools.moto_server import create_quota_table
 
 RESULTS = ROOT / "bench" / "results"
 BENCH_KEY = "sk-bench-not-a-real-key"
@@ -226,18 +227,13 @@ class Run:
         }
         import boto3
 
+        create_quota_table(aws["AWS_ENDPOINT_URL"], QUOTA_TABLE)
         dynamodb = boto3.client(
             "dynamodb",
             endpoint_url=aws["AWS_ENDPOINT_URL"],
             region_name="us-east-1",
             aws_access_key_id="bench",
             aws_secret_access_key="bench",
-        )
-        dynamodb.create_table(
-            TableName=QUOTA_TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
         )
         self.moto_update_item_s = _update_item_times(dynamodb, self.scale.warmup_requests * 20)
         return dict(

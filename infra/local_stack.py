@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from devtools.moto_server import start_moto_server
+from devtools.moto_server import create_quota_table, start_moto_server
 from devtools.openai_server import OpenAICompatibleServer
 from devtools.scripts import demo_script
 
@@ -33,24 +33,6 @@ def start_secrets_manager(api_key: str) -> str:
 
     boto3.client("secretsmanager").create_secret(Name=LOCAL_SECRET_ID, SecretString=api_key)
     return endpoint
-
-
-def create_quota_table() -> str:
-    """The quota table as the template declares it (pk string, TTL on expires_at), in moto."""
-    import boto3
-
-    dynamodb = boto3.client("dynamodb")
-    dynamodb.create_table(
-        TableName=LOCAL_QUOTA_TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.update_time_to_live(
-        TableName=LOCAL_QUOTA_TABLE,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
-    )
-    return LOCAL_QUOTA_TABLE
 
 
 def start_demo_upstream() -> str:
@@ -75,7 +57,7 @@ def main() -> None:
         if anonymous
         else "ALLOW_ANONYMOUS=false: only JWT sign-in (JWT_ISSUER, JWT_AUDIENCE) gets in"
     )
-    os.environ["QUOTA_TABLE"] = create_quota_table()
+    os.environ["QUOTA_TABLE"] = create_quota_table(endpoint, LOCAL_QUOTA_TABLE)
     limits = ", ".join(
         f"{name}={os.environ.get(name, '0')}"
         for name in ("RATE_LIMIT_PER_MINUTE", "TOKEN_BUDGET_PER_DAY")

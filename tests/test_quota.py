@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from devtools.moto_server import create_quota_table
+from devtools.scripts import Script
 from handler.quota import Quota
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
-from tests.fakes.openai_upstream import Script
 from tests.helpers import SSE, stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,18 +38,9 @@ def dynamodb(moto_endpoint):
 
 
 @pytest.fixture
-def quota_table(dynamodb):
+def quota_table(moto_endpoint, dynamodb):
     """A fresh table shaped like the template's (pk string, TTL on expires_at)."""
-    name = f"quota-{uuid.uuid4().hex[:8]}"
-    dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.update_time_to_live(
-        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-    )
+    name = create_quota_table(moto_endpoint, f"quota-{uuid.uuid4().hex[:8]}")
     yield name
     dynamodb.delete_table(TableName=name)
 
