@@ -4,7 +4,6 @@ admission under concurrency across processes, and failing closed or open without
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -25,7 +24,7 @@ from devtools.scripts import Script
 from handler.quota import Quota
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
-from tests.helpers import SSE, stream
+from tests.helpers import SSE, run_coroutine, stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,13 +169,6 @@ def test_a_request_refused_before_the_stream_costs_nothing(
     assert tokens_today(dynamodb, quota_table) == 0
 
 
-def run_in_own_loop(coroutine):
-    """asyncio.run in a thread of its own: the browser tests' sync Playwright keeps an event
-    loop running in the test thread."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
 def test_two_callers_are_counted_apart(quota_table, dynamodb):
     quota = Quota(
         Settings(
@@ -198,7 +190,7 @@ def test_two_callers_are_counted_apart(quota_table, dynamodb):
         return [await admit(c) for c in ("jwt:alice", "jwt:alice", "jwt:alice", "jwt:bob")]
 
     fresh_minute()
-    assert run_in_own_loop(scenario()) == ["ok", "ok", "rate_limited", "ok"]
+    assert run_coroutine(scenario()) == ["ok", "ok", "rate_limited", "ok"]
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     dynamodb.update_item(
         TableName=quota_table,
@@ -206,7 +198,7 @@ def test_two_callers_are_counted_apart(quota_table, dynamodb):
         UpdateExpression="ADD tokens :spent",
         ExpressionAttributeValues={":spent": {"N": "100"}},
     )
-    assert run_in_own_loop(admit("jwt:bob")) == "quota_exceeded"
+    assert run_coroutine(admit("jwt:bob")) == "quota_exceeded"
     assert tokens_today(dynamodb, quota_table, "jwt:alice") == 0
 
 
