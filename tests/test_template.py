@@ -107,6 +107,8 @@ def test_function_url_streams_with_auth_and_cors_from_parameters():
     [url] = of_type(deployed(AllowedOrigins=origins), "AWS::Lambda::Url").values()
     assert url["Properties"]["AuthType"] == "NONE"
     assert url["Properties"]["Cors"]["AllowOrigins"] == origins.split(",")
+    # A frontend on another origin may read when to retry a 429.
+    assert url["Properties"]["Cors"]["ExposeHeaders"] == ["x-request-id", "retry-after"]
     assert deployed()["Outputs"]["FunctionUrl"]["Value"] == {
         "Fn::GetAtt": ["RelayFunctionUrl", "FunctionUrl"]
     }
