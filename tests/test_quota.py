@@ -169,6 +169,24 @@ def test_a_request_refused_before_the_stream_costs_nothing(
     assert tokens_today(dynamodb, quota_table) == 0
 
 
+def test_each_bearer_token_is_a_caller_with_a_limit_of_its_own(upstream, make_relay, quota_table):
+    alice, bob = "client-token-alice-0123", "client-token-bob-4567"
+    relay = make_relay(
+        quota_table=quota_table,
+        rate_limit_per_minute=1,
+        client_tokens=[alice, bob],
+        allow_anonymous=False,
+    )
+
+    def status(token: str) -> int:
+        headers = {"authorization": f"Bearer {token}"}
+        return httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=headers).status_code
+
+    fresh_minute()
+    assert [status(alice), status(alice), status(bob)] == [200, 429, 200]
+    assert len(upstream.requests) == 2
+
+
 def test_two_callers_are_counted_apart(quota_table, dynamodb):
     quota = Quota(
         Settings(
@@ -240,6 +258,7 @@ def test_exactly_the_limit_is_admitted_under_20_concurrent_requests_across_proce
         "OPENAI_BASE_URL": upstream.base_url,
         "QUOTA_TABLE": quota_table,
         "RATE_LIMIT_PER_MINUTE": "5",
+        "ALLOW_ANONYMOUS": "true",
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
