@@ -43,6 +43,7 @@ from handler.settings import Settings
 from handler.sources import StreamSource
 from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
 from handler.streaming import invocation_time_left, start_stream
+from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages
 
 log = logging.getLogger("relay")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -117,15 +118,31 @@ def _wants_sse(request: Request) -> bool:
 
 async def chat(request: Request, call: Call) -> Response:
     """`POST /chat`: SSE frames for `Accept: text/event-stream`, plain text otherwise."""
+    deltas, record = await _open_chat(request, call, call.body)
+    wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
+    return await _stream(wire, deltas, record, call.state.settings)
+
+
+async def ui_chat(request: Request, call: Call) -> Response:
+    """`POST /api/chat`: `useChat`'s UI messages in, the AI SDK's UI message stream out, under
+    the same policy as `/chat` (the body is checked as the `/chat` body it amounts to)."""
+    deltas, record = await _open_chat(request, call, chat_body_from_ui_messages(call.body))
+    wire = UiMessageStreamWire(f"msg-{record.request_id}")
+    return await _stream(wire, deltas, record, call.state.settings)
+
+
+async def _open_chat(
+    request: Request, call: RelayCall, body: dict[str, Any]
+) -> tuple[ChatDeltas, RequestLog]:
+    """Check a `/chat` body against the policy and start the upstream's streamed answer."""
     state, settings = call.state, call.state.settings
-    params = chat_upstream_params(call.body, settings)
+    params = chat_upstream_params(body, settings)
     record = request_log(request.scope)
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
     response = await state.upstream.open(params, call.caller)
-    wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
-    return await _stream(wire, ChatDeltas(response, settings), record, settings)
+    return ChatDeltas(response, settings), record
 
 
 async def chat_completions(request: Request, call: Call) -> Response:
@@ -278,6 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.relay = RelayState(settings)
     app.state.relay.access.log_startup()
     app.add_api_route("/chat", chat, methods=["POST"])
+    app.add_api_route("/api/chat", ui_chat, methods=["POST"])
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
