@@ -7,11 +7,12 @@ the buffered Mangum handler for plain invokes and `sam local invoke`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
+import aiohttp
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +26,7 @@ from handler.errors import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    MODEL_NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     RelayError,
     error_payload,
@@ -39,6 +41,7 @@ from handler.models import (
 )
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
 from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
+from handler.responses import ResponseEvents, ResponsesWire, responses_upstream_params
 from handler.settings import Settings
 from handler.sources import StreamSource
 from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
@@ -55,6 +58,7 @@ PAGE_CSP = (
 # Every file of the page, and the page itself at `/`, goes out under these.
 PAGE_HEADERS = {"content-security-policy": PAGE_CSP, "x-content-type-options": "nosniff"}
 SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
+RESPONSES_WIRE = ResponsesWire()
 DEADLINE_MARGIN_S = 1.0
 LAMBDA_MAX_TIMEOUT_S = 900.0
 
@@ -147,12 +151,43 @@ async def _open_chat(
 
 async def chat_completions(request: Request, call: Call) -> Response:
     """`POST /v1/chat/completions`: OpenAI's API; streamed bytes pass through unchanged."""
-    state, settings = call.state, call.state.settings
+    settings = call.state.settings
     params = completions_upstream_params(call.body, settings)
+    drop_usage = not caller_asked_for_usage(call.body)
+
+    def chunks(response: aiohttp.ClientResponse) -> StreamSource[bytes]:
+        return PassthroughBytes(response, settings, drop_usage_chunk=drop_usage)
+
+    return await _forward(request, call, params, "/chat/completions", chunks, PASSTHROUGH_WIRE)
+
+
+async def responses(request: Request, call: Call) -> Response:
+    """`POST /v1/responses`: OpenAI's Responses API; streamed events pass through unchanged."""
+    settings = call.state.settings
+    params = responses_upstream_params(call.body, settings)
+
+    def events(response: aiohttp.ClientResponse) -> StreamSource[bytes]:
+        return ResponseEvents(response, settings)
+
+    return await _forward(request, call, params, "/responses", events, RESPONSES_WIRE)
+
+
+async def _forward(
+    request: Request,
+    call: RelayCall,
+    params: dict[str, Any],
+    endpoint: str,
+    source_for: Callable[[aiohttp.ClientResponse], StreamSource[bytes]],
+    wire: WireFormat,
+) -> Response:
+    """Send a checked OpenAI request to `endpoint`: its JSON answer, or its SSE bytes as they
+    come, read by `source_for(response)` and framed by `wire`."""
+    state, settings = call.state, call.state.settings
     record = request_log(request.scope)
     record.model = params["model"]
     if settings.log_prompts:
-        record.prompt = params["messages"]
+        # Chat Completions' prompt, or the Responses API's.
+        record.prompt = params.get("messages", params.get("input"))
     stream = params["stream"]
     answer_within_s = None
     if not stream:
@@ -161,15 +196,14 @@ async def chat_completions(request: Request, call: Call) -> Response:
         answer_within_s = invocation_time_left(request.scope, DEADLINE_MARGIN_S)
         if answer_within_s is None:
             answer_within_s = LAMBDA_MAX_TIMEOUT_S
-    response = await state.upstream.open(params, call.caller, answer_within_s=answer_within_s)
+    response = await state.upstream.open(
+        params, call.caller, answer_within_s=answer_within_s, endpoint=endpoint
+    )
     if not stream:
         content = await state.upstream.read_answer(response)
         record.usage = answer_usage(content)
         return Response(content, media_type="application/json")
-    chunks = PassthroughBytes(
-        response, settings, drop_usage_chunk=not caller_asked_for_usage(call.body)
-    )
-    return await _stream(PASSTHROUGH_WIRE, chunks, record, settings)
+    return await _stream(wire, source_for(response), record, settings)
 
 
 async def _stream(
@@ -183,6 +217,43 @@ async def _stream(
         ping_interval_s=settings.ping_interval_s,
         deadline_margin_s=DEADLINE_MARGIN_S,
     )
+
+
+async def authorized(request: Request) -> RelayState:
+    """The dependency of routes without a body (`GET /v1/models`): who is calling, as for the
+    relay routes (same access rule), and nothing else."""
+    state: RelayState = request.app.state.relay
+    caller = await state.access.identify(request.scope, await state.credentials.aget())
+    request_log(request.scope).caller = caller
+    return state
+
+
+Authorized = Annotated[RelayState, Depends(authorized)]
+
+
+def _model_object(model: str) -> dict[str, Any]:
+    # The relay knows no creation dates; `created` is a required integer in OpenAI's format.
+    return {"id": model, "object": "model", "created": 0, "owned_by": "relay"}
+
+
+async def list_models(state: Authorized) -> dict[str, Any]:
+    """`GET /v1/models`: the allow-list in OpenAI's list format, the default model first."""
+    settings = state.settings
+    others = sorted(settings.model_allow_list - {settings.default_model})
+    models = (
+        [settings.default_model, *others]
+        if settings.default_model in settings.model_allow_list
+        else others
+    )
+    return {"object": "list", "data": [_model_object(model) for model in models]}
+
+
+async def retrieve_model(model_id: str, state: Authorized) -> dict[str, Any]:
+    """`GET /v1/models/{id}`: one allowed model, or OpenAI's `404 model_not_found`."""
+    if model_id not in state.settings.model_allow_list:
+        message = f"the model '{model_id}' is not offered by this relay"
+        raise RelayError(MODEL_NOT_FOUND, message, param="model")
+    return _model_object(model_id)
 
 
 async def healthz() -> dict[str, str]:
@@ -297,6 +368,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/chat", chat, methods=["POST"])
     app.add_api_route("/api/chat", ui_chat, methods=["POST"])
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/responses", responses, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         description="The native streaming runtime logs one line per invocation (trace id, "
         "event loop, live tasks): for diagnosing the runtime, off in normal operation.",
     )
+    allow_store: bool = Field(
+        default=False,
+        description="Whether `/v1/responses` may ask OpenAI to store a response (`store: true`); "
+        "off, every response is sent with `store: false`, so no prompt is kept at OpenAI.",
+    )
 
     _split = field_validator(
         "allowed_models",

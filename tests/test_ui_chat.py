@@ -47,7 +47,7 @@ def test_use_chat_gets_the_exact_text_and_the_usage(upstream, relay, use_chat):
     upstream.enqueue(Script(tokens=TOKENS, delay_s=0.01))
     chat = use_chat(f"{relay.url}/api/chat", ["Tell me a joke"])
     assert chat["status"] == "ready" and chat["error"] is None
-    user, assistant = chat["messages"]
+    _, assistant = chat["messages"]
     assert assistant["role"] == "assistant"
     assert answer_text(assistant) == "".join(TOKENS)
     [finish] = chat["finishes"]
@@ -145,7 +145,11 @@ def user_message(text: str, *parts: dict) -> dict:
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "messages.0"),
         (
-            {"messages": [user_message("hi", {"type": "file", "mediaType": "image/png", "url": "x"})]},
+            {
+                "messages": [
+                    user_message("hi", {"type": "file", "mediaType": "image/png", "url": "x"})
+                ]
+            },
             "messages.0.parts.1",
         ),
         ({"messages": [user_message("hi")], "tools": []}, "tools"),
