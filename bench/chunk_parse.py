@@ -19,7 +19,7 @@ EVENT = orjson.dumps(
         "id": "chatcmpl-demo",
         "object": "chat.completion.chunk",
         "created": 1700000000,
-        "model": "gpt-4o-mini",
+        "model": "gpt-5.4-mini",
         "system_fingerprint": "fp_x",
         "choices": [
             {"index": 0, "delta": {"content": " hello"}, "logprobs": None, "finish_reason": None}

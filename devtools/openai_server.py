@@ -88,7 +88,7 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         self.requests.append(record)
 
         if method == "GET" and path.rstrip("/").endswith("/models"):
-            models = {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}
+            models = {"object": "list", "data": [{"id": "gpt-5.4-mini", "object": "model"}]}
             await self._send_json(writer, 200, models)
             return True
         api = API_EVENTS.get(path.rstrip("/").rsplit("/v1", 1)[-1]) if method == "POST" else None
@@ -107,7 +107,7 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         if script.status != 200:
             await self._send_error(writer, script.status, script.error_message, script.headers)
             return True
-        events = api(script.model or body.get("model", "gpt-4o-mini"), body, script.finish_reason)
+        events = api(script.model or body.get("model", "gpt-5.4-mini"), body, script.finish_reason)
         if body.get("stream"):
             return await self._stream(reader, writer, script, events, record)
         await self._send_json(writer, 200, events.answer(script.tokens))

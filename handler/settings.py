@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     openai_secret_id: str | None = None
     openai_api_key: str | None = Field(default=None, repr=False)
     openai_base_url: str | None = None
-    default_model: str = "gpt-4o-mini"
+    default_model: str = "gpt-5.4-mini"
     allowed_models: Annotated[list[str], NoDecode] = []
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     allow_client_system_prompt: bool = False

@@ -28,7 +28,7 @@ def test_one_line_per_request_with_the_facts(upstream, relay, caplog):
     [line] = request_lines(caplog)
     assert line["request_id"] == response.headers["x-request-id"]
     assert line["route"] == "POST /chat"
-    assert line["model"] == "gpt-4o-mini"
+    assert line["model"] == "gpt-5.4-mini"
     assert line["status"] == 200
     assert line["outcome"] == "ok"
     assert line["chunks"] == 3

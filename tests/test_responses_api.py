@@ -24,7 +24,7 @@ def sdk(relay, **options) -> openai.OpenAI:
 
 def test_create_stream_yields_every_event_and_the_exact_text(upstream, relay):
     upstream.enqueue(Script(tokens=TOKENS, delay_s=0.01))
-    events = list(sdk(relay).responses.create(model="gpt-4o-mini", input="joke", stream=True))
+    events = list(sdk(relay).responses.create(model="gpt-5.4-mini", input="joke", stream=True))
     kinds = [event.type for event in events]
     assert kinds[:4] == [
         "response.created",
@@ -42,7 +42,7 @@ def test_create_stream_yields_every_event_and_the_exact_text(upstream, relay):
 
 def test_stream_helper_gets_the_final_response(upstream, relay):
     upstream.enqueue(Script(tokens=TOKENS))
-    with sdk(relay).responses.stream(model="gpt-4o-mini", input="joke") as answer:
+    with sdk(relay).responses.stream(model="gpt-5.4-mini", input="joke") as answer:
         texts = [e.delta for e in answer if e.type == "response.output_text.delta"]
         final = answer.get_final_response()
     assert "".join(texts) == TEXT
@@ -62,7 +62,7 @@ def test_events_pass_through_byte_for_byte(upstream, relay):
 
 def test_non_streamed_answer(upstream, relay):
     upstream.enqueue(Script(tokens=TOKENS))
-    answer = sdk(relay).responses.create(model="gpt-4o-mini", input="joke")
+    answer = sdk(relay).responses.create(model="gpt-5.4-mini", input="joke")
     assert answer.output_text == TEXT
     assert answer.usage.output_tokens == len(TOKENS)
 
@@ -70,7 +70,7 @@ def test_non_streamed_answer(upstream, relay):
 def test_the_relay_caps_output_refuses_storage_and_names_the_caller(upstream, make_relay):
     relay = make_relay(max_tokens_cap=300)
     upstream.enqueue(Script(tokens=["ok"]))
-    sdk(relay).responses.create(model="gpt-4o-mini", input="hi", user="claimed-user")
+    sdk(relay).responses.create(model="gpt-5.4-mini", input="hi", user="claimed-user")
     sent = upstream.last.body
     assert upstream.last.path == "/v1/responses"
     assert sent["max_output_tokens"] == 300  # the cap, though the caller sent none
@@ -82,7 +82,7 @@ def test_the_relay_caps_output_refuses_storage_and_names_the_caller(upstream, ma
 
 def test_usage_and_model_reach_the_request_log(upstream, relay, caplog):
     upstream.enqueue(Script(tokens=TOKENS))
-    list(sdk(relay).responses.create(model="gpt-4o-mini", input="joke", stream=True))
+    list(sdk(relay).responses.create(model="gpt-5.4-mini", input="joke", stream=True))
     line = json.loads([r.getMessage() for r in caplog.records if r.name == "relay.request"][-1])
     assert line["route"] == "POST /v1/responses"
     assert line["outcome"] == "ok"
@@ -105,7 +105,7 @@ def test_usage_and_model_reach_the_request_log(upstream, relay, caplog):
     ],
 )
 def test_what_the_policy_refuses_is_a_bad_request_error(upstream, relay, options, param):
-    request = {"model": "gpt-4o-mini", "input": "hi", **options}
+    request = {"model": "gpt-5.4-mini", "input": "hi", **options}
     with pytest.raises(openai.BadRequestError) as caught:
         sdk(relay).responses.create(**request)
     assert caught.value.status_code == 400
@@ -117,7 +117,7 @@ def test_what_the_policy_refuses_is_a_bad_request_error(upstream, relay, options
 def test_store_is_passed_on_when_the_operator_allows_it(upstream, make_relay):
     relay = make_relay(allow_store=True)
     upstream.enqueue(Script(tokens=["ok"]))
-    sdk(relay).responses.create(model="gpt-4o-mini", input="hi", store=True)
+    sdk(relay).responses.create(model="gpt-5.4-mini", input="hi", store=True)
     assert upstream.last.body["store"] is True
 
 
@@ -125,7 +125,7 @@ def test_an_upstream_error_event_mid_stream_raises_in_the_sdk(upstream, relay):
     upstream.enqueue(Script(tokens=["a", "b", "c"], error_after=2, error_message="overloaded"))
     seen = []
     with pytest.raises(openai.APIError, match="overloaded"):
-        for event in sdk(relay).responses.create(model="gpt-4o-mini", input="x", stream=True):
+        for event in sdk(relay).responses.create(model="gpt-5.4-mini", input="x", stream=True):
             seen.append(event)
     assert "".join(e.delta for e in seen if e.type == "response.output_text.delta") == "ab"
 
@@ -134,7 +134,7 @@ def test_the_upstream_dying_mid_stream_ends_with_the_relays_error_event(upstream
     upstream.enqueue(Script(tokens=["a", "b", "c"], delay_s=0.02, die_after=2))
     with (
         pytest.raises(openai.APIError, match="the model's stream broke off") as caught,
-        sdk(relay).responses.stream(model="gpt-4o-mini", input="x") as answer,
+        sdk(relay).responses.stream(model="gpt-5.4-mini", input="x") as answer,
     ):
         for _ in answer:
             pass
@@ -150,23 +150,23 @@ def test_the_upstream_dying_mid_stream_ends_with_the_relays_error_event(upstream
 def test_upstream_failures_before_the_stream_raise_the_sdks_classes(upstream, make_relay):
     relay = make_relay(client_tokens="responses-client-token")
     with pytest.raises(openai.AuthenticationError):
-        sdk(relay).responses.create(model="gpt-4o-mini", input="x", stream=True)
+        sdk(relay).responses.create(model="gpt-5.4-mini", input="x", stream=True)
     client = openai.OpenAI(
         base_url=f"{relay.url}/v1", api_key="responses-client-token", max_retries=0
     )
     upstream.enqueue(Script(status=429, headers={"Retry-After": "3"}))
     with pytest.raises(openai.RateLimitError):
-        client.responses.create(model="gpt-4o-mini", input="x", stream=True)
+        client.responses.create(model="gpt-5.4-mini", input="x", stream=True)
     upstream.enqueue(Script(status=500))
     with pytest.raises(openai.InternalServerError):
-        client.responses.create(model="gpt-4o-mini", input="x", stream=True)
+        client.responses.create(model="gpt-5.4-mini", input="x", stream=True)
 
 
 def test_the_fake_speaks_the_event_sequence_the_sdk_accumulates(upstream):
     # The fake is this suite's stand-in for OpenAI: its own events must satisfy the SDK helper.
     upstream.enqueue(Script(tokens=TOKENS, finish_reason="length"))
     client = openai.OpenAI(base_url=upstream.base_url, api_key="sk-fake", max_retries=0)
-    with client.responses.stream(model="gpt-4o-mini", input="x") as answer:
+    with client.responses.stream(model="gpt-5.4-mini", input="x") as answer:
         events = list(answer)
     assert events[-1].type == "response.incomplete"
     assert events[-1].response.output_text == TEXT

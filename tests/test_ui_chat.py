@@ -52,7 +52,7 @@ def test_use_chat_gets_the_exact_text_and_the_usage(upstream, relay, use_chat):
     assert answer_text(assistant) == "".join(TOKENS)
     [finish] = chat["finishes"]
     assert finish["isError"] is False and finish["finishReason"] == "stop"
-    assert finish["metadata"]["model"] == "gpt-4o-mini"
+    assert finish["metadata"]["model"] == "gpt-5.4-mini"
     assert finish["metadata"]["usage"]["completion_tokens"] == len(TOKENS)
     assert assistant["id"].startswith("msg-")  # the relay's request id names the answer
     assert upstream.last.body["messages"] == [
