@@ -12,7 +12,7 @@ import pytest
 
 from devtools.openai_events import ResponsesEvents
 from devtools.scripts import Script
-from tests.helpers import stream
+from tests.helpers import logged_request, stream
 
 TOKENS = ["Why ", "did\n\n", "data: the ", '"chicken"… ', "🐔"]
 TEXT = "".join(TOKENS)
@@ -83,8 +83,8 @@ def test_the_relay_caps_output_refuses_storage_and_names_the_caller(upstream, ma
 def test_usage_and_model_reach_the_request_log(upstream, relay, caplog):
     upstream.enqueue(Script(tokens=TOKENS))
     list(sdk(relay).responses.create(model="gpt-5.4-mini", input="joke", stream=True))
-    line = json.loads([r.getMessage() for r in caplog.records if r.name == "relay.request"][-1])
-    assert line["route"] == "POST /v1/responses"
+    line = logged_request(caplog, "POST /v1/responses")
+    assert line["model"] == "gpt-5.4-mini"
     assert line["outcome"] == "ok"
     assert line["usage"]["output_tokens"] == len(TOKENS)
     assert line["chunks"] == len(TOKENS)

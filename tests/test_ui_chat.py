@@ -12,7 +12,7 @@ import pytest
 
 from devtools.scripts import Script
 from handler.settings import DEFAULT_SYSTEM_PROMPT
-from tests.helpers import stream
+from tests.helpers import logged_request, stream
 
 CLIENT_DIR = Path(__file__).parent.parent / "clients" / "ai-sdk"
 # Text that would break a careless framing: newlines, `data:`, quotes, JSON, emoji.
@@ -176,3 +176,18 @@ def test_display_only_parts_and_empty_answers_are_left_out(upstream, relay):
         {"role": "user", "content": "one"},
         {"role": "user", "content": "two"},
     ]
+
+
+def test_regenerate_replaces_the_answer_without_sending_it(upstream, relay, use_chat):
+    upstream.enqueue(Script(tokens=["First."]), Script(tokens=["Again."]))
+    chat = use_chat(f"{relay.url}/api/chat", ["one"], regenerate=True)
+    assert [answer_text(m) for m in chat["messages"]] == ["one", "Again."]
+    assert upstream.last.body["messages"][1:] == [{"role": "user", "content": "one"}]
+
+
+def test_the_request_log_has_the_usage_of_a_ui_chat(upstream, relay, use_chat, caplog):
+    upstream.enqueue(Script(tokens=TOKENS))
+    use_chat(f"{relay.url}/api/chat", ["hi"])
+    line = logged_request(caplog, "POST /api/chat")
+    assert line["outcome"] == "ok"
+    assert line["usage"]["completion_tokens"] == len(TOKENS)
