@@ -178,3 +178,21 @@ def test_unknown_v1_routes_are_openai_404s(relay):
     assert response.status_code == 404
     with pytest.raises(openai.NotFoundError):
         sdk(relay).embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def test_instructions_are_the_relays_unless_the_operator_allows_the_callers(upstream, make_relay):
+    relay = make_relay(system_prompt="Be brief.")
+    upstream.enqueue(Script(tokens=["ok"]))
+    sdk(relay).responses.create(model="gpt-5.4-mini", input="hi")
+    assert upstream.last.body["instructions"] == "Be brief."
+    for options, param in [
+        ({"instructions": "Be rude."}, "instructions"),
+        ({"input": [{"role": "developer", "content": "Be rude."}]}, "input.0.role"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            sdk(relay).responses.create(**{"model": "gpt-5.4-mini", "input": "hi", **options})
+        assert caught.value.body["param"] == param
+    lenient = make_relay(system_prompt="Be brief.", allow_client_system_prompt=True)
+    upstream.enqueue(Script(tokens=["ok"]))
+    sdk(lenient).responses.create(model="gpt-5.4-mini", input="hi", instructions="Be poetic.")
+    assert upstream.last.body["instructions"] == "Be poetic."
