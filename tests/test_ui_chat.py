@@ -117,7 +117,7 @@ def test_a_failure_before_the_stream_is_an_http_error_for_use_chat(upstream, rel
 
 
 def test_the_relay_token_is_required_and_sent_as_a_transport_header(make_relay, use_chat):
-    relay = make_relay(client_tokens="ui-client-token")
+    relay = make_relay(client_tokens="ui-client-token", allow_anonymous=False)
     refused = use_chat(f"{relay.url}/api/chat", ["hi"])
     assert refused["status"] == "error"
     assert json.loads(refused["error"]["message"])["error"]["type"] == "unauthorized"
