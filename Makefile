@@ -39,10 +39,20 @@ chromium: ## Debian's Chromium for the page's browser tests (Playwright's downlo
 	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
-test: $(STAMP) $(SAM_STAMP) chromium ## run every test and check
+# The Vercel AI SDK (`ai`) as a test client of /api/chat, exactly as pinned in its lockfile.
+AI_SDK_STAMP := clients/ai-sdk/node_modules/.package-lock.json
+$(AI_SDK_STAMP): clients/ai-sdk/package-lock.json
+	@command -v npm >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
+	cd clients/ai-sdk && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-deps: $(AI_SDK_STAMP) ## install the Node test clients from their lockfile (npm ci)
+
+test: $(STAMP) $(SAM_STAMP) chromium $(AI_SDK_STAMP) ## run every test and check
 	$(PY) -m pytest -q tests
 
-test-fast: $(STAMP) ## every test except the browser and SAM CLI ones (no Chromium, no .venv-sam)
+test-fast: $(STAMP) $(AI_SDK_STAMP) ## every test except the browser and SAM CLI ones (no Chromium, no .venv-sam)
 	$(PY) -m pytest -q tests -m "not browser and not sam"
 
 bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
@@ -78,4 +88,4 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps dev test test-fast lint chat invoke bench package build-RelayFunction chromium
+.PHONY: help deps node-deps dev test test-fast lint chat invoke bench package build-RelayFunction chromium

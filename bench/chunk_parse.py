@@ -1,4 +1,5 @@
-"""Micro-benchmark of the per-chunk parse-and-frame cost: the SDK's pydantic models vs orjson.
+"""Micro-benchmark of the per-chunk parse-and-frame cost: the SDK's pydantic models vs orjson,
+and the frame encode of each wire format that re-frames deltas (`/chat` SSE, `/api/chat`).
 
 Run: `.venv/bin/python -m bench.chunk_parse`. It decided how handler/relay.py reads the stream.
 """
@@ -13,13 +14,14 @@ from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
 
 from handler.sse import sse_delta_frames
+from handler.uichat import text_delta_frames
 
 EVENT = orjson.dumps(
     {
         "id": "chatcmpl-demo",
         "object": "chat.completion.chunk",
         "created": 1700000000,
-        "model": "gpt-4o-mini",
+        "model": "gpt-5.4-mini",
         "system_fingerprint": "fp_x",
         "choices": [
             {"index": 0, "delta": {"content": " hello"}, "logprobs": None, "finish_reason": None}
@@ -45,10 +47,13 @@ def orjson_frame(line: bytes) -> bytes:
     return sse_delta_frames([content])
 
 
-def microseconds_per_chunk(parse, repeat: int) -> float:
+DELTA = [" hello"]
+
+
+def microseconds_per_chunk(parse, repeat: int, value: object = EVENT) -> float:
     started = time.perf_counter()
     for _ in range(repeat):
-        parse(EVENT)
+        parse(value)
     return (time.perf_counter() - started) / repeat * 1e6
 
 
@@ -57,6 +62,9 @@ def main(repeat: int = 100_000) -> dict[str, float]:
         "sdk_stream_model_us": microseconds_per_chunk(sdk_stream_model, repeat // 10),
         "pydantic_validate_json_us": microseconds_per_chunk(pydantic_validate, repeat),
         "orjson_and_frame_us": microseconds_per_chunk(orjson_frame, repeat),
+        # The encode alone, one delta per upstream read (the usual case).
+        "sse_frame_encode_us": microseconds_per_chunk(sse_delta_frames, repeat, DELTA),
+        "ui_message_frame_encode_us": microseconds_per_chunk(text_delta_frames, repeat, DELTA),
     }
     for name, value in results.items():
         print(f"{name:28s} {value:8.2f} µs/chunk")

@@ -36,7 +36,7 @@ class Target:
     def request(self, prompt: str) -> bytes:
         if self.wire == "openai":
             body: dict[str, Any] = {
-                "model": "gpt-4o-mini",
+                "model": "gpt-5.4-mini",
                 "messages": [{"role": "user", "content": prompt}],
                 "stream": True,
             }

@@ -12,7 +12,7 @@ ROUTES = {
         "/v1/chat/completions",
         "*/*",
         lambda prompt: {
-            "model": "gpt-4o-mini",
+            "model": "gpt-5.4-mini",
             "messages": [{"role": "user", "content": prompt}],
             "stream": True,
         },

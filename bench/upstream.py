@@ -34,10 +34,11 @@ class BenchUpstream(OpenAICompatibleServer):
             script = self._scripts[text] = Script(tokens=list(tokens(count)), delay_s=delay_s)
         return script
 
-    async def _stream(self, reader, writer, script: Script, body: dict, record) -> bool:
+    async def _stream(self, reader, writer, script: Script, events, record) -> bool:
         # The tests' record of every request would grow without bound over a benchmark run.
         self.requests.clear()
-        return await super()._stream(reader, writer, self._script_for(body, script), body, record)
+        script = self._script_for(events.body, script)
+        return await super()._stream(reader, writer, script, events, record)
 
     async def _pause(self, seconds: float, record: RecordedRequest) -> bool:
         # One timer per pause: the base class polls for hang-ups every 5 ms, which at 500

@@ -1,5 +1,6 @@
-"""The fake OpenAI: `POST /v1/chat/completions` (streamed or JSON) and `GET /v1/models` on
-loopback, answering each request as its `Script` says and recording what it saw.
+"""The fake OpenAI: `POST /v1/chat/completions` and `POST /v1/responses` (streamed or JSON) and
+`GET /v1/models` on loopback, answering each request as its `Script` says and recording what it
+saw; the events of each API are written by `devtools/openai_events.py`.
 
 The offline demo upstream of `make dev` and `make invoke`, the tests' upstream (`enqueue` a
 script per request, read `requests`), and the base of the benchmark's upstream.
@@ -16,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from devtools.loopback import LoopbackHttpServer, ServerThread, read_request_head
+from devtools.openai_events import ChatCompletionEvents, ResponsesEvents
 from devtools.scripts import Script
 
 
@@ -36,18 +38,8 @@ class RecordedRequest:
     hung_up: threading.Event = field(default_factory=threading.Event)
 
 
-def _chunk(model: str, choices: list, **extra: object) -> bytes:
-    event = {
-        "id": "chatcmpl-demo",
-        "object": "chat.completion.chunk",
-        "created": 1700000000,
-        "model": model,
-        "choices": choices,
-        **extra,
-    }
-    return (
-        b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-    )
+# The streamed APIs the fake speaks, by path under /v1.
+API_EVENTS = {"/chat/completions": ChatCompletionEvents, "/responses": ResponsesEvents}
 
 
 def _http_chunk(data: bytes) -> bytes:
@@ -55,7 +47,8 @@ def _http_chunk(data: bytes) -> bytes:
 
 
 class OpenAICompatibleServer(LoopbackHttpServer):
-    """`POST /v1/chat/completions` (streamed or JSON) answered by queued or default scripts."""
+    """`POST /v1/chat/completions` and `POST /v1/responses` (streamed or JSON) answered by
+    queued or default scripts; the events of each API are in `devtools/openai_events.py`."""
 
     def __init__(self, default: Script | None = None, accepted_keys: set[str] | None = None):
         self.default = default or Script()
@@ -95,10 +88,11 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         self.requests.append(record)
 
         if method == "GET" and path.rstrip("/").endswith("/models"):
-            models = {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]}
+            models = {"object": "list", "data": [{"id": "gpt-5.4-mini", "object": "model"}]}
             await self._send_json(writer, 200, models)
             return True
-        if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
+        api = API_EVENTS.get(path.rstrip("/").rsplit("/v1", 1)[-1]) if method == "POST" else None
+        if api is None:
             await self._send_error(writer, 404, "not found", {})
             return True
         key = headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -113,58 +107,19 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         if script.status != 200:
             await self._send_error(writer, script.status, script.error_message, script.headers)
             return True
+        events = api(script.model or body.get("model", "gpt-5.4-mini"), body, script.finish_reason)
         if body.get("stream"):
-            return await self._stream(reader, writer, script, body, record)
-        text = "".join(script.tokens)
-        await self._send_json(writer, 200, self._completion(script, body, text))
+            return await self._stream(reader, writer, script, events, record)
+        await self._send_json(writer, 200, events.answer(script.tokens))
         record.finished_at = time.monotonic()
         return True
 
-    def _completion(self, script: Script, body: dict, text: str) -> dict:
-        return {
-            "id": "chatcmpl-demo",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": script.model or body.get("model", "gpt-4o-mini"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": script.finish_reason,
-                }
-            ],
-            "usage": self._usage(script, body),
-        }
-
-    @staticmethod
-    def _usage(script: Script, body: dict) -> dict:
-        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": len(script.tokens),
-            "total_tokens": prompt + len(script.tokens),
-        }
-
-    async def _stream(self, reader, writer, script: Script, body: dict, record) -> bool:
-        model = script.model or body.get("model", "gpt-4o-mini")
+    async def _stream(self, reader, writer, script: Script, events, record) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"
         )
-        writer.write(
-            _http_chunk(
-                _chunk(
-                    model,
-                    [
-                        {
-                            "index": 0,
-                            "delta": {"role": "assistant", "content": ""},
-                            "finish_reason": None,
-                        }
-                    ],
-                )
-            )
-        )
+        writer.write(_http_chunk(events.opening()))
         await writer.drain()
         watcher = asyncio.ensure_future(self._watch_hang_up(reader, record))
         try:
@@ -174,23 +129,21 @@ class OpenAICompatibleServer(LoopbackHttpServer):
                 if script.die_after is not None and index >= script.die_after:
                     writer.transport.abort()
                     return False
+                if script.error_after is not None and index >= script.error_after:
+                    writer.write(_http_chunk(events.failure(script.error_message)) + b"0\r\n\r\n")
+                    await writer.drain()
+                    return True
                 if index and (script.delay_s or script.jitter_s):
                     pause = script.delay_s + self._rng.random() * script.jitter_s
                     if not await self._pause(pause, record):
                         return False
-                event = _chunk(
-                    model, [{"index": 0, "delta": {"content": token}, "finish_reason": None}]
-                )
-                await self._write_event(writer, event, script.split_writes)
+                await self._write_event(writer, events.delta(token), script.split_writes)
                 record.tokens_sent += 1
                 if record.first_token_at is None:
                     record.first_token_at = time.monotonic()
                 if record.hung_up.is_set():
                     return False
-            tail = _chunk(model, [{"index": 0, "delta": {}, "finish_reason": script.finish_reason}])
-            if (body.get("stream_options") or {}).get("include_usage"):
-                tail += _chunk(model, [], usage=self._usage(script, body))
-            writer.write(_http_chunk(tail + b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            writer.write(_http_chunk(events.closing(script.tokens)) + b"0\r\n\r\n")
             await writer.drain()
             record.finished_at = time.monotonic()
             return True

@@ -34,6 +34,7 @@ class Script:
     error_message: str = "scripted failure"
     headers: dict[str, str] = field(default_factory=dict)
     die_after: int | None = None  # drop the connection after this many tokens
+    error_after: int | None = None  # after this many tokens, send an error event and end
     split_writes: bool = False  # send every event in two writes, cut mid-character
     finish_reason: str = "stop"
     model: str | None = None  # defaults to the requested model

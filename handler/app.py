@@ -7,11 +7,12 @@ the buffered Mangum handler for plain invokes and `sam local invoke`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
+import aiohttp
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +26,7 @@ from handler.errors import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    MODEL_NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     RelayError,
     error_payload,
@@ -40,10 +42,12 @@ from handler.models import (
 from handler.quota import ADMISSION_KEY, Quota, QuotaChargeMiddleware
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
 from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
+from handler.responses import ResponseEvents, ResponsesWire, responses_upstream_params
 from handler.settings import Settings
 from handler.sources import StreamSource
 from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
 from handler.streaming import invocation_time_left, start_stream
+from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages
 
 log = logging.getLogger("relay")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -55,6 +59,7 @@ PAGE_CSP = (
 # Every file of the page, and the page itself at `/`, goes out under these.
 PAGE_HEADERS = {"content-security-policy": PAGE_CSP, "x-content-type-options": "nosniff"}
 SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
+RESPONSES_WIRE = ResponsesWire()
 DEADLINE_MARGIN_S = 1.0
 LAMBDA_MAX_TIMEOUT_S = 900.0
 
@@ -125,25 +130,72 @@ def _wants_sse(request: Request) -> bool:
 
 async def chat(request: Request, call: Call) -> Response:
     """`POST /chat`: SSE frames for `Accept: text/event-stream`, plain text otherwise."""
+    deltas, record = await _open_chat(request, call, call.body)
+    wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
+    return await _stream(wire, deltas, record, call.state.settings)
+
+
+async def ui_chat(request: Request, call: Call) -> Response:
+    """`POST /api/chat`: `useChat`'s UI messages in, the AI SDK's UI message stream out, under
+    the same policy as `/chat` (the body is checked as the `/chat` body it amounts to)."""
+    deltas, record = await _open_chat(request, call, chat_body_from_ui_messages(call.body))
+    wire = UiMessageStreamWire(f"msg-{record.request_id}")
+    return await _stream(wire, deltas, record, call.state.settings)
+
+
+async def _open_chat(
+    request: Request, call: RelayCall, body: dict[str, Any]
+) -> tuple[ChatDeltas, RequestLog]:
+    """Check a `/chat` body against the policy and start the upstream's streamed answer."""
     state, settings = call.state, call.state.settings
-    params = chat_upstream_params(call.body, settings)
+    params = chat_upstream_params(body, settings)
     record = request_log(request.scope)
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
     response = await state.upstream.open(params, call.caller)
-    wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
-    return await _stream(wire, ChatDeltas(response, settings), record, settings)
+    return ChatDeltas(response, settings), record
 
 
 async def chat_completions(request: Request, call: Call) -> Response:
     """`POST /v1/chat/completions`: OpenAI's API; streamed bytes pass through unchanged."""
-    state, settings = call.state, call.state.settings
+    settings = call.state.settings
     params = completions_upstream_params(call.body, settings)
+    drop_usage = not caller_asked_for_usage(call.body)
+
+    def chunks(response: aiohttp.ClientResponse) -> StreamSource[bytes]:
+        return PassthroughBytes(response, settings, drop_usage_chunk=drop_usage)
+
+    return await _forward(request, call, params, "/chat/completions", chunks, PASSTHROUGH_WIRE)
+
+
+async def responses(request: Request, call: Call) -> Response:
+    """`POST /v1/responses`: OpenAI's Responses API; streamed events pass through unchanged."""
+    settings = call.state.settings
+    params = responses_upstream_params(call.body, settings)
+
+    def events(response: aiohttp.ClientResponse) -> StreamSource[bytes]:
+        return ResponseEvents(response, settings)
+
+    return await _forward(request, call, params, "/responses", events, RESPONSES_WIRE)
+
+
+async def _forward(
+    request: Request,
+    call: RelayCall,
+    params: dict[str, Any],
+    endpoint: str,
+    source_for: Callable[[aiohttp.ClientResponse], StreamSource[bytes]],
+    wire: WireFormat,
+) -> Response:
+    """Send a checked OpenAI request to `endpoint`: its JSON answer, or its SSE bytes as they
+    come, read by `source_for(response)` and framed by `wire`."""
+    state, settings = call.state, call.state.settings
     record = request_log(request.scope)
     record.model = params["model"]
     if settings.log_prompts:
-        record.prompt = params["messages"]
+        # Chat Completions' prompt, or the Responses API's.
+        record.prompt = params.get("messages", params.get("input"))
     stream = params["stream"]
     answer_within_s = None
     if not stream:
@@ -152,15 +204,14 @@ async def chat_completions(request: Request, call: Call) -> Response:
         answer_within_s = invocation_time_left(request.scope, DEADLINE_MARGIN_S)
         if answer_within_s is None:
             answer_within_s = LAMBDA_MAX_TIMEOUT_S
-    response = await state.upstream.open(params, call.caller, answer_within_s=answer_within_s)
+    response = await state.upstream.open(
+        params, call.caller, answer_within_s=answer_within_s, endpoint=endpoint
+    )
     if not stream:
         content = await state.upstream.read_answer(response)
         record.usage = answer_usage(content)
         return Response(content, media_type="application/json")
-    chunks = PassthroughBytes(
-        response, settings, drop_usage_chunk=not caller_asked_for_usage(call.body)
-    )
-    return await _stream(PASSTHROUGH_WIRE, chunks, record, settings)
+    return await _stream(wire, source_for(response), record, settings)
 
 
 async def _stream(
@@ -174,6 +225,43 @@ async def _stream(
         ping_interval_s=settings.ping_interval_s,
         deadline_margin_s=DEADLINE_MARGIN_S,
     )
+
+
+async def authorized(request: Request) -> RelayState:
+    """The dependency of routes without a body (`GET /v1/models`): who is calling, as for the
+    relay routes (same access rule), and nothing else."""
+    state: RelayState = request.app.state.relay
+    caller = await state.access.identify(request.scope, await state.credentials.aget())
+    request_log(request.scope).caller = caller
+    return state
+
+
+Authorized = Annotated[RelayState, Depends(authorized)]
+
+
+def _model_object(model: str) -> dict[str, Any]:
+    # The relay knows no creation dates; `created` is a required integer in OpenAI's format.
+    return {"id": model, "object": "model", "created": 0, "owned_by": "relay"}
+
+
+async def list_models(state: Authorized) -> dict[str, Any]:
+    """`GET /v1/models`: the allow-list in OpenAI's list format, the default model first."""
+    settings = state.settings
+    others = sorted(settings.model_allow_list - {settings.default_model})
+    models = (
+        [settings.default_model, *others]
+        if settings.default_model in settings.model_allow_list
+        else others
+    )
+    return {"object": "list", "data": [_model_object(model) for model in models]}
+
+
+async def retrieve_model(model_id: str, state: Authorized) -> dict[str, Any]:
+    """`GET /v1/models/{id}`: one allowed model, or OpenAI's `404 model_not_found`."""
+    if model_id not in state.settings.model_allow_list:
+        message = f"the model '{model_id}' is not offered by this relay"
+        raise RelayError(MODEL_NOT_FOUND, message, param="model")
+    return _model_object(model_id)
 
 
 async def healthz() -> dict[str, str]:
@@ -291,7 +379,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.relay = RelayState(settings)
     app.state.relay.access.log_startup()
     app.add_api_route("/chat", chat, methods=["POST"])
+    app.add_api_route("/api/chat", ui_chat, methods=["POST"])
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/responses", responses, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")

@@ -62,6 +62,8 @@ UPSTREAM_TIMEOUT = _relay_kind("upstream_timeout", 504, "upstream_timeout")
 CREDENTIALS_UNAVAILABLE = _relay_kind("credentials_unavailable", 503, "credentials_unavailable")
 SIGN_IN_UNAVAILABLE = _relay_kind("sign_in_unavailable", 503, "sign_in_unavailable")
 INTERNAL_ERROR = _relay_kind("internal_error", 500, "error")
+# `GET /v1/models/{id}` for a model outside the allow-list: OpenAI's `model_not_found`.
+MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "rejected", OPENAI_INVALID_REQUEST, 404)
 
 
 def http_kind(status: int) -> ErrorKind:

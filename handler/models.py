@@ -19,8 +19,10 @@ from handler.policy import (
     check_fields,
     check_model,
     check_prompt_size,
+    check_temperature,
     client_instructions_refused,
     completion_token_limit,
+    stream_flag,
     string_chars,
     with_system_prompt,
 )
@@ -107,16 +109,8 @@ def completions_upstream_params(data: dict[str, Any], settings: Settings) -> dic
     chars = chat_messages_chars(messages, settings)
     chars += string_chars(data.get("tools")) + string_chars(data.get("response_format"))
     check_prompt_size(chars, len(messages), settings, "messages")
-    stream = data.get("stream", False)
-    if not isinstance(stream, bool):
-        raise invalid_request("stream must be a boolean", "stream")
-    temperature = data.get("temperature")
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not 0 <= temperature <= 2
-    ):
-        raise invalid_request("temperature must be a number from 0 to 2", "temperature")
+    stream = stream_flag(data)
+    check_temperature(data.get("temperature"))
     limit_fields = ("max_tokens", "max_completion_tokens")
     params = {key: value for key, value in data.items() if key not in limit_fields}
     params["model"] = check_model(data.get("model"), settings)

@@ -205,5 +205,23 @@ def check_model(model: object, settings: Settings) -> str:
     return model
 
 
+def stream_flag(body: Mapping[str, Any]) -> bool:
+    """Whether the caller asked for a stream (`stream`, a boolean, default false)."""
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise invalid_request("stream must be a boolean", "stream")
+    return stream
+
+
+def check_temperature(temperature: object) -> None:
+    """A sampling temperature, if any, is a number from 0 to 2."""
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not 0 <= temperature <= 2
+    ):
+        raise invalid_request("temperature must be a number from 0 to 2", "temperature")
+
+
 def _listed(names: Iterable[str]) -> str:
     return ", ".join(sorted(names))

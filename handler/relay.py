@@ -70,7 +70,7 @@ class Upstream:
     def __init__(self, settings: Settings, credentials: CredentialStore) -> None:
         self._settings = settings
         self._credentials = credentials
-        self._url = (settings.openai_base_url or OPENAI_BASE_URL).rstrip("/") + "/chat/completions"
+        self._base_url = (settings.openai_base_url or OPENAI_BASE_URL).rstrip("/")
         timeout = settings.upstream_timeout_s
         # `sock_read` bounds the wait for the headers and for each chunk after them.
         self._timeout = aiohttp.ClientTimeout(
@@ -97,7 +97,7 @@ class Upstream:
                 # must not ride along on anyone else's.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
-            self._proxy = _environment_proxy(self._url)
+            self._proxy = _environment_proxy(self._base_url)
         if self._headers_for is not creds:
             headers = {
                 "Authorization": f"Bearer {creds.api_key}",
@@ -120,9 +120,15 @@ class Upstream:
             await session.close()
 
     async def open(
-        self, params: dict[str, Any], caller: str, *, answer_within_s: float | None = None
+        self,
+        params: dict[str, Any],
+        caller: str,
+        *,
+        answer_within_s: float | None = None,
+        endpoint: str = "/chat/completions",
     ) -> aiohttp.ClientResponse:
-        """Send the request and return the HTTP response once its status is 2xx.
+        """POST to an endpoint of the API (Chat Completions unless told, or `/responses`) and
+        return the HTTP response once its status is 2xx.
 
         `caller` (handler/access.py) goes to OpenAI as a keyed hash in `safety_identifier`, in
         place of whatever the request said about its user. A stream is bounded per read by
@@ -134,10 +140,11 @@ class Upstream:
             timeout = aiohttp.ClientTimeout(
                 total=max(answer_within_s, 0.001), connect=self._timeout.connect, sock_read=None
             )
+        url = self._base_url + endpoint
         creds = await self._credentials.aget()
         params = {k: v for k, v in params.items() if k not in CALLER_FIELDS}
         try:
-            return await self._send(creds, params, caller, timeout)
+            return await self._send(creds, url, params, caller, timeout)
         except _Unauthorized:
             if not self._credentials.refreshable:
                 raise _upstream_auth(401) from None
@@ -145,7 +152,7 @@ class Upstream:
             if fresh is creds:  # re-read moments ago already: the key is simply wrong
                 raise _upstream_auth(401) from None
             try:
-                return await self._send(fresh, params, caller, timeout)
+                return await self._send(fresh, url, params, caller, timeout)
             except _Unauthorized:
                 raise _upstream_auth(401) from None
 
@@ -163,6 +170,7 @@ class Upstream:
     async def _send(
         self,
         creds: Credentials,
+        url: str,
         params: dict[str, Any],
         caller: str,
         timeout: aiohttp.ClientTimeout | None,
@@ -177,7 +185,7 @@ class Upstream:
             raise invalid_request("the body is nested too deeply") from None
         try:
             response = await session.post(
-                self._url,
+                url,
                 data=body,
                 headers=self._headers,
                 proxy=self._proxy,

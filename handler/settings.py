@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     openai_secret_id: str | None = None
     openai_api_key: str | None = Field(default=None, repr=False)
     openai_base_url: str | None = None
-    default_model: str = "gpt-4o-mini"
+    default_model: str = "gpt-5.4-mini"
     allowed_models: Annotated[list[str], NoDecode] = []
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     allow_client_system_prompt: bool = False
@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         default="ChatRelay",
         pattern=r"^[A-Za-z0-9._/#:-]{1,255}$",
         description="CloudWatch namespace of the metrics in the request log line",
+    )
+    allow_store: bool = Field(
+        default=False,
+        description="Whether `/v1/responses` may ask OpenAI to store a response (`store: true`); "
+        "off, every response is sent with `store: false`, so no prompt is kept at OpenAI.",
     )
 
     _split = field_validator(

@@ -1,7 +1,8 @@
 """What a stream source is: the written interface between the upstream side and the response.
 
-`relay.ChatDeltas` (batches of text deltas, for /chat) and `relay.PassthroughBytes` (OpenAI's
-SSE bytes, for /v1) implement `StreamSource`; the wire formats (sse.py) and the streaming
+`relay.ChatDeltas` (batches of text deltas, for /chat and /api/chat), `relay.PassthroughBytes`
+(OpenAI's SSE bytes, for /v1/chat/completions) and `responses.ResponseEvents` (the Responses
+API's SSE bytes) implement `StreamSource`; the wire formats (sse.py) and the streaming
 response (streaming.py) read a source only through it.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -118,3 +119,16 @@ def asgi_request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Respo
             return await client.request(method, path, **kwargs)
 
     return run_coroutine(call())
+
+
+def logged_request(caplog, route: str, within_s: float = 2.0) -> dict:
+    """The last request log line of `route`, waiting for it: the line is written when the
+    response has ended, which may be just after the client has read its last byte."""
+    deadline = time.monotonic() + within_s
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "relay.request"]
+        lines = [line for line in lines if line["route"] == route]
+        if lines or time.monotonic() > deadline:
+            assert lines, f"no log line for {route}"
+            return lines[-1]
+        time.sleep(0.01)

@@ -253,7 +253,7 @@ def test_the_configured_system_prompt_opens_every_v1_conversation(
 def test_usage_is_asked_for_and_kept_from_a_caller_who_did_not_ask(upstream, relay, caplog):
     upstream.enqueue(Script(tokens=["a", "b", "c"]))
     client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="anything")
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True))
+    chunks = list(client.chat.completions.create(model="gpt-5.4-mini", messages=USER, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "abc"
     assert all(chunk.choices and chunk.usage is None for chunk in chunks)
     assert upstream.last.body["stream_options"] == {"include_usage": True}
@@ -267,7 +267,7 @@ def test_usage_reaches_a_caller_who_asked(upstream, relay, caplog):
     client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="anything")
     chunks = list(
         client.chat.completions.create(
-            model="gpt-4o-mini",
+            model="gpt-5.4-mini",
             messages=USER,
             stream=True,
             stream_options={"include_usage": True},

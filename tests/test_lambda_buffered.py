@@ -66,7 +66,15 @@ def test_sample_events_through_mangum(upstream):
 
 
 @pytest.mark.parametrize(
-    "event", ["chat.json", "healthz.json", "chat-text.json", "completions.json"]
+    "event",
+    [
+        "chat.json",
+        "healthz.json",
+        "chat-text.json",
+        "completions.json",
+        "ui-chat.json",
+        "responses.json",
+    ],
 )
 def test_sample_events_are_function_url_payloads(event):
     data = json.loads((ROOT / "events" / event).read_text())

@@ -18,7 +18,7 @@ def test_official_sdk_streams_through_the_relay(upstream, make_relay):
     client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="sdk-client-token")
     pieces = []
     with client.chat.completions.create(
-        model="gpt-4o-mini",
+        model="gpt-5.4-mini",
         messages=[{"role": "user", "content": "joke"}],
         stream=True,
         stream_options={"include_usage": True},
@@ -38,7 +38,7 @@ def test_official_sdk_non_streaming(upstream, relay):
     upstream.enqueue(Script(tokens=TOKENS))
     client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="anything")
     completion = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "joke"}]
+        model="gpt-5.4-mini", messages=[{"role": "user", "content": "joke"}]
     )
     assert completion.choices[0].message.content == "".join(TOKENS)
 
@@ -57,7 +57,7 @@ def _sdk(relay, api_key: str = "anything") -> openai.OpenAI:
     ],
 )
 def test_sdk_raises_bad_request_for_a_request_the_relay_refuses(upstream, relay, body):
-    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], **body}
+    request = {"model": "gpt-5.4-mini", "messages": [{"role": "user", "content": "x"}], **body}
     with pytest.raises(openai.BadRequestError) as caught:
         _sdk(relay).chat.completions.create(**request, stream=True)
     assert caught.value.type == "invalid_request_error"
@@ -68,7 +68,7 @@ def test_sdk_raises_authentication_error_for_a_wrong_client_token(upstream, make
     relay = make_relay(client_tokens="sdk-client-token")
     with pytest.raises(openai.AuthenticationError):
         _sdk(relay, "wrong-token").chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+            model="gpt-5.4-mini", messages=[{"role": "user", "content": "x"}]
         )
     assert upstream.requests == []
 
@@ -83,7 +83,7 @@ def test_sdk_sees_a_rate_limit(upstream, relay):
     client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="anything", max_retries=0)
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True
+            model="gpt-5.4-mini", messages=[{"role": "user", "content": "x"}], stream=True
         )
     assert caught.value.response.headers["retry-after"] == "2"
 
@@ -93,7 +93,7 @@ def test_sdk_sees_a_mid_stream_failure(upstream, relay):
     client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="anything")
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True
+            model="gpt-5.4-mini", messages=[{"role": "user", "content": "x"}], stream=True
         ):
             pass
 
@@ -103,7 +103,7 @@ def test_stream_bytes_pass_through_unchanged(upstream, relay):
     body = {"messages": [{"role": "user", "content": "x"}], "stream": True, "seed": 7}
     relayed = stream(f"{relay.url}/v1/chat/completions", body)
     upstream.enqueue(Script(tokens=TOKENS))
-    direct = stream(f"{upstream.base_url}/chat/completions", {**body, "model": "gpt-4o-mini"})
+    direct = stream(f"{upstream.base_url}/chat/completions", {**body, "model": "gpt-5.4-mini"})
     assert relayed.body == direct.body
     assert relayed.headers["content-type"] == "text/event-stream; charset=utf-8"
     # Fields the relay does not know are passed on as they are.

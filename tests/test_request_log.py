@@ -28,7 +28,7 @@ def test_one_line_per_request_with_the_facts(upstream, relay, caplog):
     [line] = request_lines(caplog)
     assert line["request_id"] == response.headers["x-request-id"]
     assert line["route"] == "POST /chat"
-    assert line["model"] == "gpt-4o-mini"
+    assert line["model"] == "gpt-5.4-mini"
     assert line["status"] == 200
     assert line["outcome"] == "ok"
     assert line["chunks"] == 3
@@ -114,7 +114,7 @@ def test_the_line_is_a_cloudwatch_embedded_metric_document(upstream, make_relay,
     }
     assert by_dimension[("Outcome",)] == {"Requests"}
     assert by_dimension[()] == {"RateLimited", "QuotaExceeded", "FirstTokenMs", "Tokens"}
-    assert (line["Model"], line["Outcome"]) == ("gpt-4o-mini", "ok")
+    assert (line["Model"], line["Outcome"]) == (Settings().default_model, "ok")
     assert line["FirstTokenMs"] == line["ttft_ms"]
     assert line["PromptTokens"] == line["usage"]["prompt_tokens"]
     assert line["CompletionTokens"] == line["usage"]["completion_tokens"] == 3

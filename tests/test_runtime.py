@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAT_EVENT = json.loads((ROOT / "events" / "chat.json").read_text())
 TEXT_EVENT = json.loads((ROOT / "events" / "chat-text.json").read_text())
 COMPLETIONS_EVENT = json.loads((ROOT / "events" / "completions.json").read_text())
+UI_CHAT_EVENT = json.loads((ROOT / "events" / "ui-chat.json").read_text())
+RESPONSES_EVENT = json.loads((ROOT / "events" / "responses.json").read_text())
 
 
 def with_body(event: dict, body: dict | str) -> dict:
@@ -258,10 +260,12 @@ def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secre
     [
         (TEXT_EVENT, 200, "text/plain; charset=utf-8"),
         (COMPLETIONS_EVENT, 200, "text/event-stream; charset=utf-8"),
+        (UI_CHAT_EVENT, 200, "text/event-stream; charset=utf-8"),
+        (RESPONSES_EVENT, 200, "text/event-stream; charset=utf-8"),
         (with_body(CHAT_EVENT, {"prompt": ""}), 422, "application/json"),
         (with_body(CHAT_EVENT, "{oops"), 400, "application/json"),
     ],
-    ids=["plain-text", "passthrough", "422", "400"],
+    ids=["plain-text", "passthrough", "ui-message-stream", "responses", "422", "400"],
 )
 def test_every_mode_comes_through_with_its_status(
     start_runtime, upstream, event, status, content_type
@@ -275,6 +279,16 @@ def test_every_mode_comes_through_with_its_status(
         assert body == b"Hello there"
     elif event is COMPLETIONS_EVENT:
         assert body.rstrip().endswith(b"data: [DONE]") and b'"content":" there"' in body
+    elif event is UI_CHAT_EVENT:
+        assert prelude["headers"]["x-vercel-ai-ui-message-stream"] == "v1"
+        parts = [json.loads(line[6:]) for line in body.split(b"\n") if line[:7] == b"data: {"]
+        kinds = [part["type"] for part in parts]
+        assert kinds == ["start", "text-start", "text-delta", "text-delta", "text-end", "finish"]
+        assert "".join(part.get("delta", "") for part in parts) == "Hello there"
+        assert body.endswith(b"data: [DONE]\n\n")
+    elif event is RESPONSES_EVENT:
+        assert b"event: response.output_text.delta" in body
+        assert b"event: response.completed" in body and b'"delta":" there"' in body
     else:
         assert json.loads(body)["error"]["type"] in {"invalid_request", "invalid_json"}
     assert invocation.trailers == {}

@@ -35,7 +35,7 @@ def test_sse_returns_the_upstream_text_exactly(upstream, relay):
     assert [name for name, _ in events] == ["message"] * 8 + ["done"]
     done = events[-1][1]
     assert done["finish_reason"] == "stop"
-    assert done["model"] == "gpt-4o-mini"
+    assert done["model"] == "gpt-5.4-mini"
     assert done["usage"]["completion_tokens"] == len(TRICKY_TOKENS)
     assert upstream.last.body["stream_options"] == {"include_usage": True}
 
@@ -111,9 +111,9 @@ def test_client_system_prompt_replaces_ours_only_when_allowed(upstream, make_rel
 
 
 def test_model_defaults_and_allow_list(upstream, make_relay):
-    relay = make_relay(default_model="gpt-4o-mini", allowed_models="gpt-4o-mini,gpt-4o")
+    relay = make_relay(default_model="gpt-5.4-mini", allowed_models="gpt-5.4-mini,gpt-4o")
     stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE)
-    assert upstream.last.body["model"] == "gpt-4o-mini"
+    assert upstream.last.body["model"] == "gpt-5.4-mini"
     assert upstream.last.body["max_completion_tokens"] == 1024  # the cap bounds every answer
     stream(f"{relay.url}/chat", {"prompt": "hi", "model": "gpt-4o"}, SSE)
     assert upstream.last.body["model"] == "gpt-4o"

@@ -22,7 +22,7 @@ class ChatRequest(BaseModel):
 def chat(request: ChatRequest):
     def generate():
         stream = client.chat.completions.create(
-            model="gpt-4o-mini",
+            model="gpt-5.4-mini",
             messages=[{"role": "user", "content": request.prompt}],
             stream=True,
         )
