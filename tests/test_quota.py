@@ -336,3 +336,27 @@ def test_without_quota_table_boto3_is_not_imported():
         check=True,
     )
     assert json.loads(result.stdout) is False
+
+
+def test_the_new_model_routes_share_the_callers_limit_and_budget(
+    upstream, make_relay, quota_table, dynamodb, caplog
+):
+    """/api/chat and /v1/responses are counted and charged like /chat: one limit per caller."""
+    relay = make_relay(quota_table=quota_table, rate_limit_per_minute=3, token_budget_per_day=10**6)
+    fresh_minute()
+    ui_body = {
+        "id": "chat-1",
+        "trigger": "submit-message",
+        "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+    }
+    assert stream(f"{relay.url}/api/chat", ui_body).status == 200
+    assert stream(f"{relay.url}/v1/responses", {"input": "hi", "stream": True}).status == 200
+    assert stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).status == 200
+    for path, body in (("/api/chat", ui_body), ("/v1/responses", {"input": "hi"})):
+        refused = httpx.post(f"{relay.url}{path}", json=body)
+        assert refused.status_code == 429, path
+        assert refused.json()["error"]["type"] == "rate_limited"
+    assert len(upstream.requests) == 3
+    lines = request_lines(caplog, 5)
+    charged = sum(line["Tokens"] for line in lines if line["status"] == 200)
+    assert charged > 0 and tokens_today(dynamodb, quota_table) == charged
