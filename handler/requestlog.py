@@ -46,6 +46,7 @@ class RequestLog:
     route: str
     # Who is calling (handler/access.py): `token:<8 hex>`, `jwt:<sub>`, `iam:<arn>`, `anonymous`.
     caller: str = "anonymous"
+    trace_id: str | None = None  # the invocation's X-Ray trace id, on Lambda
     started: float = field(default_factory=time.perf_counter)
     status: int | None = None
     model: str | None = None
@@ -108,7 +109,11 @@ class RequestLogMiddleware:
             return
         context = scope.get("aws.context")
         request_id = getattr(context, "aws_request_id", None) or uuid.uuid4().hex
-        record = RequestLog(request_id=request_id, route=f"{scope['method']} {scope['path']}")
+        record = RequestLog(
+            request_id=request_id,
+            route=f"{scope['method']} {scope['path']}",
+            trace_id=getattr(context, "trace_id", None),
+        )
         scope.setdefault("state", {})["request_log"] = record
         header = (b"x-request-id", request_id.encode())
 

@@ -1,29 +1,38 @@
 """The native Lambda streaming runtime: polls the runtime API and streams the ASGI app's answer.
 
 Mangum turns each event into an ASGI scope and body (its own event adapters); the new part is
-only the transport: every `http.response.body` message becomes one HTTP chunk of Lambda's
-streaming response, written the moment the app sends it. Started by handler/bin/streaming-runtime.
+only the transport (handler/runtime_api.py): every `http.response.body` message becomes one HTTP
+chunk of Lambda's streaming response, written the moment the app sends it, and Lambda closing
+that connection early reaches the app as `http.disconnect`. On Lambda Managed Instances
+(`AWS_LAMBDA_MAX_CONCURRENCY`) one process runs that many pollers on one event loop.
+Started by handler/bin/streaming-runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import sys
 import time
 import traceback
-from typing import Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-API_VERSION = "2018-06-01"
-STREAM_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
+from handler.runtime_api import RuntimeApi, StreamedResponse
+
+if TYPE_CHECKING:
+    from handler.settings import Settings
+
 PRELUDE_END = b"\0" * 8
-CRLF = b"\r\n"
 
 log = logging.getLogger("relay.runtime")
+
+# The invocation the current task serves. Pollers run side by side on one loop, so anything
+# per invocation (request id, trace id, deadline) is reached through this, never os.environ.
+current_invocation: ContextVar[LambdaContext | None] = ContextVar("invocation", default=None)
 
 
 class LambdaContext:
@@ -51,117 +60,6 @@ def _json_header(value: str | None) -> Any:
     return orjson.loads(value) if value else None
 
 
-class RuntimeApi:
-    """HTTP/1.1 to the runtime API: a kept-alive connection for `/next` and buffered posts,
-    a fresh one for each streamed response (closed once Lambda has acknowledged it)."""
-
-    def __init__(self, address: str) -> None:
-        self.host, _, port = address.rpartition(":")
-        self.port = int(port)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    def _request_head(self, method: str, path: str, headers: dict[str, str]) -> bytes:
-        lines = [f"{method} /{API_VERSION}{path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._writer is None or self._writer.is_closing():
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        return self._reader, self._writer
-
-    async def request(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        reader, writer = await self._connection()
-        head = {"Content-Length": str(len(body)), **(headers or {})}
-        writer.write(self._request_head(method, path, head) + body)
-        try:
-            return await read_response(reader)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-            self._writer = None
-            raise
-
-    async def next_invocation(self) -> tuple[dict[str, str], bytes]:
-        status, headers, body = await self.request("GET", "/runtime/invocation/next")
-        if status != 200:
-            raise RuntimeError(f"runtime API answered {status} to /next")
-        return headers, body
-
-    async def post_json(self, path: str, payload: Any, headers: dict | None = None) -> None:
-        content = {"Content-Type": "application/json", **(headers or {})}
-        await self.request("POST", path, orjson.dumps(payload), content)
-
-    def connect(self) -> asyncio.Task:
-        """A fresh connection for a streamed response, opened in the background: the app's
-        own work (the upstream call) hides the connect from the time to first byte."""
-        return asyncio.ensure_future(asyncio.open_connection(self.host, self.port))
-
-    async def open_stream(self, request_id: str, connecting: asyncio.Task) -> StreamedResponse:
-        reader, writer = await connecting
-        writer.write(
-            self._request_head(
-                "POST",
-                f"/runtime/invocation/{request_id}/response",
-                {
-                    "Lambda-Runtime-Function-Response-Mode": "streaming",
-                    "Transfer-Encoding": "chunked",
-                    "Content-Type": STREAM_CONTENT_TYPE,
-                    "Trailer": "Lambda-Runtime-Function-Error-Type, "
-                    "Lambda-Runtime-Function-Error-Body",
-                },
-            )
-        )
-        return StreamedResponse(reader, writer)
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(status_line.split(" ", 2)[1]), headers, body
-
-
-class StreamedResponse:
-    """One streamed invocation response: a chunked POST body, written as the app sends it."""
-
-    _DRAIN_ABOVE = 64 * 1024
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._transport = writer.transport
-
-    async def write(self, data: bytes) -> None:
-        """One HTTP chunk per call, straight to the socket; wait only if the socket is behind."""
-        if data:
-            self._writer.writelines((b"%x\r\n" % len(data), data, CRLF))
-            if self._transport.get_write_buffer_size() > self._DRAIN_ABOVE:
-                await self._writer.drain()
-
-    async def finish(self, error_type: str | None = None, error: dict | None = None) -> None:
-        """The zero-length chunk (with Lambda's error trailers if it failed), then close."""
-        ending = b"0\r\n"
-        if error_type is not None:
-            encoded = base64.b64encode(orjson.dumps(error)).decode()
-            ending += (
-                f"Lambda-Runtime-Function-Error-Type: {error_type}\r\n"
-                f"Lambda-Runtime-Function-Error-Body: {encoded}\r\n"
-            ).encode()
-        self._writer.write(ending + CRLF)
-        try:
-            await self._writer.drain()
-            await read_response(self._reader)
-        finally:
-            self._writer.close()
-
-
 def _prelude(message: dict) -> bytes:
     """The JSON prelude of an HTTP integration response, and the eight NULs that end it."""
     headers: dict[str, str] = {}
@@ -179,7 +77,10 @@ def _prelude(message: dict) -> bytes:
 
 
 class StreamingCycle:
-    """One HTTP invocation run through the ASGI app, its answer streamed to the runtime API."""
+    """One HTTP invocation run through the ASGI app, its answer streamed to the runtime API.
+
+    The app hears `http.disconnect` when its response has ended, or as soon as Lambda closes
+    the response connection (the caller hung up), so that it stops the upstream call at once."""
 
     def __init__(self, api: RuntimeApi, request_id: str, body: bytes) -> None:
         self._api = api
@@ -187,16 +88,18 @@ class StreamingCycle:
         self._body = body
         self._stream: StreamedResponse | None = None
         self._connecting: asyncio.Task | None = None
-        self._complete = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._complete = False
         self._sent_request = False
         self._trailers_expected = False
+        self.hung_up = False
         self.failure: dict | None = None
 
     async def receive(self) -> dict:
         if not self._sent_request:
             self._sent_request = True
             return {"type": "http.request", "body": self._body, "more_body": False}
-        await self._complete.wait()
+        await self._disconnected.wait()
         return {"type": "http.disconnect"}
 
     async def send(self, message: dict) -> None:
@@ -204,7 +107,7 @@ class StreamingCycle:
         if kind == "http.response.body":
             await self._stream.write(message.get("body", b""))
             if not message.get("more_body", False) and not self._trailers_expected:
-                self._complete.set()
+                self._end()
         elif kind == "http.response.start":
             self._stream = await self._api.open_stream(self._request_id, self._connecting)
             self._trailers_expected = bool(message.get("trailers"))
@@ -217,11 +120,20 @@ class StreamingCycle:
                         "errorMessage": "the stream ended with an error event",
                     }
             if not message.get("more_trailers", False):
-                self._complete.set()
+                self._end()
+
+    def _end(self) -> None:
+        self._complete = True
+        self._disconnected.set()
+
+    def _caller_hung_up(self) -> None:
+        if not self._complete:
+            self.hung_up = True
+            self._disconnected.set()
 
     async def run(self, app: Any, scope: dict) -> None:
         scope.setdefault("extensions", {})["http.response.trailers"] = {}
-        self._connecting = self._api.connect()
+        self._connecting = self._api.connect(self._caller_hung_up)
         try:
             await app(scope, self.receive, self.send)
         except Exception as exc:
@@ -232,9 +144,12 @@ class StreamingCycle:
         if self._stream is None:
             await self._drop_connection()
             raise RuntimeError("the app returned without a response")
-        if not self._complete.is_set() and self.failure is None:
+        if self.hung_up:
+            log.info("invocation %s: Lambda closed the response stream early", self._request_id)
+            return
+        if not self._complete and self.failure is None:
             self.failure = {"errorType": "IncompleteResponse", "errorMessage": "body not ended"}
-        self._complete.set()
+        self._end()
         if self.failure is None:
             await self._stream.finish()
         else:
@@ -246,18 +161,10 @@ class StreamingCycle:
         if not connecting.done():
             connecting.cancel()
         try:
-            _, writer = await connecting
+            transport, _ = await connecting
         except (asyncio.CancelledError, OSError):
             return
-        writer.close()
-
-
-def _streams(event: Any) -> bool:
-    """Function URL events get the streaming answer; other HTTP events (API Gateway, ALB,
-    a test `Invoke`) expect the classic buffered `{statusCode, headers, body}`."""
-    context = event.get("requestContext") if isinstance(event, dict) else None
-    domain = (context or {}).get("domainName", "")
-    return event.get("version") == "2.0" and ".lambda-url." in domain
+        transport.close()
 
 
 def _error_payload(exc: BaseException) -> dict:
@@ -269,54 +176,96 @@ def _error_payload(exc: BaseException) -> dict:
 
 
 class Runtime:
-    """The invocation loop: one process, one event loop, one app for every invocation."""
+    """The invocation loop: one process, one event loop, one app for every invocation.
 
-    def __init__(self, api: RuntimeApi, app: Any, debug: bool = False) -> None:
+    With `AWS_LAMBDA_MAX_CONCURRENCY=N` (Lambda Managed Instances) N pollers, each with its own
+    runtime API connection, share that loop, the app, its upstream pool and its secret cache."""
+
+    def __init__(self, api: RuntimeApi, app: Any, settings: Settings) -> None:
         from mangum import Mangum
+        from mangum.handlers import APIGateway, HTTPGateway
         from mangum.protocols import HTTPCycle
 
         self.api = api
         self.app = app
         self.mangum = Mangum(app, lifespan="off")
         self._buffered_cycle = HTTPCycle
-        self._debug = debug
+        # Which Mangum adapters answer with a stream: function URLs (payload 2.0) and, when
+        # configured, API Gateway REST proxy events (payload 1.0). Nothing in a REST event says
+        # whether its integration streams, so that comes from configuration (STREAM_EVENTS).
+        self._url_adapter = HTTPGateway if "url" in settings.stream_events else None
+        self._rest_adapter = APIGateway if "rest" in settings.stream_events else None
+        self.concurrency = settings.aws_lambda_max_concurrency
+        # One invocation at a time: the X-Ray SDK reads the trace id from the environment, as
+        # under AWS's runtime. With several at once a process-wide variable would be wrong for
+        # all but one of them, so it is left unset and the trace id is per invocation only.
+        self._trace_in_environ = self.concurrency == 1
+        self._debug = settings.relay_runtime_debug
 
     async def serve_forever(self) -> None:
-        while True:
-            headers, body = await self.api.next_invocation()
-            await self.invoke(headers, body)
+        if self.concurrency == 1:
+            await self._poll(self.api)
+            return
+        apis = [self.api] + [RuntimeApi(self.api.address) for _ in range(self.concurrency - 1)]
+        await asyncio.gather(*(self._poll(api) for api in apis))
 
-    async def invoke(self, headers: dict[str, str], body: bytes) -> None:
+    async def _poll(self, api: RuntimeApi) -> None:
+        while True:
+            headers, body = await api.next_invocation()
+            await self.invoke(api, headers, body)
+
+    def _streams(self, handler: Any) -> bool:
+        """Function URL events (and REST events, if configured) get the streaming answer; other
+        HTTP events (HTTP APIs, ALB, a test `Invoke`) expect the classic buffered JSON."""
+        adapter = type(handler)
+        if adapter is self._url_adapter:
+            event = handler.event
+            domain = event["requestContext"].get("domainName", "")
+            return event.get("version") == "2.0" and ".lambda-url." in domain
+        return adapter is self._rest_adapter
+
+    async def invoke(self, api: RuntimeApi, headers: dict[str, str], body: bytes) -> None:
         context = LambdaContext(headers)
         request_id = context.aws_request_id
-        if context.trace_id:
+        token = current_invocation.set(context)
+        if self._trace_in_environ and context.trace_id:
             os.environ["_X_AMZN_TRACE_ID"] = context.trace_id
         try:
             event = orjson.loads(body)
             handler = self.mangum.infer(event, context)
-            if _streams(event):
-                await StreamingCycle(self.api, request_id, handler.body).run(
-                    self.app, handler.scope
-                )
+            if self._streams(handler):
+                await StreamingCycle(api, request_id, handler.body).run(self.app, handler.scope)
             else:
                 result = await self._buffered(handler)
-                await self.api.post_json(f"/runtime/invocation/{request_id}/response", result)
+                await api.post_json(f"/runtime/invocation/{request_id}/response", result)
         except Exception as exc:
             log.error("invocation %s failed before its response: %r", request_id, exc)
-            await self.api.post_json(
+            await api.post_json(
                 f"/runtime/invocation/{request_id}/error",
                 _error_payload(exc),
                 {"Lambda-Runtime-Function-Error-Type": f"Function.{type(exc).__name__}"},
             )
         finally:
             if self._debug:
-                tasks, trace = len(asyncio.all_tasks()), os.environ.get("_X_AMZN_TRACE_ID")
-                loop = type(asyncio.get_running_loop())
-                log.warning(
-                    "runtime-debug invocation=%s trace=%s loop=%s.%s tasks=%d",
-                    *(request_id, trace, loop.__module__, loop.__qualname__, tasks),
-                )
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
+                self._debug_line()
+            if self._trace_in_environ:
+                os.environ.pop("_X_AMZN_TRACE_ID", None)
+            current_invocation.reset(token)
+
+    def _debug_line(self) -> None:
+        """What the warm-path tests check: tasks alive, the trace id this invocation saw (and
+        the process-wide one), the loop in use."""
+        context = current_invocation.get()
+        loop = type(asyncio.get_running_loop())
+        log.warning(
+            "runtime-debug invocation=%s trace=%s environ_trace=%s loop=%s.%s tasks=%d",
+            context.aws_request_id,
+            context.trace_id,
+            os.environ.get("_X_AMZN_TRACE_ID"),
+            loop.__module__,
+            loop.__qualname__,
+            len(asyncio.all_tasks()),
+        )
 
     async def _buffered(self, handler: Any) -> dict:
         """Mangum's own buffered answer, run on this runtime's event loop."""
@@ -347,7 +296,7 @@ async def main() -> int:
         log.error("initialisation failed: %s", type(exc).__name__)
         await _report_init_error(api, exc)
         return 1
-    await Runtime(api, app, debug=app.state.relay.settings.relay_runtime_debug).serve_forever()
+    await Runtime(api, app, app.state.relay.settings).serve_forever()
     return 0
 
 

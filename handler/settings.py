@@ -149,6 +149,17 @@ class Settings(BaseSettings):
         description="Whether `/v1/responses` may ask OpenAI to store a response (`store: true`); "
         "off, every response is sent with `store: false`, so no prompt is kept at OpenAI.",
     )
+    stream_events: Annotated[list[Literal["url", "rest"]], NoDecode] = Field(
+        default=["url"],
+        description="Events the native runtime answers with a stream: `url` (function URL) "
+        "and/or `rest` (API Gateway REST API whose integration streams); others are buffered.",
+    )
+    aws_lambda_max_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Set by Lambda Managed Instances: how many invocations the native runtime "
+        "serves at once, each on its own poller in the one process and event loop.",
+    )
 
     _split = field_validator(
         "allowed_models",
@@ -157,6 +168,7 @@ class Settings(BaseSettings):
         "allowed_extra_fields",
         "jwt_audience",
         "jwt_required_scopes",
+        "stream_events",
         mode="before",
     )(_split_csv)
 
