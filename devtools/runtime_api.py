@@ -39,6 +39,8 @@ class Invocation:
     zero_chunk: bool = False
     trailers: dict[str, str] = field(default_factory=dict)
     connection_closed: bool = False
+    hang_up_after_chunks: int | None = None  # close the response connection after this many
+    hung_up_at: float | None = None  # when the emulator closed it (as Lambda does on a hang-up)
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -178,6 +180,8 @@ class RuntimeApiEmulator(LoopbackHttpServer):
             invocation = self._by_id.pop(request_id)
             invocation.kind = "error" if path.endswith("/error") else "response"
             invocation.request_headers = headers
+            if invocation.hang_up_after_chunks is not None and invocation.streamed:
+                return await self._hang_up(reader, writer, invocation)
             await self._read_body(reader, headers, invocation.chunks, invocation.trailers)
             invocation.zero_chunk = "chunked" in headers.get("transfer-encoding", "")
             await self._accepted(writer)
@@ -188,16 +192,33 @@ class RuntimeApiEmulator(LoopbackHttpServer):
         writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
         return True
 
+    async def _hang_up(self, reader, writer, invocation: Invocation) -> bool:
+        """Take some of a streamed response, then close the connection mid-stream: what Lambda
+        may do when the function URL's caller goes away."""
+        while len(invocation.chunks) < invocation.hang_up_after_chunks:
+            if (chunk := await self._read_chunk(reader)) is None:
+                break
+            invocation.chunks.append(chunk)
+        writer.close()
+        invocation.hung_up_at = time.monotonic()
+        self.finished(invocation)
+        return False
+
     @staticmethod
-    async def _read_body(reader, headers: dict, chunks: list, trailers: dict) -> bytes:
+    async def _read_chunk(reader) -> tuple[float, bytes] | None:
+        """The next HTTP chunk with its arrival time; None for the zero-length chunk."""
+        size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+        if size == 0:
+            return None
+        data = await reader.readexactly(size + 2)
+        assert data[-2:] == b"\r\n", "chunk not terminated by CRLF"
+        return _arrived(reader), data[:-2]
+
+    @classmethod
+    async def _read_body(cls, reader, headers: dict, chunks: list, trailers: dict) -> bytes:
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            while True:
-                size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
-                if size == 0:
-                    break
-                data = await reader.readexactly(size + 2)
-                assert data[-2:] == b"\r\n", "chunk not terminated by CRLF"
-                chunks.append((_arrived(reader), data[:-2]))
+            while (chunk := await cls._read_chunk(reader)) is not None:
+                chunks.append(chunk)
             while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
                 name, _, value = line.decode("latin-1").partition(":")
                 trailers[name.strip().lower()] = value.strip()
@@ -238,9 +259,12 @@ class ThreadedRuntimeApi:
     def address(self) -> str:
         return f"127.0.0.1:{self.emulator.port}"
 
-    def invoke(self, event: dict | bytes, deadline_in_s: float = 900.0) -> Invocation:
+    def invoke(
+        self, event: dict | bytes, deadline_in_s: float = 900.0, **details: object
+    ) -> Invocation:
+        """Queue an event; `details` set other `Invocation` fields (trace_id, hang-ups)."""
         data = event if isinstance(event, bytes) else json.dumps(event).encode()
-        invocation = Invocation(data, int((time.time() + deadline_in_s) * 1000))
+        invocation = Invocation(data, int((time.time() + deadline_in_s) * 1000), **details)
         self._runner.call_soon(self.emulator.put, invocation)
         return invocation
 

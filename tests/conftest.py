@@ -30,6 +30,7 @@ from devtools.moto_server import start_moto_server  # noqa: E402
 from devtools.openai_server import OpenAICompatibleServer  # noqa: E402
 from tests.browser import browser, page  # noqa: E402, F401  (the page tests' fixtures)
 from tests.relay_server import RelayServer  # noqa: E402
+from tests.runtime_process import runtime_api, start_runtime  # noqa: E402, F401  (fixtures)
 
 TEST_KEY = "sk-test-relay-key-0123456789abcdefABCDEF"
 # Every OpenAI key and client token the tests use matches this; no log line may.

@@ -15,7 +15,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devtools.runtime_api import ThreadedRuntimeApi
 from devtools.scripts import Script
 from handler.access import safety_identifier
 from tests.conftest import TEST_KEY
@@ -27,65 +26,13 @@ TEXT_EVENT = json.loads((ROOT / "events" / "chat-text.json").read_text())
 COMPLETIONS_EVENT = json.loads((ROOT / "events" / "completions.json").read_text())
 UI_CHAT_EVENT = json.loads((ROOT / "events" / "ui-chat.json").read_text())
 RESPONSES_EVENT = json.loads((ROOT / "events" / "responses.json").read_text())
+HEALTHZ_EVENT = json.loads((ROOT / "events" / "healthz.json").read_text())
 
 
 def with_body(event: dict, body: dict | str) -> dict:
     event = copy.deepcopy(event)
     event["body"] = body if isinstance(body, str) else json.dumps(body)
     return event
-
-
-class RuntimeProcess:
-    def __init__(self, api: ThreadedRuntimeApi, env: dict[str, str]) -> None:
-        self.api = api
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "handler.runtime"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def invoke(self, event: dict | bytes, deadline_in_s: float = 900.0):
-        return self.api.invoke(event, deadline_in_s).wait()
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.kill()
-        return self.process.communicate(timeout=10)[0]
-
-
-@pytest.fixture
-def runtime_api():
-    api = ThreadedRuntimeApi().start()
-    yield api
-    api.stop()
-
-
-@pytest.fixture
-def start_runtime(runtime_api, upstream):
-    started: list[RuntimeProcess] = []
-
-    def start(**env: str) -> RuntimeProcess:
-        environment = {
-            "PATH": os.environ["PATH"],
-            "AWS_LAMBDA_RUNTIME_API": runtime_api.address,
-            "AWS_LAMBDA_FUNCTION_NAME": "relay",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-            "OPENAI_API_KEY": TEST_KEY,
-            "OPENAI_BASE_URL": upstream.base_url,
-            "ALLOW_ANONYMOUS": "true",
-            **env,
-        }
-        runtime = RuntimeProcess(runtime_api, {k: v for k, v in environment.items() if v})
-        started.append(runtime)
-        return runtime
-
-    yield start
-    for runtime in started:
-        output = runtime.stop()
-        assert TEST_KEY not in output
 
 
 def test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame(start_runtime, upstream):
@@ -125,6 +72,26 @@ def test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame(start_runtime, 
     assert invocation.chunks[1][0] < upstream.last.finished_at - 0.25
     assert invocation.zero_chunk and invocation.trailers == {}
     assert invocation.connection_closed
+
+
+def test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once(start_runtime, upstream):
+    """Lambda closes the response connection when the caller leaves: the app hears
+    `http.disconnect` and the upstream call is closed within 200 ms, not run to its end."""
+    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.05))
+    runtime = start_runtime()
+    invocation = runtime.invoke(CHAT_EVENT, hang_up_after_chunks=3)
+    assert invocation.hung_up_at is not None
+    call = upstream.last
+    assert call.hung_up.wait(2)
+    assert call.hung_up_at - invocation.hung_up_at < 0.2
+    assert call.tokens_sent < 100 and call.finished_at is None
+    # The poller is free again and the next invocation streams as usual.
+    upstream.enqueue(Script(tokens=["still ", "here"]))
+    _, body = runtime.invoke(CHAT_EVENT).prelude_and_body()
+    assert deltas_text(parse_sse(body.decode())) == "still here"
+    [left, answered] = runtime.request_logs()
+    assert (left["request_id"], left["outcome"]) == (invocation.request_id, "client_disconnected")
+    assert answered["outcome"] == "ok"
 
 
 def test_mid_stream_failure_ends_with_error_trailers(start_runtime, upstream):
@@ -172,8 +139,11 @@ def test_bad_configuration_is_reported_to_init_error(start_runtime, runtime_api)
 
 
 def test_stream_ends_cleanly_before_the_deadline(start_runtime, upstream):
-    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.1))
     runtime = start_runtime()
+    # Warm first: the deadline counts from when the event is queued, and a slow start on a
+    # busy machine must not eat it.
+    runtime.invoke(HEALTHZ_EVENT)
+    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.1))
     started = time.time()
     invocation = runtime.invoke(CHAT_EVENT, deadline_in_s=1.5)
     ended = invocation.chunks[-1][0] - invocation.delivered_at
@@ -250,8 +220,10 @@ def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secre
     debug = [line for line in output.splitlines() if "runtime-debug" in line]
     tasks = [int(line.rsplit("tasks=", 1)[1]) for line in debug]
     assert len(tasks) == 20 and tasks[1] == tasks[-1], tasks
-    # Each invocation ran with its own trace id in _X_AMZN_TRACE_ID, on uvloop's event loop.
-    assert f"invocation={invocation.request_id} trace={invocation.trace_id} " in debug[-1]
+    # Each invocation ran with its own trace id, in _X_AMZN_TRACE_ID too (one at a time: the
+    # X-Ray SDK reads it there), on uvloop's event loop.
+    trace = invocation.trace_id
+    assert f"invocation={invocation.request_id} trace={trace} environ_trace={trace} " in debug[-1]
     assert " loop=uvloop.Loop " in debug[-1]
 
 
