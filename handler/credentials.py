@@ -140,6 +140,7 @@ class CredentialStore:
         self._fresh_until = 0.0
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
+        self._reading: asyncio.Future[Credentials] | None = None
         if settings.openai_api_key:
             self._static = Credentials(
                 api_key=settings.openai_api_key,
@@ -175,7 +176,13 @@ class CredentialStore:
             return self._static
         if self._parsed is not None and time.monotonic() < self._fresh_until:
             return self._parsed[1]
-        return await asyncio.to_thread(self.get)
+        # One read at a time: many invocations at once on a cold or stale cache (Lambda Managed
+        # Instances) share it instead of each calling Secrets Manager. Shielded, so a caller
+        # that goes away does not cancel the read the others wait for.
+        reading = self._reading
+        if reading is None or reading.done():
+            reading = self._reading = asyncio.ensure_future(asyncio.to_thread(self.get))
+        return await asyncio.shield(reading)
 
     async def refreshed(self, rejected: Credentials) -> Credentials:
         """Fresh credentials after the upstream rejected `rejected`: one Secrets Manager read
