@@ -65,6 +65,7 @@ bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENC
 ARCH ?= arm64
 WHEEL_PLATFORM := $(if $(filter arm64 aarch64,$(ARCH)),manylinux2014_aarch64,manylinux2014_x86_64)
 ARTIFACTS_DIR ?= build/relay
+build-RelayFunctionOnInstances: build-RelayFunction  # the same package on Lambda Managed Instances
 build-RelayFunction:
 	@test -n "$(PY313)" || { echo "python3.13 is needed to precompile for the Lambda runtime"; exit 1; }
 	@case "$(strip $(ARTIFACTS_DIR))" in ""|/) echo "refusing to build into ARTIFACTS_DIR='$(ARTIFACTS_DIR)'"; exit 1;; esac
@@ -88,4 +89,4 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps node-deps dev test test-fast lint chat invoke bench package build-RelayFunction chromium
+.PHONY: help deps node-deps dev test test-fast lint chat invoke bench package build-RelayFunction build-RelayFunctionOnInstances chromium

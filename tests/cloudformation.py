@@ -50,7 +50,9 @@ def transformed(template: dict | None = None, **parameters: str) -> dict:
     """The template as CloudFormation sees it after `sam package` and the SAM transform (what
     `samtranslator.translator.transform.transform` does, with the region given, not looked up)."""
     template = copy.deepcopy(template or TEMPLATE)
-    template["Resources"]["RelayFunction"]["Properties"]["CodeUri"] = "s3://artifacts/relay.zip"
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://artifacts/relay.zip"
     parameters = dict(parameters)
     to_py27_compatible_template(template, parameters)
     session = boto3.session.Session(region_name=PSEUDO["AWS::Region"])

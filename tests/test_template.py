@@ -194,8 +194,8 @@ def test_an_existing_secret_must_be_named_by_its_full_arn(arn, accepted):
 
 def test_the_scope_check_catches_a_wildcard():
     broken = copy.deepcopy(TEMPLATE)
-    policy = broken["Resources"]["RelayFunction"]["Properties"]["Policies"][0]
-    policy["Statement"][0]["Resource"] = "*"
+    policy = broken["Resources"]["RelayFunctionRole"]["Properties"]["Policies"][0]
+    policy["PolicyDocument"]["Statement"][0]["Resource"] = "*"
     assert wildcard_resources(secret_and_kms_statements(deployed(broken)))
 
 
@@ -223,6 +223,13 @@ def test_native_mode_runs_our_runtime_without_the_adapter():
     assert not [name for name in variables if name.startswith("AWS_LWA_")]
     assert "Layers" not in function
     assert os.access(ROOT / "handler" / "bin" / "streaming-runtime", os.X_OK)
+
+
+def test_lwa_mode_defaults_to_lambda_web_adapter_1_0():
+    function = deployed(StreamingMode="lwa")["Resources"]["RelayFunction"]["Properties"]
+    assert function["Layers"] == [
+        "arn:aws:lambda:us-east-1:753240598075:layer:LambdaAdapterLayerArm64:27"
+    ]
 
 
 @pytest.mark.parametrize(("architecture", "layer"), [("arm64", "Arm64"), ("x86_64", "X86")])
@@ -332,14 +339,19 @@ def test_every_parameter_is_described_bounded_and_used():
 
 
 def test_outputs():
-    assert set(TEMPLATE["Outputs"]) == {
-        "FunctionUrl",
-        "SecretArn",
-        "FunctionName",
-        "LogGroupName",
-        "QuotaTableName",
-        "DashboardUrl",
-    }
+    always = {"SecretArn", "FunctionName", "LogGroupName", "QuotaTableName", "DashboardUrl"}
+    assert set(deployed()["Outputs"]) == always | {"FunctionUrl"}
+    assert set(deployed(FrontDoor="RestApi")["Outputs"]) == always | {"RestApiUrl", "RestApiKeyId"}
+    with_domain = deployed(FrontDoor="RestApi", DomainName="chat.example.com", CertificateArn=CERT)
+    assert with_domain["Outputs"]["RestApiUrl"]["Value"] == "https://chat.example.com/"
+    assert "RestApiDomainTarget" in with_domain["Outputs"]
+
+
+MANAGED_INSTANCES = {
+    "CapacityProvider": "ManagedInstances",
+    "CapacityProviderSubnetIds": "subnet-0a1b2c3d,subnet-4e5f6a7b",
+    "CapacityProviderSecurityGroupIds": "sg-0123abcd",
+}
 
 
 def test_the_quota_table_is_on_demand_keyed_by_pk_with_ttl():
@@ -397,7 +409,7 @@ def dashboard_body(cfn: dict) -> dict:
     template, variables = cfn["Resources"]["RelayDashboard"]["Properties"]["DashboardBody"][
         "Fn::Sub"
     ]
-    values = {**variables, "AWS::Region": "us-east-1", "RelayFunction": "chat-relay-dev-relay"}
+    values = {**variables, "AWS::Region": "us-east-1", "FunctionName": "chat-relay-dev-relay"}
     values["ReservedConcurrency"] = "10"
     return json.loads(re.sub(r"\$\{([\w:]+)\}", lambda m: values[m[1]], template))
 
@@ -431,7 +443,118 @@ def test_the_dashboard_shows_requests_outcomes_tokens_ttft_throttles_and_concurr
 
 
 @pytest.mark.parametrize("mode", ["native", "lwa"])
-def test_template_transforms_for_every_combination_of_switches(mode):
+@pytest.mark.parametrize("door", ["FunctionUrl", "RestApi"])
+@pytest.mark.parametrize("compute", ["none", "ManagedInstances"])
+def test_template_transforms_for_every_combination_of_switches(mode, door, compute):
+    capacity = MANAGED_INSTANCES if compute == "ManagedInstances" else {}
     for auth in ("NONE", "AWS_IAM"):
-        cfn = deployed(StreamingMode=mode, EnableSnapStart="true", UrlAuthType=auth)
-        assert of_type(cfn, "AWS::Lambda::Url")
+        cfn = deployed(
+            StreamingMode=mode, EnableSnapStart="true", UrlAuthType=auth, FrontDoor=door, **capacity
+        )
+        [function] = of_type(cfn, "AWS::Lambda::Function").values()
+        assert bool(of_type(cfn, "AWS::Lambda::Url")) == (door == "FunctionUrl")
+        assert bool(of_type(cfn, "AWS::ApiGateway::RestApi")) == (door == "RestApi")
+        assert ("CapacityProviderConfig" in function["Properties"]) == bool(capacity)
+
+
+CERT = "arn:aws:acm:us-east-1:123456789012:certificate/1234abcd-12ab-34cd-56ef-1234567890ab"
+STREAMING_URI = re.compile(
+    r"^arn:\$\{AWS::Partition\}:apigateway:\$\{AWS::Region\}:lambda:path/2021-11-15/"
+    r"functions/\$\{Alias\}/response-streaming-invocations$"
+)
+
+
+def test_rest_api_door_streams_every_route_behind_api_keys_and_a_usage_plan():
+    cfn = deployed(
+        FrontDoor="RestApi", ApiRateLimit="5", ApiBurstLimit="12", ApiMonthlyQuota="50000"
+    )
+    assert of_type(cfn, "AWS::Lambda::Url") == {}  # no way around the API's keys
+    [api] = of_type(cfn, "AWS::ApiGateway::RestApi").values()
+    body = api["Properties"]["Body"]
+    assert set(body["paths"]) == {"/", "/{proxy+}"}
+    for path in body["paths"].values():
+        method = path["x-amazon-apigateway-any-method"]
+        assert method["security"] == [{"api_key": []}]
+        integration = method["x-amazon-apigateway-integration"]
+        assert (integration["type"], integration["httpMethod"]) == ("aws_proxy", "POST")
+        assert integration["responseTransferMode"] == "STREAM"
+        template, values = integration["uri"]["Fn::Sub"]
+        assert STREAMING_URI.match(template), template
+        assert values == {"Alias": ALIAS}
+    assert body["securityDefinitions"]["api_key"] == {
+        "type": "apiKey",
+        "name": "x-api-key",
+        "in": "header",
+    }
+
+    [plan] = of_type(cfn, "AWS::ApiGateway::UsagePlan").values()
+    assert plan["Properties"]["Throttle"] == {"RateLimit": "5", "BurstLimit": "12"}
+    assert plan["Properties"]["Quota"] == {"Limit": "50000", "Period": "MONTH"}
+    [(key_id, key)] = of_type(cfn, "AWS::ApiGateway::ApiKey").items()
+    assert key["Properties"]["Enabled"] is True
+    [link] = of_type(cfn, "AWS::ApiGateway::UsagePlanKey").values()
+    assert link["Properties"]["KeyId"] == {"Ref": key_id}
+    assert cfn["Outputs"]["RestApiKeyId"]["Value"] == {"Ref": key_id}
+
+    [stage] = of_type(cfn, "AWS::ApiGateway::Stage").values()
+    access_logs = stage["Properties"]["AccessLogSetting"]
+    assert access_logs["DestinationArn"] == {"Fn::GetAtt": ["RestApiAccessLogGroup", "Arn"]}
+    assert json.loads(access_logs["Format"])["apiKeyId"] == "$context.identity.apiKeyId"
+
+    [grant] = of_type(cfn, "AWS::Lambda::Permission").values()
+    assert grant["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    assert grant["Properties"]["FunctionName"] == ALIAS
+    function = cfn["Resources"]["RelayFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["STREAM_EVENTS"] == "url,rest"
+    assert of_type(cfn, "AWS::WAFv2::WebACLAssociation") == {}
+    assert of_type(cfn, "AWS::ApiGateway::DomainName") == {}
+
+
+def test_rest_api_door_takes_a_web_acl_and_a_custom_domain():
+    acl = "arn:aws:wafv2:us-east-1:123456789012:regional/webacl/relay/0a1b2c3d"
+    cfn = deployed(
+        FrontDoor="RestApi", WebAclArn=acl, DomainName="chat.example.com", CertificateArn=CERT
+    )
+    [association] = of_type(cfn, "AWS::WAFv2::WebACLAssociation").values()
+    assert association["Properties"]["WebACLArn"] == acl
+    assert association["Properties"]["ResourceArn"] == (
+        "arn:aws:apigateway:us-east-1::/restapis/${RelayRestApi}/stages/${RelayRestApiliveStage}"
+    )
+    [domain] = of_type(cfn, "AWS::ApiGateway::DomainName").values()
+    assert domain["Properties"]["DomainName"] == "chat.example.com"
+    assert domain["Properties"]["RegionalCertificateArn"] == CERT
+    [mapping] = of_type(cfn, "AWS::ApiGateway::BasePathMapping").values()
+    assert mapping["Properties"]["RestApiId"] == {"Ref": "RelayRestApi"}
+
+
+def test_the_function_url_door_has_no_api_and_streams_only_url_events():
+    cfn = deployed()
+    assert of_type(cfn, "AWS::ApiGateway::RestApi") == {}
+    variables = cfn["Resources"]["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert "STREAM_EVENTS" not in variables  # the runtime's default: url
+
+
+def test_managed_instances_run_the_function_on_a_capacity_provider_in_the_given_subnets():
+    cfn = deployed(PerExecutionEnvironmentMaxConcurrency="128", **MANAGED_INSTANCES)
+    [provider] = of_type(cfn, "AWS::Lambda::CapacityProvider").values()
+    vpc = provider["Properties"]["VpcConfig"]
+    assert (
+        vpc["SubnetIds"] == {"Ref": "CapacityProviderSubnetIds"}
+        or vpc["SubnetIds"] == (MANAGED_INSTANCES["CapacityProviderSubnetIds"])
+    )
+    [function] = of_type(cfn, "AWS::Lambda::Function").values()
+    config = function["Properties"]["CapacityProviderConfig"]
+    config = config["LambdaManagedInstancesCapacityProviderConfig"]
+    assert config["PerExecutionEnvironmentMaxConcurrency"] == "128"
+    assert config["CapacityProviderArn"] == (
+        "arn:aws:lambda:us-east-1:123456789012:capacity-provider:${RelayCapacityProvider}"
+    )
+    assert "SnapStart" not in function["Properties"]
+    assert function["Properties"]["LoggingConfig"]["LogFormat"] == "JSON"
+    # Everything that pointed at the function follows it.
+    [url] = of_type(cfn, "AWS::Lambda::Url").values()
+    assert url["Properties"]["TargetFunctionArn"] == {"Ref": "RelayFunctionOnInstancesAliaslive"}
+    for alarm in of_type(cfn, "AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["Dimensions"][0]["Value"] == {"Ref": "RelayFunctionOnInstances"}
+    # Off by default.
+    assert of_type(deployed(), "AWS::Lambda::CapacityProvider") == {}
