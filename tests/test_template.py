@@ -248,6 +248,7 @@ def test_lwa_mode_runs_the_adapter_layer_for_the_architecture(architecture, laye
             "AWS_LWA_INVOKE_MODE": "response_stream",
             "AWS_LWA_PORT": "8000",
             "AWS_LWA_READINESS_CHECK_PATH": "/healthz",
+            "AWS_LWA_READINESS_CHECK_HEALTHY_STATUS": "200",
         }
         == function["Environment"]["Variables"]
     )
