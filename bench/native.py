@@ -76,8 +76,8 @@ class RuntimeProcess:
             stderr=self._stderr,
         )
 
-    async def invoke(self, wire: str, tokens: int) -> Invocation:
-        invocation = self.emulator.invoke(function_url_event(wire, prompt(tokens)))
+    async def invoke(self, wire: str, tokens: int, delay_ms: float = 0) -> Invocation:
+        invocation = self.emulator.invoke(function_url_event(wire, prompt(tokens, delay_ms)))
         await asyncio.wait_for(self._unless_dead(invocation.done), 300)
         return invocation
 
@@ -139,6 +139,42 @@ class Driver:
             totals.append(invocation.chunks[-1][0] - invocation.delivered_at)
             http_chunks.append(len(invocation.chunks))
         return {"ttft_s": ttft, "total_s": totals, "failures": failures, "http_chunks": http_chunks}
+
+    async def concurrent(
+        self, env: dict[str, str], wire: str, tokens: int, delay_ms: float, count: int
+    ) -> dict:
+        """`count` streams at once through one fresh runtime process with that many pollers
+        (Lambda Managed Instances): an unmeasured burst to fill its pools, then the measured
+        one. Wall time from queueing the events to the last answer's end, as Lambda would see
+        it, and the process's peak RSS before and after."""
+        env = {**env, "AWS_LAMBDA_MAX_CONCURRENCY": str(count)}
+        await self.spawn(env)
+        warm_rss = self.runtime.peak_rss_kib()
+        await asyncio.gather(*(self.runtime.invoke(wire, tokens, delay_ms) for _ in range(count)))
+        started = now()
+        invocations = await asyncio.gather(
+            *(self.runtime.invoke(wire, tokens, delay_ms) for _ in range(count))
+        )
+        ttft, failures = [], []
+        for invocation in invocations:
+            problem = verify(invocation, wire, tokens)
+            first = invocation.first_arrival_of(FIRST_TOKEN)
+            if problem or first is None:
+                failures.append(problem or "no first token")
+                continue
+            ttft.append(first - started)
+        finished = max(invocation.done.result() for invocation in invocations)
+        peak_rss = self.runtime.peak_rss_kib()
+        await self.stop()
+        return {
+            "wall_s": finished - started,
+            "ttft_s": ttft,
+            "ok": len(ttft),
+            "failed": len(failures),
+            "failures": failures[:5],
+            "peak_rss_kib": peak_rss,
+            "warm_rss_kib": warm_rss,
+        }
 
     async def peak_rss(self) -> dict:
         return {"peak_rss_kib": self.runtime.peak_rss_kib()}

@@ -176,6 +176,39 @@ def tables(results: dict) -> str:
                 ],
             )
         )
+    many = _get(results, "many_invocations") or {}
+    if "wall_s" in many:
+        out.append(
+            f"\n{many['streams']} concurrent streams of {many['tokens']} chunks"
+            f" {many['delay_ms']:g} ms apart through ONE native runtime process"
+            f" (AWS_LAMBDA_MAX_CONCURRENCY={many['streams']}, Lambda Managed Instances;"
+            f" median of {many['trials']}):\n"
+        )
+        out.append(
+            _table(
+                [
+                    "wall s",
+                    "direct wall s",
+                    "x direct",
+                    "TTFT p95 ms",
+                    "lost/reordered",
+                    "RSS warm MiB",
+                    "RSS peak MiB",
+                ],
+                [
+                    [
+                        _fmt(many["wall_s"], 3),
+                        _fmt(many["direct_wall_s"], 3),
+                        _fmt(many["wall_ratio_to_direct"]),
+                        _fmt(many["ttft_p95_ms"]),
+                        f"{many['lost_or_reordered']} of"
+                        f" {many['complete_streams'] + many['lost_or_reordered']}",
+                        _fmt(many["warm_rss_mib"], 1),
+                        _fmt(many["peak_rss_mib"], 1),
+                    ]
+                ],
+            )
+        )
     cold = _get(results, "cold_start") or {}
     memory = _get(results, "memory") or {}
     package = _get(results, "package") or {}

@@ -472,6 +472,46 @@ class Run:
             count=streams,
         )
 
+    def many_invocations(self) -> None:
+        """Lambda Managed Instances: the largest concurrency level's streams at once through ONE
+        native runtime process (AWS_LAMBDA_MAX_CONCURRENCY pollers on one event loop), against
+        the same streams sent direct to the upstream (figure 3), and that process's peak RSS."""
+        s = self.scale
+        if not _native_available() or "native_sse" not in {c.name for c in self.contenders}:
+            self.results["figures"]["many_invocations"] = {"skipped": "no native contender"}
+            return
+        streams = max(s.concurrency)
+        trials = [
+            self.native.run(
+                "concurrent",
+                env=self.lambda_env,
+                wire="sse",
+                tokens=s.paced_tokens,
+                delay_ms=s.paced_delay_ms,
+                count=streams,
+            )
+            for _ in range(s.concurrency_trials)
+        ]
+        self.runtime_pid = None
+        wall = statistics.median(t["wall_s"] for t in trials)
+        direct = _get_direct_wall(self.results, streams)
+        self.results["figures"]["many_invocations"] = {
+            "streams": streams,
+            "tokens": s.paced_tokens,
+            "delay_ms": s.paced_delay_ms,
+            "trials": s.concurrency_trials,
+            "wall_s": round(wall, 4),
+            "wall_s_trials": [round(t["wall_s"], 4) for t in trials],
+            "direct_wall_s": direct,
+            "wall_ratio_to_direct": round(wall / direct, 3) if direct else None,
+            "ttft_p95_ms": _ms([v for t in trials for v in t["ttft_s"]], 0.95),
+            "complete_streams": sum(t["ok"] for t in trials),
+            "lost_or_reordered": sum(t["failed"] for t in trials),
+            "failures": [f for t in trials for f in t["failures"]][:3],
+            "peak_rss_mib": round(max(t["peak_rss_kib"] for t in trials) / 1024, 1),
+            "warm_rss_mib": round(max(t["warm_rss_kib"] for t in trials) / 1024, 1),
+        }
+
     def memory(self) -> None:
         """Figure 5: peak RSS of a fresh runtime process over a run of invocations."""
         s = self.scale
@@ -554,7 +594,7 @@ class Run:
             if self.runtime_pid is not None:
                 self.native.run("stop")
                 self.runtime_pid = None
-            for figure in (self.memory, self.cold_start_and_package):
+            for figure in (self.many_invocations, self.memory, self.cold_start_and_package):
                 print(f"… {figure.__name__}", file=sys.stderr, flush=True)
                 figure()
         finally:
@@ -591,6 +631,12 @@ def _update_item_times(dynamodb, count: int) -> list[float]:
         if index >= 5:
             times.append(time.perf_counter() - started)
     return times
+
+
+def _get_direct_wall(results: dict, streams: int) -> float | None:
+    """Direct's median wall time for `streams` concurrent streams (figure 3), if measured."""
+    level = results["figures"].get("concurrency", {}).get("streams", {}).get(str(streams), {})
+    return level.get("direct", {}).get("wall_s")
 
 
 def _round(value: float | None, base: float | None) -> float | None:

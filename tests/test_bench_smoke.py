@@ -57,6 +57,10 @@ def test_tiny_benchmark_measures_every_contender(tmp_path):
     assert figures["package"]["zipped_mib"] > 0 and figures["package"]["pyc_files"] > 0
     if contenders >= NATIVE:
         assert figures["memory"]["peak_rss_mib"] > 0
+        many = figures["many_invocations"]  # one runtime process, many pollers
+        assert many["lost_or_reordered"] == 0, many["failures"]
+        assert many["complete_streams"] == many["streams"] * many["trials"]
+        assert many["peak_rss_mib"] > 0 and many["wall_ratio_to_direct"] > 0
         cold = figures["cold_start"]
         assert cold["packaged"]["first_byte_p50_ms"] > 0 and cold["no_bytecode"]["import_top"]
     assert {t["target"] for t in results["targets"]} and all("met" in t for t in results["targets"])
