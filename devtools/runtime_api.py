@@ -123,6 +123,9 @@ class RuntimeApiEmulator(LoopbackHttpServer):
     """The server side of the runtime API; run it with `ThreadedRuntimeApi` from a sync test."""
 
     def __init__(self) -> None:
+        # Close a connection on which no request came for this long (a server's idle timeout).
+        self.idle_close_s: float | None = None
+        self.idle_closes = 0
         self._queue: asyncio.Queue[Invocation] | None = None
         self._by_id: dict[str, Invocation] = {}
         self.init_errors: list[tuple[dict[str, str], dict]] = []
@@ -150,7 +153,13 @@ class RuntimeApiEmulator(LoopbackHttpServer):
         self._queue.put_nowait(invocation)
 
     async def _serve_request(self, reader: asyncio.StreamReader, writer) -> bool:
-        method, path, headers = await read_request_head(reader)
+        try:
+            method, path, headers = await asyncio.wait_for(
+                read_request_head(reader), self.idle_close_s
+            )
+        except TimeoutError:
+            self.idle_closes += 1
+            return False
         assert path.startswith("/2018-06-01/"), path
 
         if method == "GET" and path.endswith("/runtime/invocation/next"):

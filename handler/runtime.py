@@ -161,10 +161,10 @@ class StreamingCycle:
         if not connecting.done():
             connecting.cancel()
         try:
-            transport, _ = await connecting
+            stream = await connecting
         except (asyncio.CancelledError, OSError):
             return
-        transport.close()
+        stream.close()
 
 
 def _error_payload(exc: BaseException) -> dict:

@@ -75,13 +75,21 @@ class RuntimeApi:
         """A fresh connection for a streamed response, opened in the background: the app's
         own work (the upstream call) hides the connect from the time to first byte.
         `on_hang_up` is called if Lambda closes it before the response is finished."""
+        return asyncio.ensure_future(self._open(on_hang_up))
+
+    async def _open(self, on_hang_up: Callable[[], None]) -> StreamedResponse:
         loop = asyncio.get_running_loop()
-        return asyncio.ensure_future(
-            loop.create_connection(lambda: StreamedResponse(on_hang_up), self.host, self.port)
+        _, stream = await loop.create_connection(
+            lambda: StreamedResponse(on_hang_up), self.host, self.port
         )
+        return stream
 
     async def open_stream(self, request_id: str, connecting: asyncio.Task) -> StreamedResponse:
-        _, stream = await connecting
+        stream = await connecting
+        if stream.lost:
+            # Closed while idle, before the response began: nobody has been answered yet, so
+            # this is no hang-up; the response goes out on a new connection.
+            stream = await self._open(stream.on_hang_up)
         path = f"/runtime/invocation/{request_id}/response"
         stream.start(self.request_head("POST", path, STREAM_HEADERS))
         return stream
@@ -108,11 +116,12 @@ class StreamedResponse(asyncio.Protocol):
     _HIGH_WATER = 64 * 1024  # wait for the socket only when this much is queued
 
     def __init__(self, on_hang_up: Callable[[], None]) -> None:
-        self._on_hang_up = on_hang_up
+        self.on_hang_up = on_hang_up
         self._transport: asyncio.WriteTransport | None = None
         self._received = bytearray()
         self._answered: asyncio.Future | None = None
         self._writable: asyncio.Future | None = None
+        self._started = False  # the request head is out: from now on a close is a hang-up
         self._finishing = False
         self.lost = False
 
@@ -127,17 +136,15 @@ class StreamedResponse(asyncio.Protocol):
         if self._answer_complete():
             if self._answered is not None and not self._answered.done():
                 self._answered.set_result(None)
-            elif not self._finishing:
+            else:
                 self._hang_up()  # Lambda answered before the body ended: it takes no more
 
     def eof_received(self) -> bool:
-        if not self._finishing:
-            self._hang_up()
+        self._hang_up()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._finishing:
-            self._hang_up()
+        self._hang_up()
         self.lost = True
         for waiter in (self._writable, self._answered):
             if waiter is not None and not waiter.done():
@@ -153,7 +160,13 @@ class StreamedResponse(asyncio.Protocol):
 
     # The response
 
+    def close(self) -> None:
+        """Close a connection that no response was written to."""
+        self.lost = True
+        self._transport.close()
+
     def start(self, head: bytes) -> None:
+        self._started = True
         self._transport.write(head)
 
     async def write(self, data: bytes) -> None:
@@ -197,6 +210,11 @@ class StreamedResponse(asyncio.Protocol):
         return len(self._received) >= head_end + 4 + length
 
     def _hang_up(self) -> None:
-        if not self.lost:
-            self.lost = True
-            self._on_hang_up()
+        """The connection closed or was answered early; a hang-up only while the response is
+        being written (before it began nobody was answered; after the last chunk, it is done)."""
+        if self.lost:
+            return
+        self.lost = True
+        self._transport.close()  # Lambda takes no more of this response
+        if self._started and not self._finishing:
+            self.on_hang_up()

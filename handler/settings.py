@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     )
     stream_events: Annotated[list[Literal["url", "rest"]], NoDecode] = Field(
         default=["url"],
+        min_length=1,
         description="Events the native runtime answers with a stream: `url` (function URL) "
         "and/or `rest` (API Gateway REST API whose integration streams); others are buffered.",
     )

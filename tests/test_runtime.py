@@ -94,6 +94,25 @@ def test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once(start_runt
     assert answered["outcome"] == "ok"
 
 
+def test_a_connection_closed_while_idle_before_the_response_is_no_hang_up(
+    start_runtime, runtime_api, upstream
+):
+    """The runtime opens the response connection early; if the runtime API closes it before
+    the response begins, nobody was answered yet: the answer goes out on a new connection."""
+    runtime = start_runtime()
+    runtime.invoke(HEALTHZ_EVENT)  # started, so the idle limit below meets only the stream
+    runtime_api.emulator.idle_close_s = 0.2
+    tokens = ["after ", "a ", "pause"]
+    upstream.enqueue(Script(tokens=tokens, headers_delay_s=0.6))
+    invocation = runtime.invoke(CHAT_EVENT)
+    assert runtime_api.emulator.idle_closes >= 1
+    _, body = invocation.prelude_and_body()
+    events = parse_sse(body.decode())
+    assert deltas_text(events) == "".join(tokens) and events[-1][0] == "done"
+    assert invocation.trailers == {}
+    assert runtime.request_logs()[-1]["outcome"] == "ok"
+
+
 def test_mid_stream_failure_ends_with_error_trailers(start_runtime, upstream):
     upstream.enqueue(Script(tokens=list("abcdef"), delay_s=0.02, die_after=3))
     invocation = start_runtime().invoke(CHAT_EVENT)
