@@ -115,7 +115,9 @@ def test_rest_mid_stream_failure_ends_with_error_trailers(start_runtime, upstrea
 
 def test_the_relays_own_auth_still_applies_behind_the_api_key(start_runtime, upstream):
     """The API key admits a caller to the REST API; the relay still wants its bearer token."""
-    runtime = start_runtime(CLIENT_TOKENS="client-token-rest-1", **STREAMING_REST)
+    runtime = start_runtime(
+        CLIENT_TOKENS="client-token-rest-1", ALLOW_ANONYMOUS="", **STREAMING_REST
+    )
     refused = runtime.invoke(rest_event())
     prelude, body = refused.prelude_and_body()
     assert prelude["statusCode"] == 401
