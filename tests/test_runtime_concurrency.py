@@ -14,12 +14,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 from devtools.scripts import Script
+from handler.settings import Settings
 from tests.conftest import TEST_KEY
 from tests.runtime_process import ROOT
 
 COMPLETIONS_EVENT = json.loads((ROOT / "events" / "completions.json").read_text())
 TOKENS = [f"w{i} " for i in range(10)]
 SLOTS = 64
+
+DEFAULT_MODEL = Settings.model_fields["default_model"].default
 
 
 def completions_event(model: str) -> dict:
@@ -96,7 +99,7 @@ def test_one_slot_by_default(start_runtime, upstream):
     """Without AWS_LAMBDA_MAX_CONCURRENCY one invocation at a time, as on standard Lambda."""
     upstream.default = Script(tokens=TOKENS, delay_s=0.05)
     runtime = start_runtime()
-    first, second = (runtime.api.invoke(completions_event("gpt-4o-mini")) for _ in range(2))
+    first, second = (runtime.api.invoke(completions_event(DEFAULT_MODEL)) for _ in range(2))
     first.wait(30), second.wait(30)
     assert second.delivered_at >= first.chunks[-1][0]
 
@@ -145,7 +148,7 @@ def test_concurrent_cold_invocations_read_the_secret_once(start_runtime, upstrea
             AWS_SECRET_ACCESS_KEY="testing",
             AWS_DEFAULT_REGION="us-east-1",
         )
-        invocations = [runtime.api.invoke(completions_event("gpt-4o-mini")) for _ in range(SLOTS)]
+        invocations = [runtime.api.invoke(completions_event(DEFAULT_MODEL)) for _ in range(SLOTS)]
         for invocation in invocations:
             assert invocation.wait(60).prelude_and_body()[0]["statusCode"] == 200
     assert targets == ["secretsmanager.GetSecretValue"]

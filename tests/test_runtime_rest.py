@@ -10,11 +10,13 @@ import json
 import pytest
 
 from devtools.scripts import Script
+from handler.settings import Settings
 from tests.helpers import deltas_text, parse_sse
 from tests.runtime_process import ROOT
 
 REST_EVENT = json.loads((ROOT / "events" / "chat-rest.json").read_text())
 STREAMING_REST = {"STREAM_EVENTS": "url,rest"}
+DEFAULT_MODEL = Settings.model_fields["default_model"].default
 
 
 def rest_event(
@@ -61,7 +63,7 @@ def test_rest_events_stream_one_chunk_per_frame(start_runtime, upstream):
             rest_event(
                 "/v1/chat/completions",
                 {
-                    "model": "gpt-4o-mini",
+                    "model": DEFAULT_MODEL,
                     "stream": True,
                     "messages": [{"role": "user", "content": "hi"}],
                 },
