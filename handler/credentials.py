@@ -140,6 +140,7 @@ class CredentialStore:
         self._fresh_until = 0.0
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
+        self._read_at: float | None = None  # wall clock: a SnapStart restore must see the age
         if settings.openai_api_key:
             self._static = Credentials(
                 api_key=settings.openai_api_key,
@@ -166,7 +167,21 @@ class CredentialStore:
             log.error("credentials unavailable: %s", exc.reason)
             raise
         self._fresh_until = time.monotonic() + self._settings.secret_ttl_s
+        self._read_at = time.time()
         return self._parsed[1]
+
+    def adopt(self, other: CredentialStore) -> None:
+        """Take over the client and the value `other` (a store for the same settings) has read:
+        the runtime reads the secret in a thread while the app's modules are still importing."""
+        self._provider, self._parsed = other._provider, other._parsed
+        self._fresh_until, self._read_at = other._fresh_until, other._read_at
+
+    def older_than_ttl(self) -> bool:
+        """True when the secret was read longer than `SECRET_TTL_S` ago by the wall clock, which
+        (unlike the monotonic one) counts the time a SnapStart snapshot lay on the shelf."""
+        if self._static is not None or self._read_at is None:
+            return False
+        return time.time() - self._read_at > self._settings.secret_ttl_s
 
     async def aget(self) -> Credentials:
         """`get` for the event loop: a cached value at once, a Secrets Manager read in a thread

@@ -244,8 +244,12 @@ def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secre
         if index in (1, 19):
             counts.append((process.num_fds(), len(process.net_connections("tcp"))))
     assert counts[0] == counts[1], counts
-    assert {r.headers["authorization"] for r in upstream.requests} == {f"Bearer {first_key}"}
-    assert len({r.peer for r in upstream.requests}) == 1  # one pooled upstream connection
+    warm_up, *chats = upstream.requests
+    assert (warm_up.method, warm_up.path) == ("GET", "/v1/models")  # opened during init...
+    assert "authorization" not in warm_up.headers  # ...without the key
+    assert {r.headers["authorization"] for r in chats} == {f"Bearer {first_key}"}
+    # One pooled upstream connection, the one init opened, for every invocation.
+    assert len({r.peer for r in upstream.requests}) == 1
     output = runtime.stop()
     debug = [line for line in output.splitlines() if "runtime-debug" in line]
     tasks = [int(line.rsplit("tasks=", 1)[1]) for line in debug]
