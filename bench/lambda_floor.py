@@ -1,18 +1,15 @@
 """The floor of the Lambda-shaped benchmark: a Lambda runtime made of the standard library alone.
 
-`python -m bench.lambda_floor` reads the key from Secrets Manager at init (a SigV4-signed
-`GetSecretValue`, as the relay's SDK call would be) and relays each function URL event's prompt to
-the upstream, one SSE frame per upstream line, over Lambda's streaming response: the least any
-relay can do. `python -m bench.lambda_floor handler.app:handler` is instead a stand-in for the
-managed Python runtime: it imports the handler and posts its buffered result, as AWS's runtime
-interface client does. Only the standard library is imported here, on purpose.
+`python -m bench.lambda_floor` reads the key from Secrets Manager at init (with the relay's own
+signed request, handler/secretsmanager.py, standard library too) and relays each function URL
+event's prompt to the upstream, one SSE frame per upstream line, over Lambda's streaming
+response: the least any relay can do. `python -m bench.lambda_floor handler.app:handler` is
+instead a stand-in for the managed Python runtime: it imports the handler and posts its buffered
+result, as AWS's runtime interface client does. Only the standard library is imported here.
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
 import http.client
 import importlib
 import json
@@ -20,65 +17,10 @@ import os
 import sys
 import urllib.parse
 
+from handler.secretsmanager import AwsEnvironment, get_secret_value
+
 API_PREFIX = "/2018-06-01/runtime"
 PRELUDE = json.dumps({"statusCode": 200, "headers": {"content-type": "text/event-stream"}})
-
-
-def _sign(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
-
-
-def read_secret(secret_id: str) -> str:
-    """`GetSecretValue` over HTTP, signed with AWS Signature Version 4 from the environment."""
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-    endpoint = (
-        os.environ.get("AWS_ENDPOINT_URL") or f"https://secretsmanager.{region}.amazonaws.com"
-    )
-    url = urllib.parse.urlsplit(endpoint)
-    body = json.dumps({"SecretId": secret_id})
-    now = datetime.datetime.now(datetime.UTC)
-    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    headers = {
-        "content-type": "application/x-amz-json-1.1",
-        "host": url.netloc,
-        "x-amz-date": stamp,
-        "x-amz-target": "secretsmanager.GetSecretValue",
-    }
-    if os.environ.get("AWS_SESSION_TOKEN"):
-        headers["x-amz-security-token"] = os.environ["AWS_SESSION_TOKEN"]
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(
-        [
-            "POST",
-            "/",
-            "",
-            "".join(f"{name}:{headers[name]}\n" for name in sorted(headers)),
-            signed,
-            hashlib.sha256(body.encode()).hexdigest(),
-        ]
-    )
-    scope = f"{day}/{region}/secretsmanager/aws4_request"
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    key = _sign(("AWS4" + os.environ["AWS_SECRET_ACCESS_KEY"]).encode(), day)
-    for part in (region, "secretsmanager", "aws4_request"):
-        key = _sign(key, part)
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={os.environ['AWS_ACCESS_KEY_ID']}/{scope}, "
-        f"SignedHeaders={signed}, Signature={signature}"
-    )
-    connection_class = (
-        http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_class(url.netloc, timeout=10)
-    connection.request("POST", "/", body, headers)
-    response = connection.getresponse()
-    answer = json.loads(response.read())
-    if response.status != 200:
-        raise RuntimeError(f"GetSecretValue answered {response.status}")
-    return answer["SecretString"]
 
 
 class Relay:
@@ -86,7 +28,7 @@ class Relay:
 
     def __init__(self, runtime: str) -> None:
         self.runtime = runtime
-        self.key = read_secret(os.environ["OPENAI_SECRET_ID"])
+        self.key = get_secret_value(aws_environment(), os.environ["OPENAI_SECRET_ID"])
         base = urllib.parse.urlsplit(os.environ["OPENAI_BASE_URL"])
         self.upstream = http.client.HTTPConnection(base.netloc, timeout=30)
         self.upstream.connect()  # as the relay does at init
@@ -124,6 +66,18 @@ class Relay:
         out.send(b"0\r\n\r\n")
         out.getresponse().read()
         out.close()
+
+
+def aws_environment() -> AwsEnvironment:
+    """The SDK's variables (handler/settings.py has the same, but imports pydantic)."""
+    env = os.environ
+    return AwsEnvironment(
+        env.get("AWS_ACCESS_KEY_ID"),
+        env.get("AWS_SECRET_ACCESS_KEY"),
+        env.get("AWS_SESSION_TOKEN"),
+        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        env.get("AWS_ENDPOINT_URL"),
+    )
 
 
 def _chunk(connection: http.client.HTTPConnection, data: bytes) -> None:

@@ -28,15 +28,13 @@ def start_with_secret(start_runtime, moto_endpoint):
     """A runtime that reads its key from Secrets Manager (moto), as on Lambda."""
 
     def start(secret_id: str, **env: str):
-        return start_runtime(
-            OPENAI_API_KEY="",
-            OPENAI_SECRET_ID=secret_id,
-            AWS_ENDPOINT_URL=moto_endpoint,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
-            **env,
-        )
+        aws = {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        return start_runtime(OPENAI_API_KEY="", OPENAI_SECRET_ID=secret_id, **{**aws, **env})
 
     return start
 
@@ -131,5 +129,29 @@ def test_after_restore_randomness_is_reseeded(upstream):
     random.seed(1234)
     from_the_snapshot = [random.random() for _ in range(4)]
     random.seed(1234)  # every environment restored from one snapshot starts from this state
-    asyncio.run(after_restore(app))
+
+    async def restore_then_shut_down() -> None:
+        await after_restore(app)
+        await app.state.relay.upstream.close()
+
+    asyncio.run(restore_then_shut_down())
     assert [random.random() for _ in range(4)] != from_the_snapshot
+
+
+def test_without_keys_in_the_environment_the_sdk_reads_the_secret(
+    start_with_secret, runtime_api, secrets, upstream, tmp_path
+):
+    """Lambda always has keys in the environment; elsewhere boto3's credential chain (here a
+    shared credentials file) is used through Powertools."""
+    arn = secrets.create_secret(Name="relay-test/sdk-read", SecretString=TEST_KEY)["ARN"]
+    profile = tmp_path / "credentials"
+    profile.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    runtime = start_with_secret(
+        arn,
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+        AWS_SHARED_CREDENTIALS_FILE=str(profile),
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+    )
+    assert _status(runtime.invoke(CHAT_EVENT))[0] == 200
+    assert _chats(upstream)[0].headers["authorization"] == f"Bearer {TEST_KEY}"

@@ -171,9 +171,10 @@ def test_bad_configuration_is_reported_to_init_error(start_runtime, runtime_api)
     assert runtime.process.wait(10) == 1
 
 
-def test_stream_ends_cleanly_before_the_deadline(start_runtime, upstream):
+def test_stream_ends_cleanly_before_the_deadline(start_runtime, runtime_api, upstream):
     upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.1))
     runtime = start_runtime()
+    assert runtime_api.emulator.polled.wait(30)  # the deadline counts from the event, not init
     started = time.time()
     invocation = runtime.invoke(CHAT_EVENT, deadline_in_s=1.5)
     ended = invocation.chunks[-1][0] - invocation.delivered_at
