@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import report
+from bench import lambda_report, report
 from bench.package import build_package
 from bench.scenario import prompt
 from bench.services import ROOT, Service, Worker, cpu_seconds, free_port, hermetic_env
@@ -49,6 +49,7 @@ class Scale:
     memory_invocations: int = 50
     memory_tokens: int = 500
     warmup_requests: int = 5
+    lambda_shaped: str = "full"  # the scale of bench/cold.py's figure, or "off"
 
 
 SCALES = {
@@ -66,6 +67,7 @@ SCALES = {
         memory_invocations=3,
         memory_tokens=20,
         warmup_requests=1,
+        lambda_shaped="off",  # tests/test_bench_cold.py runs it at its own tiny scale
     ),
 }
 
@@ -541,6 +543,15 @@ class Run:
             figure[name]["import_top"] = report.import_breakdown(traced["importtime"])
         self.results["figures"]["cold_start"] = figure
 
+    def lambda_shaped(self) -> None:
+        """Figure 7: the Lambda contenders on Lambda's CPU share per memory size (bench/cold.py)."""
+        if self.scale.lambda_shaped == "off":
+            self.results["figures"]["lambda"] = {"skipped": "--lambda-shaped off"}
+            return
+        from bench import cold
+
+        self.results["figures"]["lambda"] = cold.run(cold.COLD_SCALES[self.scale.lambda_shaped])
+
     # -- the whole run --------------------------------------------------------------------------
 
     def execute(self) -> dict:
@@ -554,7 +565,7 @@ class Run:
             if self.runtime_pid is not None:
                 self.native.run("stop")
                 self.runtime_pid = None
-            for figure in (self.memory, self.cold_start_and_package):
+            for figure in (self.memory, self.cold_start_and_package, self.lambda_shaped):
                 print(f"… {figure.__name__}", file=sys.stderr, flush=True)
                 figure()
         finally:
@@ -627,6 +638,7 @@ def main(argv: list[str] | None = None) -> dict:
         if isinstance(value, int):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value}")
     parser.add_argument("--concurrency", type=lambda v: tuple(int(x) for x in v.split(",")))
+    parser.add_argument("--lambda-shaped", choices=["full", "quick", "tiny", "off"])
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
     overrides = {
@@ -639,7 +651,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.tables(results))
+    print("\n" + lambda_report.tables(results))
     report.chart(results, args.chart)
+    lambda_report.chart(results, args.chart.with_name("lambda.png"))
     readme = args.readme or (
         ROOT / "bench" / "README.md"
         if args.out == RESULTS / "latest.json"
