@@ -377,6 +377,13 @@ class Stack:
 
     def __enter__(self) -> Stack:
         self.services: list[Service] = []
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # no orphaned upstream or moto when the setup fails
+            raise
+
+    def _start(self) -> Stack:
         upstream = Service(
             "cold-upstream", [sys.executable, "-m", "bench.upstream"], hermetic_env()
         )
