@@ -12,11 +12,13 @@ import base64
 import datetime
 import hashlib
 import hmac
-import http.client
 import json
-import ssl
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 SERVICE = "secretsmanager"
 TIMEOUT_S = 10.0
@@ -46,6 +48,8 @@ class SecretReadFailed(Exception):
 
 def get_secret_value(aws: AwsEnvironment, secret_id: str) -> str | bytes:
     """The secret's current value: `SecretString`, or the bytes of `SecretBinary`."""
+    import http.client  # here, in the reading thread: it is not cheap, and not always needed
+
     endpoint = urllib.parse.urlsplit(aws.endpoint_url or _default_endpoint(aws.region))
     body = json.dumps({"SecretId": secret_id}).encode()
     last: Exception | None = None
@@ -72,6 +76,9 @@ def _default_endpoint(region: str | None) -> str:
 
 
 def _post(endpoint: urllib.parse.SplitResult, headers: dict, body: bytes) -> tuple[int, bytes]:
+    import http.client
+    import ssl
+
     global _tls
     if endpoint.scheme == "https":
         _tls = _tls or ssl.create_default_context()
