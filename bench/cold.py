@@ -19,17 +19,16 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import client as http_client
 from bench.events import function_url_event
-from bench.native import verify
+from bench.native import RuntimeProcess, verify
 from bench.runtime_api import RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, prompt
-from bench.services import ROOT, Service, free_port, hermetic_env, peak_rss_kib
+from bench.services import ROOT, Service, free_port, hermetic_env
 
 ONE_CPU_MB = 1769  # Lambda: 1,769 MB of memory is one vCPU
 MEMORY_SIZES = (128, 256, 512, 1024)
@@ -212,21 +211,20 @@ def init_steps(stderr: str) -> dict[str, float]:
     return steps
 
 
-class LambdaProcess:
+class LambdaProcess(RuntimeProcess):
     """One contender process, its runtime-API emulator (or HTTP port) and its stderr."""
 
     def __init__(self, contender: ColdContender, env: dict, quota: CpuQuota, memory_mb: int | None):
-        self.contender, self.env, self.quota, self.memory_mb = contender, env, quota, memory_mb
+        super().__init__(env, None, False)
+        self.contender, self.quota, self.memory_mb = contender, quota, memory_mb
         self.emulator = ThrottlingEmulator(quota, memory_mb)
-        self.process: subprocess.Popen | None = None
         self.port: int | None = None
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
 
     async def cold_start(self) -> tuple[float, float | None, float]:
         """Start the process with one event waiting: (init, first byte, first token), in s."""
+        await self.emulator.start()
         if self.contender.via == "http":
             return await self._cold_start_http()
-        await self.emulator.start()
         first = self.emulator.invoke(function_url_event("sse", prompt(8)))
         self._spawn(self.contender.argv, {"AWS_LAMBDA_RUNTIME_API": self.emulator.address})
         self.emulator.pid = self.process.pid
@@ -293,13 +291,10 @@ class LambdaProcess:
         )
 
     async def _until_done(self, invocation) -> None:
-        deadline = now() + 300
-        while not invocation.done.done():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.contender.name} exited: {self.stderr()[-800:]}")
-            if now() > deadline:
-                raise RuntimeError(f"{self.contender.name} did not answer in 300 s")
-            await asyncio.wait({invocation.done}, timeout=0.2)
+        try:
+            await asyncio.wait_for(self._unless_dead(invocation.done), 300)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.contender.name}: {exc}: {self.stderr()[-800:]}") from None
 
     def _check(self, invocation, tokens: int) -> None:
         problem = verify(invocation, "sse", tokens)
@@ -307,27 +302,13 @@ class LambdaProcess:
             raise RuntimeError(f"{self.contender.name}: {problem} {self.stderr()[-500:]}")
 
     def peak_rss_mib(self) -> float | None:
-        kib = peak_rss_kib(self.process.pid)
+        kib = self.peak_rss_kib()
         return round(kib / 1024, 1) if kib else None
 
     def stderr(self) -> str:
         self._stderr.flush()
         self._stderr.seek(0)
         return self._stderr.read().decode("utf-8", "replace")
-
-    async def stop(self) -> str:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                await asyncio.to_thread(self.process.wait, 10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.emulator._queue is not None:
-            await self.emulator.close()
-        text = self.stderr()
-        self._stderr.close()
-        return text
 
 
 async def measure(scale: ColdScale, env: dict[str, str], quota: CpuQuota, only=None) -> dict:

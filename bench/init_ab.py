@@ -20,6 +20,7 @@ import sys
 import time
 
 from bench.scenario import prompt
+from handler.init import post_scope
 
 VARIANTS = ("none", "connection", "request", "connection+request", "connection+request+freeze")
 
@@ -28,20 +29,9 @@ async def first_byte_ms(app) -> float:
     """One streamed `/chat` through the app: ms to its first body byte."""
     body = json.dumps({"prompt": prompt(8)}).encode()
     started, first, ended = time.perf_counter(), None, asyncio.Event()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "https",
-        "path": "/chat",
-        "raw_path": b"/chat",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"accept", b"text/event-stream")],
-        "client": ("127.0.0.1", 0),
-        "server": ("bench", 443),
-    }
+    scope = post_scope(
+        "/chat", [(b"content-type", b"application/json"), (b"accept", b"text/event-stream")]
+    )
     requested = False
 
     async def receive() -> dict:

@@ -114,24 +114,13 @@ async def _exercise_routes(app: Any) -> None:
     request_log = logging.getLogger("relay.request")
     was_disabled, request_log.disabled = request_log.disabled, True
     sent: list[dict] = []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "https",
-        "path": "/chat",
-        "raw_path": b"/chat",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"init.invalid"),
+    scope = post_scope(
+        "/chat",
+        [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(_WARM_UP_BODY)).encode()),
         ],
-        "client": ("127.0.0.1", 0),
-        "server": ("init.invalid", 443),
-    }
+    )
 
     async def receive() -> dict:
         return {"type": "http.request", "body": _WARM_UP_BODY, "more_body": False}
@@ -146,6 +135,24 @@ async def _exercise_routes(app: Any) -> None:
     status = sent[0].get("status") if sent else None
     if status not in (401, 422):
         log.warning("the init request through the app answered %s", status)
+
+
+def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
+    """The ASGI scope of a `POST` made inside the process (no client, no network)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"init.invalid"), *headers],
+        "client": ("127.0.0.1", 0),
+        "server": ("init.invalid", 443),
+    }
 
 
 async def after_restore(app: Any) -> None:
