@@ -28,7 +28,7 @@ from bench.events import function_url_event
 from bench.native import RuntimeProcess, verify
 from bench.runtime_api import RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, prompt
-from bench.services import ROOT, Service, free_port, hermetic_env
+from bench.services import ROOT, Service, cpu_seconds, free_port, hermetic_env
 
 ONE_CPU_MB = 1769  # Lambda: 1,769 MB of memory is one vCPU
 MEMORY_SIZES = (128, 256, 512, 1024)
@@ -148,11 +148,13 @@ class ThrottlingEmulator(RuntimeApiEmulator):
         self.quota, self.memory_mb = quota, memory_mb
         self.pid: int | None = None
         self.first_poll_at: float | None = None
+        self.init_cpu_s: float | None = None
 
     def polling(self) -> None:
         super().polling()
         if self.first_poll_at is None:
             self.first_poll_at = now()
+            self.init_cpu_s = cpu_seconds(self.pid)  # less swayed by a busy machine than the wall
             self.quota.throttle(self.pid, self.memory_mb)
 
 
@@ -161,6 +163,7 @@ class Sample:
     """One contender at one memory size."""
 
     init_ms: list[float] = field(default_factory=list)
+    init_cpu_ms: list[float] = field(default_factory=list)
     first_byte_ms: list[float] = field(default_factory=list)
     first_token_ms: list[float] = field(default_factory=list)
     cold_first_token_ms: list[float] = field(default_factory=list)
@@ -173,6 +176,7 @@ class Sample:
         med = _median
         return {
             "init_ms": med(self.init_ms),
+            "init_cpu_ms": med(self.init_cpu_ms),
             "first_byte_ms": med(self.first_byte_ms),
             "first_token_ms": med(self.first_token_ms),
             "cold_first_token_ms": med(self.cold_first_token_ms),
@@ -246,6 +250,7 @@ class LambdaProcess(RuntimeProcess):
                 raise RuntimeError(f"uvicorn exited: {self.stderr()[-500:]}")
             await asyncio.sleep(0.01)
         init = now() - self.spawned_at
+        self.emulator.init_cpu_s = cpu_seconds(self.process.pid)
         self.quota.throttle(self.process.pid, self.memory_mb)
         ttft, _ = await self._http_request(8)
         return init, None, ttft
@@ -301,6 +306,10 @@ class LambdaProcess(RuntimeProcess):
         if problem:
             raise RuntimeError(f"{self.contender.name}: {problem} {self.stderr()[-500:]}")
 
+    @property
+    def init_cpu_s(self) -> float:
+        return self.emulator.init_cpu_s
+
     def peak_rss_mib(self) -> float | None:
         kib = self.peak_rss_kib()
         return round(kib / 1024, 1) if kib else None
@@ -328,6 +337,7 @@ async def measure(scale: ColdScale, env: dict[str, str], quota: CpuQuota, only=N
                 try:
                     init, first_byte, first_token = await runtime.cold_start()
                     sample.init_ms.append(init * 1000)
+                    sample.init_cpu_ms.append(runtime.init_cpu_s * 1000)
                     sample.first_token_ms.append(first_token * 1000)
                     sample.cold_first_token_ms.append((init + first_token) * 1000)
                     if first_byte is not None:
