@@ -90,10 +90,8 @@ async def warm(app: Any, secret: SecretRead | None, steps: InitSteps) -> None:
             relay.credentials.adopt(secret.store)
         else:
             secret_ok = False
-            log.warning(
-                "reading the secret during init failed (%s); the first request tries again",
-                secret.error.reason,
-            )
+            # Its reason is logged where the read failed (credentials.py).
+            log.warning("reading the secret during init failed; the first request tries again")
     with steps.step("upstream_connection"):
         await relay.upstream.preconnect()
     if secret_ok:
@@ -166,7 +164,7 @@ async def after_restore(app: Any) -> None:
     if relay.credentials.older_than_ttl():
         try:
             await asyncio.to_thread(relay.credentials.get, True)
-        except CredentialsUnavailable as exc:
-            log.warning(
-                "re-reading the secret after restore failed (%s); requests try again", exc.reason
-            )
+        except CredentialsUnavailable:
+            # The snapshot's value stays in use: most likely still valid, and a 401 from the
+            # upstream reads the secret again (relay.py).
+            log.warning("re-reading the secret after restore failed; keeping the snapshot's")
