@@ -28,7 +28,7 @@ from bench.events import function_url_event
 from bench.native import RuntimeProcess, verify
 from bench.runtime_api import RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, prompt
-from bench.services import ROOT, Service, cpu_seconds, free_port, hermetic_env
+from bench.services import ROOT, Service, cpu_seconds, free_port, git_commit, hermetic_env
 
 ONE_CPU_MB = 1769  # Lambda: 1,769 MB of memory is one vCPU
 MEMORY_SIZES = (128, 256, 512, 1024)
@@ -443,6 +443,8 @@ def run(scale: ColdScale, only=None) -> dict:
         "contenders": {c.name: c.label for c in CONTENDERS if not only or c.name in only},
         "sizes": sizes,
         "seconds": round(now() - started, 1),
+        "commit": git_commit(),  # `make bench-cold` adds this figure to another run's results
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return figure
 

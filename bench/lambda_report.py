@@ -104,7 +104,8 @@ def tables(results: dict) -> str:
     labels = figure["contenders"]
     scale = figure["scale"]
     out = [
-        "Lambda-shaped CPU (issue 16): each contender starts at full CPU and is moved, at its"
+        f"Measured at commit {figure.get('commit')} on {figure.get('date')}."
+        " Lambda-shaped CPU (issue 16): each contender starts at full CPU and is moved, at its"
         f" first `/next`, into a cgroup with Lambda's share for its memory ({figure['quota']};"
         f" memory / {figure['one_cpu_mb']:,} MB of one CPU). Key from Secrets Manager (moto)."
         f" Medians of {scale['trials']} cold starts; warm TTFT over {scale['warm_requests']}"

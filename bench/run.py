@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,15 @@ from pathlib import Path
 from bench import lambda_report, report
 from bench.package import build_package
 from bench.scenario import prompt
-from bench.services import ROOT, Service, Worker, cpu_seconds, free_port, hermetic_env
+from bench.services import (
+    ROOT,
+    Service,
+    Worker,
+    cpu_seconds,
+    free_port,
+    git_commit,
+    hermetic_env,
+)
 from devtools.moto_server import create_quota_table
 
 RESULTS = ROOT / "bench" / "results"
@@ -578,7 +585,7 @@ class Run:
             "scale": dataclasses.asdict(self.scale),
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {_cpu_count()} CPUs",
-            "commit": _commit(),
+            "commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.monotonic() - started, 1),
             "notes": self.notes,
@@ -612,13 +619,6 @@ def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
-
-
-def _commit() -> str | None:
-    result = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return result.stdout.strip() or None
 
 
 def main(argv: list[str] | None = None) -> dict:
