@@ -202,7 +202,8 @@ def test_a_non_string_text_part_is_a_400_not_a_stream_error(start_runtime, upstr
     assert prelude["statusCode"] == 400
     assert json.loads(answer)["error"]["param"] == "messages[0].content[0].text"
     assert invocation.trailers == {}
-    assert upstream.requests == []
+    # Nothing went upstream but init's connection warm-up (a GET without the key).
+    assert [(r.method, r.path) for r in upstream.requests] == [("GET", "/v1/models")]
 
 
 def test_a_non_streamed_answer_may_take_longer_than_the_token_timeout(start_runtime, upstream):
