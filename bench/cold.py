@@ -416,6 +416,7 @@ class Stack:
             OPENAI_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1",
             AWS_LAMBDA_FUNCTION_NAME="bench",
             AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            ALLOW_ANONYMOUS="true",  # as in bench/run.py: the callers are the benchmark
         )
         return self
 

@@ -100,7 +100,7 @@ def main() -> None:
         env = hermetic_env(
             OPENAI_API_KEY="sk-bench-not-a-real-key",
             OPENAI_BASE_URL=f"http://127.0.0.1:{int(upstream.log_tail().split()[0])}/v1",
-            LOG_PROMPTS="false",
+            ALLOW_ANONYMOUS="true",
         )
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         for _ in range(args.trials):
