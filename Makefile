@@ -58,6 +58,9 @@ test-fast: $(STAMP) $(AI_SDK_STAMP) ## every test except the browser and SAM CLI
 bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+bench-cold: $(STAMP) ## only the Lambda-shaped figure, quickly, into bench/results (COLD_ARGS="--scale full")
+	$(PY) -m bench.cold $(COLD_ARGS)
+
 # The Lambda package, built the same way on any host without Docker (SAM's makefile build calls
 # build-RelayFunction with ARTIFACTS_DIR): manylinux wheels for the target architecture and
 # CPython 3.13, the handler, no tests or caches, and bytecode compiled ahead of time so a cold
@@ -89,4 +92,4 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps node-deps dev test test-fast lint chat invoke bench package build-RelayFunction build-RelayFunctionOnInstances chromium
+.PHONY: help deps node-deps dev test test-fast lint chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium

@@ -392,8 +392,23 @@ def readme(results: dict, chart_path: str = "results/chart.png") -> str:
             "",
             tables(results),
             "",
+            *_lambda_section(results, chart_path),
         ]
     )
+
+
+def _lambda_section(results: dict, chart_path: str) -> list[str]:
+    """The Lambda-shaped figure (bench/cold.py), its chart beside the main one."""
+    from bench import lambda_report
+
+    figure = results.get("figures", {}).get("lambda")
+    if not figure:
+        return []
+    lines = ["## Lambda-shaped CPU: cold start, warm TTFT and one stream per memory size", ""]
+    if figure.get("sizes"):
+        chart = str(Path(chart_path).with_name("lambda.png"))
+        lines += [f"![Lambda-shaped figure]({chart})", ""]
+    return [*lines, lambda_report.tables(results), ""]
 
 
 def main(argv: list[str] | None = None) -> int:

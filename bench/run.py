@@ -14,16 +14,23 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import report
+from bench import lambda_report, report
 from bench.package import build_package
 from bench.scenario import prompt
-from bench.services import ROOT, Service, Worker, cpu_seconds, free_port, hermetic_env
+from bench.services import (
+    ROOT,
+    Service,
+    Worker,
+    cpu_seconds,
+    free_port,
+    git_commit,
+    hermetic_env,
+)
 from devtools.moto_server import create_quota_table
 
 RESULTS = ROOT / "bench" / "results"
@@ -49,6 +56,7 @@ class Scale:
     memory_invocations: int = 50
     memory_tokens: int = 500
     warmup_requests: int = 5
+    lambda_shaped: str = "full"  # the scale of bench/cold.py's figure, or "off"
 
 
 SCALES = {
@@ -66,6 +74,7 @@ SCALES = {
         memory_invocations=3,
         memory_tokens=20,
         warmup_requests=1,
+        lambda_shaped="off",  # tests/test_bench_cold.py runs it at its own tiny scale
     ),
 }
 
@@ -581,6 +590,15 @@ class Run:
             figure[name]["import_top"] = report.import_breakdown(traced["importtime"])
         self.results["figures"]["cold_start"] = figure
 
+    def lambda_shaped(self) -> None:
+        """Figure 7: the Lambda contenders on Lambda's CPU share per memory size (bench/cold.py)."""
+        if self.scale.lambda_shaped == "off":
+            self.results["figures"]["lambda"] = {"skipped": "--lambda-shaped off"}
+            return
+        from bench import cold
+
+        self.results["figures"]["lambda"] = cold.run(cold.COLD_SCALES[self.scale.lambda_shaped])
+
     # -- the whole run --------------------------------------------------------------------------
 
     def execute(self) -> dict:
@@ -594,7 +612,12 @@ class Run:
             if self.runtime_pid is not None:
                 self.native.run("stop")
                 self.runtime_pid = None
-            for figure in (self.many_invocations, self.memory, self.cold_start_and_package):
+            for figure in (
+                self.many_invocations,
+                self.memory,
+                self.cold_start_and_package,
+                self.lambda_shaped,
+            ):
                 print(f"… {figure.__name__}", file=sys.stderr, flush=True)
                 figure()
         finally:
@@ -607,7 +630,7 @@ class Run:
             "scale": dataclasses.asdict(self.scale),
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {_cpu_count()} CPUs",
-            "commit": _commit(),
+            "commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.monotonic() - started, 1),
             "notes": self.notes,
@@ -649,13 +672,6 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _commit() -> str | None:
-    result = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return result.stdout.strip() or None
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
@@ -673,6 +689,7 @@ def main(argv: list[str] | None = None) -> dict:
         if isinstance(value, int):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value}")
     parser.add_argument("--concurrency", type=lambda v: tuple(int(x) for x in v.split(",")))
+    parser.add_argument("--lambda-shaped", choices=["full", "quick", "tiny", "off"])
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
     overrides = {
@@ -685,7 +702,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.tables(results))
+    print("\n" + lambda_report.tables(results))
     report.chart(results, args.chart)
+    lambda_report.chart(results, args.chart.with_name("lambda.png"))
     readme = args.readme or (
         ROOT / "bench" / "README.md"
         if args.out == RESULTS / "latest.json"

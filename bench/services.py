@@ -40,6 +40,14 @@ def hermetic_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def git_commit() -> str | None:
+    """The measured commit, short."""
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    return result.stdout.strip() or None
+
+
 def cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system

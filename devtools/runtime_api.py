@@ -2,7 +2,8 @@
 
 It hands queued events to `GET /runtime/invocation/next` with realistic headers, and records each
 response POST: request headers, every HTTP chunk with its arrival time, the zero chunk, trailers,
-and whether the runtime closed the connection afterwards; `/error` and `/init/error` posts too.
+and whether the runtime closed the connection afterwards; `/error` and `/init/error` posts too,
+and SnapStart's `/restore/next` (held until `restore()`) and `/restore/error`.
 Used by the tests, `make invoke` and the benchmarks.
 """
 
@@ -130,9 +131,17 @@ class RuntimeApiEmulator(LoopbackHttpServer):
         self._by_id: dict[str, Invocation] = {}
         self.init_errors: list[tuple[dict[str, str], dict]] = []
         self.init_error_seen = threading.Event()
+        # SnapStart: the runtime waits in `/restore/next` until `restore()` (the snapshot is
+        # taken while it waits); a failed after-restore step is posted to `/restore/error`.
+        self.polled = threading.Event()  # the runtime's first `/next`: its init is over
+        self.restore_waiting = threading.Event()
+        self.restore_errors: list[tuple[dict[str, str], dict]] = []
+        self.restore_error_seen = threading.Event()
+        self._restored: asyncio.Event | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
         self._queue = asyncio.Queue()
+        self._restored = asyncio.Event()
         # asyncio.start_server, but with readers that note when each byte arrived.
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
@@ -146,6 +155,15 @@ class RuntimeApiEmulator(LoopbackHttpServer):
     def finished(self, invocation: Invocation) -> None:
         """Called on the emulator's loop once the runtime's answer is complete."""
         invocation.done.set()
+
+    def polling(self) -> None:
+        """Called on the emulator's loop as each `/next` arrives, before an event is handed out
+        (the Lambda-shaped benchmark throttles the runtime here, as Lambda does after init)."""
+        self.polled.set()
+
+    def restore(self) -> None:
+        """Resume a runtime waiting in `/restore/next` (call on the emulator's loop)."""
+        self._restored.set()
 
     def put(self, invocation: Invocation) -> None:
         """Queue an invocation (call on the emulator's loop)."""
@@ -163,6 +181,7 @@ class RuntimeApiEmulator(LoopbackHttpServer):
         assert path.startswith("/2018-06-01/"), path
 
         if method == "GET" and path.endswith("/runtime/invocation/next"):
+            self.polling()
             invocation = await self._queue.get()
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
@@ -177,6 +196,18 @@ class RuntimeApiEmulator(LoopbackHttpServer):
             )
             await writer.drain()
             invocation.delivered_at = time.monotonic()
+            return True
+        if method == "GET" and path.endswith("/runtime/restore/next"):
+            self.restore_waiting.set()
+            await self._restored.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            return True
+        if method == "POST" and path.endswith("/runtime/restore/error"):
+            body = await self._read_body(reader, headers, [], {})
+            await self._accepted(writer)
+            self.restore_errors.append((headers, json.loads(body)))
+            self.restore_error_seen.set()
             return True
         if method == "POST" and path.endswith("/runtime/init/error"):
             body = await self._read_body(reader, headers, [], {})
@@ -276,6 +307,10 @@ class ThreadedRuntimeApi:
         invocation = Invocation(data, int((time.time() + deadline_in_s) * 1000), **details)
         self._runner.call_soon(self.emulator.put, invocation)
         return invocation
+
+    def restore(self) -> None:
+        """SnapStart: let the runtime waiting in `/restore/next` carry on, as from a snapshot."""
+        self._runner.call_soon(self.emulator.restore)
 
     def stop(self) -> None:
         self._runner.stop()

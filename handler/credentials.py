@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from handler.errors import CREDENTIALS_UNAVAILABLE, RelayError
-from handler.settings import Settings
+from handler.secretsmanager import AwsEnvironment, SecretReadFailed, get_secret_value
+from handler.settings import Settings, aws_environment
 
 log = logging.getLogger("relay.credentials")
 
@@ -127,20 +128,23 @@ def _checked_key(api_key: str) -> str:
 class CredentialStore:
     """Credentials for one process: from `OPENAI_API_KEY` locally, else the cached secret.
 
-    Powertools' SecretsProvider does the caching (`max_age` = `SECRET_TTL_S`), so a warm request
-    makes no Secrets Manager call; the parsed value is kept while the raw secret is unchanged.
+    The value is kept for `SECRET_TTL_S`, so a warm request makes no Secrets Manager call. With
+    AWS keys in the environment (always so on Lambda) it is read by one signed request
+    (secretsmanager.py); otherwise through Powertools' SecretsProvider (boto3's credential chain).
     Client tokens come from one place: `CLIENT_TOKENS` with `OPENAI_API_KEY`, the secret's
     `client_tokens` otherwise (then `CLIENT_TOKENS` is ignored, and the app says so at startup).
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._provider = None
+        self._provider = None  # Powertools, when the environment has no AWS keys
+        self._aws: AwsEnvironment | None = None
         self._parsed: tuple[object, Credentials] | None = None
         self._fresh_until = 0.0
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
         self._reading: asyncio.Future[Credentials] | None = None
+        self._read_at: float | None = None  # wall clock: a SnapStart restore must see the age
         if settings.openai_api_key:
             self._static = Credentials(
                 api_key=settings.openai_api_key,
@@ -167,7 +171,21 @@ class CredentialStore:
             log.error("credentials unavailable: %s", exc.reason)
             raise
         self._fresh_until = time.monotonic() + self._settings.secret_ttl_s
+        self._read_at = time.time()
         return self._parsed[1]
+
+    def adopt(self, other: CredentialStore) -> None:
+        """Take over the client and the value `other` (a store for the same settings) has read:
+        the runtime reads the secret in a thread while the app's modules are still importing."""
+        self._provider, self._aws, self._parsed = other._provider, other._aws, other._parsed
+        self._fresh_until, self._read_at = other._fresh_until, other._read_at
+
+    def older_than_ttl(self) -> bool:
+        """True when the secret was read longer than `SECRET_TTL_S` ago by the wall clock, which
+        (unlike the monotonic one) counts the time a SnapStart snapshot lay on the shelf."""
+        if self._static is not None or self._read_at is None:
+            return False
+        return time.time() - self._read_at > self._settings.secret_ttl_s
 
     async def aget(self) -> Credentials:
         """`get` for the event loop: a cached value at once, a Secrets Manager read in a thread
@@ -204,9 +222,17 @@ class CredentialStore:
         secret_id = self._settings.openai_secret_id
         if not secret_id:
             raise CredentialsUnavailable("neither OPENAI_SECRET_ID nor OPENAI_API_KEY is set")
+        if self._aws is None:
+            self._aws = aws_environment()
+        if self._aws.signs:
+            # The keys Lambda gives every function: one signed request, no SDK to import.
+            try:
+                return get_secret_value(self._aws, secret_id)
+            except SecretReadFailed as exc:
+                raise CredentialsUnavailable(f"reading the secret failed: {exc}") from exc
         try:
             if self._provider is None:
-                # Imported here: boto3 costs ~0.3 s of import time that OPENAI_API_KEY users skip.
+                # Imported here: boto3 costs ~0.3 s of import time that most runs skip.
                 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
                 self._provider = SecretsProvider()

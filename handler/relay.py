@@ -84,20 +84,7 @@ class Upstream:
 
     def _session_for(self, creds: Credentials) -> aiohttp.ClientSession:
         """The pool, made on first use inside the event loop; headers again for new credentials."""
-        session, loop = self._session, asyncio.get_running_loop()
-        if session is None or self._loop is not loop:
-            # One event loop per process in every server the relay runs under; a new loop
-            # (a test harness) gets a pool of its own, the old loop's connections go with it.
-            self._loop = loop
-            session = self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
-                timeout=self._timeout,
-                auto_decompress=False,
-                # One pool serves every caller: a cookie the upstream sets for one request
-                # must not ride along on anyone else's.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-            self._proxy = _environment_proxy(self._base_url)
+        session = self._pool()
         if self._headers_for is not creds:
             headers = {
                 "Authorization": f"Bearer {creds.api_key}",
@@ -113,8 +100,47 @@ class Upstream:
             self._headers, self._headers_for = headers, creds
         return session
 
+    def _pool(self) -> aiohttp.ClientSession:
+        session, loop = self._session, asyncio.get_running_loop()
+        if session is None or self._loop is not loop:
+            # One event loop per process in every server the relay runs under; a new loop
+            # (a test harness) gets a pool of its own, the old loop's connections go with it.
+            self._loop = loop
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
+                timeout=self._timeout,
+                auto_decompress=False,
+                # One pool serves every caller: a cookie the upstream sets for one request
+                # must not ride along on anyone else's.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            self._proxy = _environment_proxy(self._base_url)
+        return session
+
+    async def preconnect(self, timeout_s: float = 2.0) -> bool:
+        """Open the pool and one kept-alive connection to the upstream, before any request needs
+        it: at init the TCP and TLS handshakes run at full CPU, on the first request they would
+        run throttled. An unauthenticated `GET /models` does it (any answer will do: only the
+        connection is wanted, and no key is sent); True when a connection is now pooled."""
+        session = self._pool()
+        url = self._base_url + "/models"
+        headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+        try:
+            async with session.get(
+                url,
+                headers=headers,
+                proxy=self._proxy,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as response:
+                await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            log.info("could not open an upstream connection ahead of time: %s", type(exc).__name__)
+            return False
+        return True
+
     async def close(self) -> None:
-        """Close the pool (server shutdown); the next request would open a new one."""
+        """Close the pool and its connections (server shutdown, SnapStart restore); the next
+        request opens a new one."""
         session, self._session = self._session, None
         if session is not None and self._loop is asyncio.get_running_loop():
             await session.close()

@@ -291,13 +291,42 @@ async def _report_init_error(api: RuntimeApi, exc: BaseException) -> None:
 async def main() -> int:
     api = RuntimeApi(os.environ["AWS_LAMBDA_RUNTIME_API"])
     try:
-        from handler.app import app
+        from handler import init
+
+        steps = init.InitSteps()
+        secret = init.start_secret_read(steps)
+        with steps.step("app"):
+            from handler.app import app
+        await init.warm(app, secret, steps)
     except Exception as exc:
         log.error("initialisation failed: %s", type(exc).__name__)
         await _report_init_error(api, exc)
         return 1
+    # Like AWS_LAMBDA_RUNTIME_API, a variable of the runtime protocol, not a relay setting.
+    snapshotted = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start"
+    if snapshotted and not await _restore(api, app, init.after_restore):
+        return 1
     await Runtime(api, app, app.state.relay.settings).serve_forever()
     return 0
+
+
+async def _restore(api: RuntimeApi, app: Any, after_restore: Any) -> bool:
+    """SnapStart's handshake: `/restore/next` returns once this process runs again from the
+    snapshot; then the after-restore work, its failure reported to `/restore/error`."""
+    status, _, _ = await api.request("GET", "/runtime/restore/next")
+    if status != 200:
+        raise RuntimeError(f"runtime API answered {status} to /restore/next")
+    try:
+        await after_restore(app)
+    except Exception as exc:
+        log.error("after-restore work failed: %s", type(exc).__name__)
+        await api.post_json(
+            "/runtime/restore/error",
+            _error_payload(exc),
+            {"Lambda-Runtime-Function-Error-Type": f"Runtime.{type(exc).__name__}"},
+        )
+        return False
+    return True
 
 
 def _loop_factory() -> Any:

@@ -5,6 +5,7 @@ Every variable has a documented default; tests build their own `Settings` instea
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from ipaddress import ip_address
 from typing import Annotated, Literal
@@ -12,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from handler.secretsmanager import AwsEnvironment
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
 
@@ -210,3 +213,16 @@ class Settings(BaseSettings):
     def model_allow_list(self) -> frozenset[str]:
         """The models a request may name: `ALLOWED_MODELS`, or just the default model."""
         return frozenset(self.allowed_models or [self.default_model])
+
+
+def aws_environment() -> AwsEnvironment:
+    """The AWS SDK's standard variables (Lambda sets the keys and the region): not the relay's
+    settings, so not in its table, but read here like every other variable."""
+    env = os.environ
+    return AwsEnvironment(
+        access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=env.get("AWS_SESSION_TOKEN"),
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        endpoint_url=env.get("AWS_ENDPOINT_URL_SECRETS_MANAGER") or env.get("AWS_ENDPOINT_URL"),
+    )

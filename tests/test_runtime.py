@@ -157,12 +157,10 @@ def test_bad_configuration_is_reported_to_init_error(start_runtime, runtime_api)
     assert runtime.process.wait(10) == 1
 
 
-def test_stream_ends_cleanly_before_the_deadline(start_runtime, upstream):
-    runtime = start_runtime()
-    # Warm first: the deadline counts from when the event is queued, and a slow start on a
-    # busy machine must not eat it.
-    runtime.invoke(HEALTHZ_EVENT)
+def test_stream_ends_cleanly_before_the_deadline(start_runtime, runtime_api, upstream):
     upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.1))
+    runtime = start_runtime()
+    assert runtime_api.emulator.polled.wait(30)  # the deadline counts from the event, not init
     started = time.time()
     invocation = runtime.invoke(CHAT_EVENT, deadline_in_s=1.5)
     ended = invocation.chunks[-1][0] - invocation.delivered_at
@@ -190,7 +188,8 @@ def test_a_non_string_text_part_is_a_400_not_a_stream_error(start_runtime, upstr
     assert prelude["statusCode"] == 400
     assert json.loads(answer)["error"]["param"] == "messages[0].content[0].text"
     assert invocation.trailers == {}
-    assert upstream.requests == []
+    # Nothing went upstream but init's connection warm-up (a GET without the key).
+    assert [(r.method, r.path) for r in upstream.requests] == [("GET", "/v1/models")]
 
 
 def test_a_non_streamed_answer_may_take_longer_than_the_token_timeout(start_runtime, upstream):
@@ -233,8 +232,12 @@ def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secre
         if index in (1, 19):
             counts.append((process.num_fds(), len(process.net_connections("tcp"))))
     assert counts[0] == counts[1], counts
-    assert {r.headers["authorization"] for r in upstream.requests} == {f"Bearer {first_key}"}
-    assert len({r.peer for r in upstream.requests}) == 1  # one pooled upstream connection
+    warm_up, *chats = upstream.requests
+    assert (warm_up.method, warm_up.path) == ("GET", "/v1/models")  # opened during init...
+    assert "authorization" not in warm_up.headers  # ...without the key
+    assert {r.headers["authorization"] for r in chats} == {f"Bearer {first_key}"}
+    # One pooled upstream connection, the one init opened, for every invocation.
+    assert len({r.peer for r in upstream.requests}) == 1
     output = runtime.stop()
     debug = [line for line in output.splitlines() if "runtime-debug" in line]
     tasks = [int(line.rsplit("tasks=", 1)[1]) for line in debug]
@@ -348,7 +351,7 @@ def test_iam_function_url_caller_is_the_signed_arn_and_missing_one_is_401(start_
     assert prelude["statusCode"] == 200
     assert upstream.last.body["safety_identifier"] == safety_identifier(TEST_KEY, f"iam:{arn}")
     assert runtime.invoke(CHAT_EVENT).prelude_and_body()[0]["statusCode"] == 401
-    assert len(upstream.requests) == 1
+    assert [r.method for r in upstream.requests] == ["GET", "POST"]  # init's warm-up, one chat
     lines = [json.loads(line) for line in runtime.stop().splitlines() if '"caller"' in line]
     assert [line["caller"] for line in lines] == [f"iam:{arn}", "anonymous"]
     assert [line["status"] for line in lines] == [200, 401]

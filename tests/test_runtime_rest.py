@@ -124,7 +124,8 @@ def test_the_relays_own_auth_still_applies_behind_the_api_key(start_runtime, ups
     prelude, body = refused.prelude_and_body()
     assert prelude["statusCode"] == 401
     assert json.loads(body)["error"]["type"] == "unauthorized"
-    assert upstream.requests == []
+    # Only init's warm-up of the upstream connection (handler/init.py), no model call.
+    assert [(r.method, r.path) for r in upstream.requests] == [("GET", "/v1/models")]
     admitted = runtime.invoke(rest_event(authorization="Bearer client-token-rest-1"))
     assert admitted.prelude_and_body()[0]["statusCode"] == 200
 

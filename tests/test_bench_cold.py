@@ -1,0 +1,45 @@
+"""The Lambda-shaped benchmark (bench/cold.py) runs end to end at its tiny scale, so it cannot rot.
+
+No timing is asserted; where cgroups cannot be written the figure says so instead of measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import lambda_report
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENDERS = {"native", "lwa", "buffered", "floor"}
+
+
+def test_tiny_lambda_shaped_run_measures_every_contender_or_says_why_not(tmp_path):
+    results_path = tmp_path / "latest.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.cold", "--scale", "tiny", "--results", results_path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figure = json.loads(results_path.read_text())["figures"]["lambda"]
+    if "skipped" in figure:
+        assert figure["skipped"].startswith("skipped: ")
+        assert figure["skipped"] in run.stdout
+        return
+    assert set(figure["sizes"]) == {"full", "128"}
+    for size, contenders in figure["sizes"].items():
+        assert set(contenders) == CONTENDERS, size
+        for name, entry in contenders.items():
+            assert entry["init_ms"] > 0 and entry["first_token_ms"] > 0, (size, name)
+            assert entry["warm_ttft_p50_ms"] > 0 and entry["tokens_per_s"] > 0, (size, name)
+            assert entry["peak_rss_mib"] > 0, (size, name)
+    assert set(figure["sizes"]["128"]["native"]["init_steps_ms"]) >= {"app", "first_request"}
+    assert (tmp_path / "lambda.png").read_bytes().startswith(b"\x89PNG")
+    results = {"figures": {"lambda": figure}}
+    assert len(lambda_report.targets(results)) == 5
+    assert "Goals of issue 16" in run.stdout and "| 128 MB | native runtime |" in run.stdout

@@ -1,0 +1,154 @@
+"""The runtime's init phase and SnapStart's restore handshake, against the runtime-API emulator,
+moto's Secrets Manager and the fake upstream: what init prepares, what it tolerates, and what a
+restore renews."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import pytest
+
+from handler.app import create_app
+from handler.init import after_restore
+from handler.settings import Settings
+from tests.conftest import TEST_KEY
+from tests.test_runtime import CHAT_EVENT
+
+ROTATED_KEY = "sk-test-rotated-key-9876543210zyxwvu"
+
+
+@pytest.fixture
+def start_with_secret(start_runtime, moto_endpoint):
+    """A runtime that reads its key from Secrets Manager (moto), as on Lambda."""
+
+    def start(secret_id: str, **env: str):
+        aws = {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        return start_runtime(OPENAI_API_KEY="", OPENAI_SECRET_ID=secret_id, **{**aws, **env})
+
+    return start
+
+
+def _status(invocation) -> tuple[int, bytes]:
+    prelude, body = invocation.prelude_and_body()
+    return prelude["statusCode"], body
+
+
+def _chats(upstream) -> list:
+    return [r for r in upstream.requests if r.method == "POST"]
+
+
+def test_init_reads_the_secret_so_the_first_request_does_not(
+    start_with_secret, runtime_api, secrets, upstream
+):
+    arn = secrets.create_secret(Name="relay-test/init-read", SecretString=TEST_KEY)["ARN"]
+    runtime = start_with_secret(arn)
+    assert runtime_api.emulator.polled.wait(30)
+    # Read during init: a rotation after init is not seen by the first request (TTL 300 s).
+    secrets.put_secret_value(SecretId=arn, SecretString=ROTATED_KEY)
+    assert _status(runtime.invoke(CHAT_EVENT))[0] == 200
+    assert _chats(upstream)[0].headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_secret_unreadable_during_init_is_read_by_the_first_request(
+    start_with_secret, runtime_api, secrets, upstream
+):
+    runtime = start_with_secret("relay-test/late-secret")
+    assert runtime_api.emulator.polled.wait(30)  # init is over, and did not fail
+    assert not runtime_api.emulator.init_errors
+    secrets.create_secret(Name="relay-test/late-secret", SecretString=TEST_KEY)
+    assert _status(runtime.invoke(CHAT_EVENT))[0] == 200
+    assert _chats(upstream)[0].headers["authorization"] == f"Bearer {TEST_KEY}"
+    assert "reading the secret during init failed" in runtime.stop()
+
+
+def test_secret_unreadable_during_init_and_after_is_503_then_recovers(
+    start_with_secret, runtime_api, secrets
+):
+    runtime = start_with_secret("relay-test/missing-secret")
+    status, body = _status(runtime.invoke(CHAT_EVENT))
+    assert status == 503
+    assert json.loads(body)["error"]["type"] == "credentials_unavailable"
+    secrets.create_secret(Name="relay-test/missing-secret", SecretString=TEST_KEY)
+    assert _status(runtime.invoke(CHAT_EVENT))[0] == 200  # a failure is not cached
+
+
+def test_snapstart_runtime_takes_no_event_before_the_restore(start_runtime, runtime_api):
+    runtime = start_runtime(AWS_LAMBDA_INITIALIZATION_TYPE="snap-start")
+    assert runtime_api.emulator.restore_waiting.wait(30)
+    invocation = runtime_api.invoke(CHAT_EVENT)
+    time.sleep(0.5)
+    assert not runtime_api.emulator.polled.is_set() and not invocation.done.is_set()
+    runtime_api.restore()
+    assert _status(invocation.wait())[0] == 200
+    assert not runtime_api.emulator.restore_errors
+    assert runtime.process.poll() is None
+
+
+def test_after_restore_the_pool_is_new_and_a_stale_secret_is_read_again(
+    start_with_secret, runtime_api, secrets, upstream
+):
+    arn = secrets.create_secret(Name="relay-test/restore-stale", SecretString=TEST_KEY)["ARN"]
+    start_with_secret(arn, AWS_LAMBDA_INITIALIZATION_TYPE="snap-start", SECRET_TTL_S="1")
+    assert runtime_api.emulator.restore_waiting.wait(30)
+    secrets.put_secret_value(SecretId=arn, SecretString=ROTATED_KEY)
+    time.sleep(1.2)  # the snapshot "lies on the shelf" longer than the secret's TTL
+    runtime_api.restore()
+    assert _status(runtime_api.invoke(CHAT_EVENT).wait())[0] == 200
+    at_init, after = (r for r in upstream.requests if r.method == "GET")
+    chat = _chats(upstream)[0]
+    assert chat.headers["authorization"] == f"Bearer {ROTATED_KEY}"
+    # The connection init opened was dropped; the request rode the one opened after restore.
+    assert at_init.peer != after.peer and chat.peer == after.peer
+
+
+def test_after_restore_a_fresh_secret_is_kept(start_with_secret, runtime_api, secrets, upstream):
+    arn = secrets.create_secret(Name="relay-test/restore-fresh", SecretString=TEST_KEY)["ARN"]
+    start_with_secret(arn, AWS_LAMBDA_INITIALIZATION_TYPE="snap-start")
+    assert runtime_api.emulator.restore_waiting.wait(30)
+    secrets.put_secret_value(SecretId=arn, SecretString=ROTATED_KEY)
+    runtime_api.restore()
+    assert _status(runtime_api.invoke(CHAT_EVENT).wait())[0] == 200
+    assert _chats(upstream)[0].headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_after_restore_randomness_is_reseeded(upstream):
+    app = create_app(
+        Settings(_env_file=None, openai_api_key=TEST_KEY, openai_base_url=upstream.base_url)
+    )
+    random.seed(1234)
+    from_the_snapshot = [random.random() for _ in range(4)]
+    random.seed(1234)  # every environment restored from one snapshot starts from this state
+
+    async def restore_then_shut_down() -> None:
+        await after_restore(app)
+        await app.state.relay.upstream.close()
+
+    asyncio.run(restore_then_shut_down())
+    assert [random.random() for _ in range(4)] != from_the_snapshot
+
+
+def test_without_keys_in_the_environment_the_sdk_reads_the_secret(
+    start_with_secret, runtime_api, secrets, upstream, tmp_path
+):
+    """Lambda always has keys in the environment; elsewhere boto3's credential chain (here a
+    shared credentials file) is used through Powertools."""
+    arn = secrets.create_secret(Name="relay-test/sdk-read", SecretString=TEST_KEY)["ARN"]
+    profile = tmp_path / "credentials"
+    profile.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    runtime = start_with_secret(
+        arn,
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+        AWS_SHARED_CREDENTIALS_FILE=str(profile),
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+    )
+    assert _status(runtime.invoke(CHAT_EVENT))[0] == 200
+    assert _chats(upstream)[0].headers["authorization"] == f"Bearer {TEST_KEY}"
