@@ -29,6 +29,7 @@ from bench.native import RuntimeProcess, verify
 from bench.runtime_api import RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, prompt
 from bench.services import ROOT, Service, cpu_seconds, free_port, git_commit, hermetic_env
+from devtools.moto_server import moto_client
 
 ONE_CPU_MB = 1769  # Lambda: 1,769 MB of memory is one vCPU
 MEMORY_SIZES = (128, 256, 512, 1024)
@@ -400,15 +401,7 @@ class Stack:
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        import boto3
-
-        secrets = boto3.client(
-            "secretsmanager",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        secrets = moto_client("secretsmanager", endpoint)
         arn = secrets.create_secret(Name=SECRET_NAME, SecretString=BENCH_KEY)["ARN"]
         self.env = hermetic_env(
             **aws,

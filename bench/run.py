@@ -31,7 +31,7 @@ from bench.services import (
     git_commit,
     hermetic_env,
 )
-from devtools.moto_server import create_quota_table
+from devtools.moto_server import create_quota_table, moto_client
 
 RESULTS = ROOT / "bench" / "results"
 BENCH_KEY = "sk-bench-not-a-real-key"
@@ -234,16 +234,8 @@ class Run:
             "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        import boto3
-
         create_quota_table(aws["AWS_ENDPOINT_URL"], QUOTA_TABLE)
-        dynamodb = boto3.client(
-            "dynamodb",
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
+        dynamodb = moto_client("dynamodb", aws["AWS_ENDPOINT_URL"])
         self.moto_update_item_s = _update_item_times(dynamodb, self.scale.warmup_requests * 20)
         return dict(
             relay_env,

@@ -50,18 +50,23 @@ def start_moto_server() -> tuple[MotoServer, str]:
     return server, server.endpoint
 
 
-def create_quota_table(endpoint: str, name: str) -> str:
-    """The per-caller quota table as template.yaml declares it (partition key `pk` of type
-    string, TTL on `expires_at`, on-demand), in the moto server at `endpoint`; its name."""
+def moto_client(service: str, endpoint: str) -> Any:
+    """A boto3 client of `service` on the moto server at `endpoint` (dummy credentials)."""
     import boto3
 
-    dynamodb = boto3.client(
-        "dynamodb",
+    return boto3.client(
+        service,
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="local",
         aws_secret_access_key="local",
     )
+
+
+def create_quota_table(endpoint: str, name: str) -> str:
+    """The per-caller quota table as template.yaml declares it (partition key `pk` of type
+    string, TTL on `expires_at`, on-demand), in the moto server at `endpoint`; its name."""
+    dynamodb = moto_client("dynamodb", endpoint)
     dynamodb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
