@@ -17,7 +17,8 @@ import os
 import sys
 import urllib.parse
 
-from handler.secretsmanager import AwsEnvironment, get_secret_value
+from handler.aws import AwsEnvironment
+from handler.secretsmanager import get_secret_value
 
 API_PREFIX = "/2018-06-01/runtime"
 PRELUDE = json.dumps({"statusCode": 200, "headers": {"content-type": "text/event-stream"}})

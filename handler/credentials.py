@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from handler.aws import AwsEnvironment
 from handler.errors import CREDENTIALS_UNAVAILABLE, RelayError
-from handler.secretsmanager import AwsEnvironment, SecretReadFailed, get_secret_value
+from handler.secretsmanager import SecretReadFailed, get_secret_value
 from handler.settings import Settings, aws_environment
 
 log = logging.getLogger("relay.credentials")
