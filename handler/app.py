@@ -338,10 +338,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Servers with a lifespan (uvicorn) close the upstream pool on shutdown; Lambda never
-    # shuts the app down, so there the pool simply lives as long as the environment.
+    # Servers with a lifespan (uvicorn) close the upstream and DynamoDB pools on shutdown;
+    # Lambda never shuts the app down, so there they live as long as the environment.
     yield
     await app.state.relay.upstream.close()
+    await app.state.relay.quota.close()
 
 
 class RelayApp(FastAPI):

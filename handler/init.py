@@ -2,7 +2,8 @@
 
 Lambda runs init at full CPU and each invocation at the memory size's share of one CPU, so all
 the CPU work that can happen before the first event happens here: the secret is read in a thread
-while the app's modules import, then the upstream pool opens its first connection, one request
+while the app's modules import, then the upstream pool (and DynamoDB's, when limits are on)
+opens its first connection, one request
 goes through the app's routing and validation, and what init built is frozen out of the
 garbage collector's way.
 """
@@ -94,6 +95,9 @@ async def warm(app: Any, secret: SecretRead | None, steps: InitSteps) -> None:
             log.warning("reading the secret during init failed; the first request tries again")
     with steps.step("upstream_connection"):
         await relay.upstream.preconnect()
+    if relay.quota.enabled:
+        with steps.step("dynamodb_connection"):
+            await relay.quota.preconnect()
     if secret_ok:
         with steps.step("first_request"):
             await _exercise_routes(app)
@@ -155,12 +159,14 @@ def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
 
 async def after_restore(app: Any) -> None:
     """What a SnapStart restore makes stale: every environment restored from one snapshot shares
-    its memory, so randomness is re-seeded; connections in the snapshot are dead, so the pool is
-    dropped and opened again; a secret older than its TTL is read again."""
+    its memory, so randomness is re-seeded; connections in the snapshot are dead, so the pools
+    are dropped and opened again; a secret older than its TTL is read again."""
     random.seed()
     relay = app.state.relay
     await relay.upstream.close()
     await relay.upstream.preconnect()
+    await relay.quota.close()
+    await relay.quota.preconnect()
     if relay.credentials.older_than_ttl():
         try:
             await asyncio.to_thread(relay.credentials.get, True)

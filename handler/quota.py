@@ -1,36 +1,36 @@
 """Per-caller limits kept in DynamoDB: requests per clock minute and tokens per UTC day.
 
-`Quota.admit` runs in the routes' one dependency before any upstream call: each limit is one
-conditional `UpdateItem` (count only while under the limit), so concurrent requests in any
-number of processes are admitted exactly up to the limit. `QuotaChargeMiddleware` adds the
-request's tokens to the caller's day once its response has ended.
+`Quota.admit` runs in the routes' one dependency before any upstream call: one conditional
+`UpdateItem` counts the request only while the caller is under both limits, so concurrent
+requests in any number of processes are admitted exactly up to them, at the cost of one round
+trip. `QuotaChargeMiddleware` adds the request's tokens to the same item once its response has
+ended.
 
-Items (partition key `pk`, TTL attribute `expires_at`):
-  `rate#<minute since the epoch>#<caller>`: `requests` admitted in that minute
-  `tokens#<YYYY-MM-DD>#<caller>`: `tokens` charged that UTC day, `requests` admitted
+One item per caller and UTC day (partition key `pk`, TTL attribute `expires_at`):
+  `quota#<YYYY-MM-DD>#<caller>`: `tokens` charged, `requests` admitted, and `m<HHMM>`, the
+  requests admitted in that minute (each admission removes the previous minute's counter).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from handler.aws import AwsEnvironment
+from handler.dynamodb import ConditionFailed, DynamoDB, DynamoDBFailed
 from handler.errors import QUOTA_EXCEEDED, QUOTA_UNAVAILABLE, RATE_LIMITED, RelayError
 from handler.requestlog import RequestLog, request_log
-from handler.settings import Settings
+from handler.settings import Settings, aws_environment
 
 log = logging.getLogger("relay.quota")
 
 DAY_S = 86_400
-# Counters stay readable for a while after their window (TTL deletes them within days).
-RATE_ITEM_TTL_S = 120
-TOKEN_ITEM_TTL_S = 2 * DAY_S
+# A day's item stays readable for a while after the day (TTL deletes it within days).
+ITEM_TTL_S = 2 * DAY_S
 # One DynamoDB call must not hold a request for long: fail (closed or open) instead.
 CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 2.0
@@ -68,138 +68,140 @@ class Admission:
     day: str
 
 
-class Quota:
-    """The limits of one process; a no-op (and no boto3 import) when `settings.quotas_on` is
-    false. DynamoDB calls run in threads, so a slow one never stalls other streams."""
+@dataclass(frozen=True)
+class Window:
+    """Where a moment falls: its UTC day, its minute of that day, and when each ends."""
 
-    def __init__(self, settings: Settings) -> None:
+    day: str
+    minute: int  # 0 at 00:00 UTC
+    minute_ends: float  # seconds since the epoch
+    day_ends: int
+
+    @classmethod
+    def at(cls, now: float) -> Window:
+        day_start = int(now) // DAY_S * DAY_S
+        minute = int(now - day_start) // 60
+        day = datetime.fromtimestamp(day_start, UTC).strftime("%Y-%m-%d")
+        return cls(day, minute, day_start + (minute + 1) * 60, day_start + DAY_S)
+
+
+def item_key(day: str, caller: str) -> dict[str, Any]:
+    """The key of `caller`'s item for the UTC day `day` (YYYY-MM-DD)."""
+    return {"pk": {"S": f"quota#{day}#{caller}"}}
+
+
+def minute_counter(minute: int) -> str:
+    """The attribute counting a minute's requests: `m0915` for 09:15 UTC."""
+    return f"m{minute // 60:02d}{minute % 60:02d}"
+
+
+class Quota:
+    """The limits of one process; a no-op (no DynamoDB client at all) when `settings.quotas_on`
+    is false. `aws` defaults to the environment's keys and region (`aws_environment`)."""
+
+    def __init__(self, settings: Settings, aws: AwsEnvironment | None = None) -> None:
         self.enabled = settings.quotas_on
         self._table = settings.quota_table
         self._rate_limit = settings.rate_limit_per_minute
         self._budget = settings.token_budget_per_day
         self._fail_open = settings.quota_fail_open
-        self._client: Any = None
-        self._client_lock = threading.Lock()
+        self._dynamodb: DynamoDB | None = None
         if self.enabled:
-            # Made at start-up (on Lambda: in the init phase), not on the first request.
-            self._dynamodb()
-
-    def _dynamodb(self) -> Any:
-        """The DynamoDB client; its endpoint follows AWS_ENDPOINT_URL_DYNAMODB/AWS_ENDPOINT_URL
-        as boto3 reads them (moto locally and in tests)."""
-        with self._client_lock:
-            if self._client is None:
-                # Imported here: boto3 costs ~0.3 s of import time that deployments without
-                # limits need not pay.
-                import boto3
-                from botocore.config import Config
-
-                self._client = boto3.session.Session().client(
-                    "dynamodb",
-                    config=Config(
-                        connect_timeout=CONNECT_TIMEOUT_S,
-                        read_timeout=READ_TIMEOUT_S,
-                        retries={"mode": "standard", "total_max_attempts": 2},
-                        # Checks of concurrent requests run in parallel threads.
-                        max_pool_connections=50,
-                    ),
-                )
-            return self._client
+            aws = replace(aws or aws_environment(), endpoint_url=settings.aws_endpoint_url_dynamodb)
+            self._dynamodb = DynamoDB(aws, CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
 
     async def admit(self, caller: str) -> Admission | None:
         """Count the request against `caller`'s limits, or raise `429 rate_limited` /
         `429 quota_exceeded` (with Retry-After), or `503 quota_unavailable` when DynamoDB cannot
-        be reached (unless QUOTA_FAIL_OPEN). Both checks run at once: one round trip of wait."""
-        if not self.enabled:
+        be reached (unless QUOTA_FAIL_OPEN). One conditional `UpdateItem` checks both."""
+        if self._dynamodb is None:
             return None
         now = time.time()
-        checks = []
-        if self._budget:
-            checks.append(asyncio.to_thread(self._within_budget, caller, now))
-        if self._rate_limit:
-            checks.append(asyncio.to_thread(self._take_request, caller, now))
-        results = await asyncio.gather(*checks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, RelayError):
-                raise result
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            cause = _describe_failure(failures[0])
+        window = Window.at(now)
+        try:
+            await self._dynamodb.update_item(self._admission(caller, window))
+        except ConditionFailed as refused:
+            raise self._refusal(refused.item, window, now) from None
+        except DynamoDBFailed as exc:
             if not self._fail_open:
-                log.error("quota check failed, request refused: %s", cause)
-                raise quota_unavailable()
-            log.warning("quota check failed, request let through (QUOTA_FAIL_OPEN): %s", cause)
-        return Admission(caller, _utc_day(now))
+                log.error("quota check failed, request refused: %s", exc)
+                raise quota_unavailable() from exc
+            log.warning("quota check failed, request let through (QUOTA_FAIL_OPEN): %s", exc)
+        return Admission(caller, window.day)
 
-    def _take_request(self, caller: str, now: float) -> None:
-        minute = int(now // 60)
-        if not self._update(
-            f"rate#{minute}#{caller}",
-            "ADD requests :one SET expires_at = :expires",
-            "attribute_not_exists(requests) OR requests < :limit",
-            {
-                ":one": {"N": "1"},
-                ":limit": {"N": str(self._rate_limit)},
-                ":expires": {"N": str((minute + 1) * 60 + RATE_ITEM_TTL_S)},
-            },
-        ):
-            raise rate_limited(max(1, math.ceil((minute + 1) * 60 - now)), self._rate_limit)
-
-    def _within_budget(self, caller: str, now: float) -> None:
-        # An update rather than a read, so the check and the day's request count are one call.
-        day_end = (int(now) // DAY_S + 1) * DAY_S
-        if not self._update(
-            f"tokens#{_utc_day(now)}#{caller}",
-            "ADD requests :one SET expires_at = :expires",
-            "attribute_not_exists(tokens) OR tokens < :budget",
-            {
-                ":one": {"N": "1"},
-                ":budget": {"N": str(self._budget)},
-                ":expires": {"N": str(day_end + TOKEN_ITEM_TTL_S)},
-            },
-        ):
-            raise quota_exceeded(max(1, math.ceil(day_end - now)), self._budget)
-
-    def _update(self, pk: str, update: str, condition: str | None, values: dict) -> bool:
-        """One UpdateItem; False when its condition did not hold. Other failures raise."""
-        client = self._dynamodb()
+    def _admission(self, caller: str, window: Window) -> dict[str, Any]:
+        """The `UpdateItem` that counts a request only while every limit that is on holds."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":one": {"N": "1"},
+            ":expires": {"N": str(window.day_ends + ITEM_TTL_S)},
+        }
+        add, conditions, remove = ["requests :one"], [], ""
+        if self._rate_limit:
+            names["#minute"] = minute_counter(window.minute)
+            values[":limit"] = {"N": str(self._rate_limit)}
+            add.append("#minute :one")
+            conditions.append("(attribute_not_exists(#minute) OR #minute < :limit)")
+            if window.minute:  # at 00:00 the previous minute is in yesterday's item
+                # DynamoDB bills a write by the item's size: a busy caller's item keeps one
+                # minute's counter, not one for every minute of the day.
+                names["#previous"] = minute_counter(window.minute - 1)
+                remove = " REMOVE #previous"
+        if self._budget:
+            values[":budget"] = {"N": str(self._budget)}
+            conditions.append("(attribute_not_exists(tokens) OR tokens < :budget)")
         request: dict[str, Any] = {
             "TableName": self._table,
-            "Key": {"pk": {"S": pk}},
-            "UpdateExpression": update,
+            "Key": item_key(window.day, caller),
+            "UpdateExpression": f"ADD {', '.join(add)} SET expires_at = :expires{remove}",
+            "ConditionExpression": " AND ".join(conditions),
             "ExpressionAttributeValues": values,
+            # On a refusal the item as it was comes back: it tells which limit refused.
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
-        if condition:
-            request["ConditionExpression"] = condition
-        try:
-            client.update_item(**request)
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        if names:
+            request["ExpressionAttributeNames"] = names
+        return request
+
+    def _refusal(self, item: dict[str, Any], window: Window, now: float) -> RelayError:
+        """The 429 for a refused admission: `quota_exceeded` when the day's tokens are used up
+        (whatever the minute's count), `rate_limited` otherwise."""
+        spent = int(item.get("tokens", {}).get("N", "0"))
+        if (self._budget and spent >= self._budget) or not self._rate_limit:
+            return quota_exceeded(max(1, math.ceil(window.day_ends - now)), self._budget)
+        return rate_limited(max(1, math.ceil(window.minute_ends - now)), self._rate_limit)
 
     async def charge(self, admission: Admission, record: RequestLog) -> None:
         """Add the request's tokens (its usage, or the log's documented estimate) to the day it
         was admitted on. A failure is logged: the answer has been given, it cannot be undone."""
         tokens = record.token_count()
-        if not self._budget or tokens is None or tokens.total <= 0:
+        if self._dynamodb is None or not self._budget or tokens is None or tokens.total <= 0:
             return
         day_start = datetime.strptime(admission.day, "%Y-%m-%d").replace(tzinfo=UTC)
-        expires = int(day_start.timestamp()) + DAY_S + TOKEN_ITEM_TTL_S
+        expires = int(day_start.timestamp()) + DAY_S + ITEM_TTL_S
         try:
-            await asyncio.to_thread(
-                self._update,
-                f"tokens#{admission.day}#{admission.caller}",
-                "ADD tokens :tokens SET expires_at = :expires",
-                None,
-                {":tokens": {"N": str(tokens.total)}, ":expires": {"N": str(expires)}},
+            await self._dynamodb.update_item(
+                {
+                    "TableName": self._table,
+                    "Key": item_key(admission.day, admission.caller),
+                    "UpdateExpression": "ADD tokens :tokens SET expires_at = :expires",
+                    "ExpressionAttributeValues": {
+                        ":tokens": {"N": str(tokens.total)},
+                        ":expires": {"N": str(expires)},
+                    },
+                }
             )
-        except Exception as exc:  # any SDK or network failure: say what, never crash the request
-            log.error(
-                "charging %d tokens to %s failed: %s",
-                tokens.total,
-                admission.caller,
-                _describe_failure(exc),
-            )
+        except DynamoDBFailed as exc:
+            log.error("charging %d tokens to %s failed: %s", tokens.total, admission.caller, exc)
+
+    async def preconnect(self) -> bool:
+        """Open a connection to DynamoDB ahead of the first request (init); False when off."""
+        return self._dynamodb is not None and await self._dynamodb.preconnect()
+
+    async def close(self) -> None:
+        """Close the DynamoDB connections (shutdown, SnapStart restore)."""
+        if self._dynamodb is not None:
+            await self._dynamodb.close()
 
 
 class QuotaChargeMiddleware:
@@ -218,12 +220,3 @@ class QuotaChargeMiddleware:
             admission = scope.get("state", {}).get(ADMISSION_KEY)
             if admission is not None:
                 await self.quota.charge(admission, request_log(scope))
-
-
-def _utc_day(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
-
-
-def _describe_failure(exc: BaseException) -> str:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return type(exc).__name__ + (f" ({code})" if code else "")

@@ -11,7 +11,7 @@ from ipaddress import ip_address
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from handler.aws import AwsEnvironment
@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     quota_fail_open: bool = Field(
         default=False,
         description="admit requests (with a warning) when DynamoDB cannot be reached",
+    )
+    aws_endpoint_url_dynamodb: str | None = Field(
+        default=None,
+        # The SDK's own variables, read as the SDK would: the service's first, then the common.
+        validation_alias=AliasChoices("aws_endpoint_url_dynamodb", "aws_endpoint_url"),
+        description="another DynamoDB endpoint for the quota table (moto locally); default AWS's",
     )
     metrics_namespace: str = Field(
         default="ChatRelay",

@@ -65,6 +65,32 @@ def deltas_text(events: list[tuple[str, object]]) -> str:
     return "".join(data["delta"] for name, data in events if name == "message")
 
 
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """A test server's request handler: one call per answer, and no access log on stderr."""
+
+    def answer(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served by a threaded HTTP server on a loopback port; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
 @contextmanager
 def sse_server(
     body: bytes, delay_s: float = 0.0, token: str | None = None
@@ -74,32 +100,19 @@ def sse_server(
     refuses requests without it). Yields (url, seen)."""
     seen: dict = {}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LoopbackHandler):
         def do_POST(self):
             seen["path"] = self.path
             seen["headers"] = {k.lower(): v for k, v in self.headers.items()}
             seen["body"] = self.rfile.read(int(self.headers["content-length"]))
             if token and seen["headers"].get("authorization") != f"Bearer {token}":
-                self.send_response(401)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                self.answer(401)
                 return
             time.sleep(delay_s)
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(200, body, "text/event-stream")
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
+    with loopback_server(Handler) as url:
+        yield url, seen
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -132,3 +145,25 @@ def logged_request(caplog, route: str, within_s: float = 2.0) -> dict:
             assert lines, f"no log line for {route}"
             return lines[-1]
         time.sleep(0.01)
+
+
+@contextmanager
+def counting_proxy(endpoint: str, failures: int = 0) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP proxy in front of moto that notes each AWS API call's `X-Amz-Target`;
+    it answers the first `failures` calls itself with `500 InternalServerError`."""
+    targets: list[str] = []
+
+    class Forward(LoopbackHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            targets.append(self.headers.get("x-amz-target", ""))
+            if len(targets) <= failures:
+                self.answer(500, b'{"__type": "InternalServerError"}', "application/json")
+                return
+            skip = {"host", "content-length", "connection"}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+            answer = httpx.post(endpoint + self.path, content=body, headers=headers)
+            self.answer(answer.status_code, answer.content, answer.headers.get("content-type"))
+
+    with loopback_server(Forward) as url:
+        yield url, targets

@@ -1,6 +1,7 @@
 """Per-caller limits against moto's DynamoDB server (a real HTTP endpoint): the rate limit, the
-daily token budget charged with real usage (or the estimate), callers counted apart, exact
-admission under concurrency across processes, and failing closed or open without DynamoDB."""
+daily token budget charged with real usage (or the estimate), which limit refused, callers
+counted apart, one small item per caller and day, exact admission under concurrency across
+processes, retries, failing closed or open without DynamoDB, and no boto3 where keys are set."""
 
 from __future__ import annotations
 
@@ -14,17 +15,18 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from devtools.moto_server import create_quota_table
 from devtools.scripts import Script
+from handler.aws import AwsEnvironment
 from handler.quota import Quota
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
-from tests.helpers import SSE, run_coroutine, stream
+from tests.helpers import SSE, counting_proxy, run_coroutine, stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,10 +65,55 @@ def fresh_minute(needed_s: float = 10) -> None:
         time.sleep(60.5 - into)
 
 
+def todays_key(caller: str) -> dict:
+    """The key of the caller's item for today (UTC), as docs/deploy.md describes it."""
+    return {"pk": {"S": f"quota#{datetime.now(UTC):%Y-%m-%d}#{caller}"}}
+
+
+def todays_item(dynamodb, table: str, caller: str) -> dict[str, int]:
+    item = dynamodb.get_item(TableName=table, Key=todays_key(caller)).get("Item", {})
+    return {name: int(value["N"]) for name, value in item.items() if "N" in value}
+
+
 def tokens_today(dynamodb, table: str, caller: str = "anonymous") -> int:
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    item = dynamodb.get_item(TableName=table, Key={"pk": {"S": f"tokens#{day}#{caller}"}})
-    return int(item.get("Item", {}).get("tokens", {"N": "0"})["N"])
+    return todays_item(dynamodb, table, caller).get("tokens", 0)
+
+
+def spend(dynamodb, table: str, caller: str, tokens: int) -> None:
+    """Charge `caller`'s day as the relay's charge after a stream would."""
+    dynamodb.update_item(
+        TableName=table,
+        Key=todays_key(caller),
+        UpdateExpression="ADD tokens :spent",
+        ExpressionAttributeValues={":spent": {"N": str(tokens)}},
+    )
+
+
+def admissions(quota: Quota, callers: list[str]) -> list[str]:
+    """Each caller's admission in turn, in one event loop: `ok` or the refusal's type (with its
+    Retry-After); the quota's connections are closed afterwards."""
+
+    async def admit(caller: str) -> str:
+        try:
+            await quota.admit(caller)
+        except Exception as exc:
+            return getattr(exc, "type", repr(exc))
+        return "ok"
+
+    async def scenario() -> list[str]:
+        try:
+            return [await admit(caller) for caller in callers]
+        finally:
+            await quota.close()
+
+    return run_coroutine(scenario())
+
+
+def quota_for(table: str, endpoint: str, aws: AwsEnvironment | None = None, **limits) -> Quota:
+    settings = Settings(
+        _env_file=None, quota_table=table, aws_endpoint_url_dynamodb=endpoint, **limits
+    )
+    return Quota(settings, aws)
 
 
 def seconds_to_utc_midnight() -> float:
@@ -187,37 +234,110 @@ def test_each_bearer_token_is_a_caller_with_a_limit_of_its_own(upstream, make_re
     assert len(upstream.requests) == 2
 
 
-def test_two_callers_are_counted_apart(quota_table, dynamodb):
-    quota = Quota(
-        Settings(
-            _env_file=None,
-            quota_table=quota_table,
-            rate_limit_per_minute=2,
-            token_budget_per_day=100,
-        )
-    )
+def test_two_callers_are_counted_apart(quota_table, dynamodb, moto_endpoint):
+    limits = {"rate_limit_per_minute": 2, "token_budget_per_day": 100}
+    fresh_minute()
+    callers = ["jwt:alice", "jwt:alice", "jwt:alice", "jwt:bob"]
+    quota = quota_for(quota_table, moto_endpoint, **limits)
+    assert admissions(quota, callers) == ["ok", "ok", "rate_limited", "ok"]
+    spend(dynamodb, quota_table, "jwt:bob", 100)
+    quota = quota_for(quota_table, moto_endpoint, **limits)
+    assert admissions(quota, ["jwt:bob"]) == ["quota_exceeded"]
+    assert tokens_today(dynamodb, quota_table, "jwt:alice") == 0
 
-    async def admit(caller: str) -> str:
-        try:
-            await quota.admit(caller)
-        except Exception as exc:
-            return getattr(exc, "type", repr(exc))
-        return "ok"
+
+def test_the_refusal_names_the_limit_that_refused(quota_table, dynamodb, moto_endpoint):
+    """With both limits on, one conditional write checks both; the item as it was (returned with
+    the failed condition) tells which one refused, and a refused request is counted in neither."""
+    fresh_minute()
+    quota = quota_for(quota_table, moto_endpoint, rate_limit_per_minute=2, token_budget_per_day=100)
+    refusals: list[tuple[str, int]] = []
 
     async def scenario() -> list[str]:
-        return [await admit(c) for c in ("jwt:alice", "jwt:alice", "jwt:alice", "jwt:bob")]
+        results = []
+        for caller, spent in (
+            ("jwt:carol", 0), ("jwt:carol", 0), ("jwt:carol", 0),  # the minute is full
+            ("jwt:dave", 100),  # the day's budget is used up, the minute is not
+            ("jwt:carol", 100),  # both: the day's budget decides
+        ):  # fmt: skip
+            if spent:
+                spend(dynamodb, quota_table, caller, spent)
+            try:
+                await quota.admit(caller)
+                results.append("ok")
+            except Exception as exc:
+                results.append(exc.type)
+                refusals.append((exc.type, int(exc.headers["Retry-After"])))
+        await quota.close()
+        return results
 
+    assert run_coroutine(scenario()) == [
+        "ok",
+        "ok",
+        "rate_limited",
+        "quota_exceeded",
+        "quota_exceeded",
+    ]
+    to_minute, to_midnight = 60 - time.time() % 60, seconds_to_utc_midnight()
+    (_, rate_retry), (_, day_retry), (_, both_retry) = refusals
+    assert 1 <= rate_retry <= math.ceil(to_minute) + 1
+    assert abs(day_retry - to_midnight) <= 2 and abs(both_retry - to_midnight) <= 2
+    minute = f"m{datetime.now(UTC):%H%M}"
+    carol = todays_item(dynamodb, quota_table, "jwt:carol")
+    assert (carol["requests"], carol[minute]) == (2, 2)
+    assert todays_item(dynamodb, quota_table, "jwt:dave").get("requests", 0) == 0
+
+
+def test_a_callers_item_keeps_only_the_current_minutes_counter(
+    quota_table, dynamodb, moto_endpoint
+):
+    """The previous minute's counter is removed by the next admission: DynamoDB bills a write by
+    the item's size, and a busy caller's item would otherwise grow by one counter a minute."""
     fresh_minute()
-    assert run_coroutine(scenario()) == ["ok", "ok", "rate_limited", "ok"]
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    dynamodb.update_item(
+    now = datetime.now(UTC)
+    if now.hour == 0 and now.minute == 0:  # 00:00 has no previous minute in this day's item
+        time.sleep(60.5 - time.time() % 60)
+        now = datetime.now(UTC)
+    previous = f"m{now - timedelta(minutes=1):%H%M}"
+    dynamodb.update_item(  # what an admission in the previous minute left behind
         TableName=quota_table,
-        Key={"pk": {"S": f"tokens#{day}#jwt:bob"}},
-        UpdateExpression="ADD tokens :spent",
-        ExpressionAttributeValues={":spent": {"N": "100"}},
+        Key=todays_key("jwt:erin"),
+        UpdateExpression="ADD requests :n, #previous :n",
+        ExpressionAttributeNames={"#previous": previous},
+        ExpressionAttributeValues={":n": {"N": "7"}},
     )
-    assert run_coroutine(admit("jwt:bob")) == "quota_exceeded"
-    assert tokens_today(dynamodb, quota_table, "jwt:alice") == 0
+    quota = quota_for(quota_table, moto_endpoint, rate_limit_per_minute=5)
+    assert admissions(quota, ["jwt:erin"] * 2) == ["ok", "ok"]
+    item = todays_item(dynamodb, quota_table, "jwt:erin")
+    assert item == {"requests": 9, f"m{now:%H%M}": 2, "expires_at": item["expires_at"]}
+    day_end = (int(time.time()) // 86_400 + 1) * 86_400
+    assert item["expires_at"] == day_end + 2 * 86_400
+
+
+def test_a_failed_call_is_tried_once_more_and_a_refusal_is_not(quota_table, moto_endpoint):
+    """As the SDK's standard retry mode: a 5xx is tried again (once), a failed condition is an
+    answer, and two failures in a row are a failure."""
+    fresh_minute()
+    with counting_proxy(moto_endpoint, failures=1) as (endpoint, calls):
+        quota = quota_for(quota_table, endpoint, rate_limit_per_minute=1)
+        assert admissions(quota, ["jwt:frank", "jwt:frank"]) == ["ok", "rate_limited"]
+    assert calls == ["DynamoDB_20120810.UpdateItem"] * 3
+    with counting_proxy(moto_endpoint, failures=2) as (endpoint, calls):
+        quota = quota_for(quota_table, endpoint, rate_limit_per_minute=1)
+        assert admissions(quota, ["jwt:grace"]) == ["quota_unavailable"]
+    assert len(calls) == 2
+
+
+def test_without_keys_in_the_environment_the_sdk_credential_chain_signs(
+    quota_table, moto_endpoint, dynamodb
+):
+    """A laptop with a profile or SSO: the environment the relay reads has a region but no keys,
+    so botocore's credential chain supplies them (here it finds the test session's)."""
+    quota = quota_for(
+        quota_table, moto_endpoint, AwsEnvironment(region="us-east-1"), token_budget_per_day=10
+    )
+    assert admissions(quota, ["jwt:heidi"]) == ["ok"]
+    assert todays_item(dynamodb, quota_table, "jwt:heidi")["requests"] == 1
 
 
 def start_relay_process(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -289,24 +409,25 @@ def test_exactly_the_limit_is_admitted_under_20_concurrent_requests_across_proce
     assert len(upstream.requests) == 5
 
 
-def test_unreachable_dynamodb_fails_closed(upstream, make_relay, quota_table, caplog, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dead_endpoint())
-    relay = make_relay(quota_table=quota_table, rate_limit_per_minute=5)
+def test_unreachable_dynamodb_fails_closed(upstream, make_relay, quota_table, caplog):
+    relay = make_relay(
+        quota_table=quota_table, rate_limit_per_minute=5, aws_endpoint_url_dynamodb=dead_endpoint()
+    )
     response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "quota_unavailable"
     assert upstream.requests == []
     assert any(
-        r.name == "relay.quota" and "EndpointConnectionError" in r.getMessage()
+        r.name == "relay.quota" and "ClientConnectorError reaching DynamoDB" in r.getMessage()
         for r in caplog.records
     )
 
 
 def test_unreachable_dynamodb_fails_open_when_configured_with_a_warning(
-    upstream, make_relay, quota_table, caplog, monkeypatch
+    upstream, make_relay, quota_table, caplog
 ):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dead_endpoint())
     relay = make_relay(
+        aws_endpoint_url_dynamodb=dead_endpoint(),
         quota_table=quota_table,
         rate_limit_per_minute=5,
         token_budget_per_day=1000,
@@ -323,19 +444,52 @@ def test_a_limit_without_a_table_is_refused_at_start():
         Settings(_env_file=None, rate_limit_per_minute=10)
 
 
-def test_without_quota_table_boto3_is_not_imported():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUOTA_", "AWS_ENDPOINT"))}
-    env["OPENAI_API_KEY"] = TEST_KEY
-    code = "import sys, handler.app; print(json.dumps('boto3' in sys.modules))"
+def sdk_imported_by(code: str, env: dict[str, str]) -> list[str]:
+    """Run `code` in a fresh interpreter with `env`; which of boto3 and botocore it imported."""
+    check = "import sys, json; print(json.dumps([m for m in SDK if m in sys.modules]))"
     result = subprocess.run(
-        [sys.executable, "-c", "import json; " + code],
+        [sys.executable, "-c", f"SDK = ('boto3', 'botocore'); {code}; {check}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert json.loads(result.stdout) is False
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_without_quota_table_boto3_is_not_imported():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUOTA_", "AWS_ENDPOINT"))}
+    env["OPENAI_API_KEY"] = TEST_KEY
+    assert sdk_imported_by("import handler.app", env) == []
+
+
+def test_with_limits_on_and_keys_in_the_environment_no_sdk_is_imported(
+    quota_table, moto_endpoint, dynamodb
+):
+    """As on Lambda (keys and region in the environment): the app starts, connects to DynamoDB
+    and admits a request without importing boto3 or botocore."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "OPENAI_API_KEY": TEST_KEY,
+        "QUOTA_TABLE": quota_table,
+        "RATE_LIMIT_PER_MINUTE": "5",
+        "TOKEN_BUDGET_PER_DAY": "1000",
+        "AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    code = (
+        "import asyncio, handler.app; quota = handler.app.app.state.relay.quota\n"
+        "async def admit():\n"
+        "    assert await quota.preconnect()\n"
+        "    await quota.admit('jwt:ivan')\n"
+        "    await quota.close()\n"
+        "asyncio.run(admit())"
+    )
+    assert sdk_imported_by(code, env) == []
+    assert todays_item(dynamodb, quota_table, "jwt:ivan")["requests"] == 1
 
 
 def test_the_new_model_routes_share_the_callers_limit_and_budget(

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import httpx
 
 from devtools.scripts import Script
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
+from tests.helpers import counting_proxy
 from tests.runtime_process import ROOT
 
 COMPLETIONS_EVENT = json.loads((ROOT / "events" / "completions.json").read_text())
@@ -103,37 +98,6 @@ def test_one_slot_by_default(start_runtime, upstream):
     first, second = (runtime.api.invoke(completions_event(DEFAULT_MODEL)) for _ in range(2))
     first.wait(30), second.wait(30)
     assert second.delivered_at >= first.chunks[-1][0]
-
-
-@contextmanager
-def counting_proxy(endpoint: str) -> Iterator[tuple[str, list[str]]]:
-    """A loopback HTTP proxy in front of moto that notes each AWS API call's `X-Amz-Target`."""
-    targets: list[str] = []
-
-    class Forward(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["content-length"]))
-            targets.append(self.headers.get("x-amz-target", ""))
-            skip = {"host", "content-length", "connection"}
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-            answer = httpx.post(endpoint + self.path, content=body, headers=headers)
-            self.send_response(answer.status_code)
-            for name in ("content-type", "x-amzn-requestid"):
-                if name in answer.headers:
-                    self.send_header(name, answer.headers[name])
-            self.send_header("content-length", str(len(answer.content)))
-            self.end_headers()
-            self.wfile.write(answer.content)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", targets
-    finally:
-        server.shutdown()
 
 
 def test_concurrent_cold_invocations_read_the_secret_once(start_runtime, upstream, secrets):
