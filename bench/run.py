@@ -106,6 +106,15 @@ CONTENDERS = [
         headers=SSE,
         ttft_only=True,
     ),
+    Contender(
+        "relay_sse_rate_limit",
+        "relay /chat SSE, rate limit only (moto DynamoDB)",
+        "http",
+        "relay_rate_limit",
+        "sse",
+        headers=SSE,
+        ttft_only=True,
+    ),
     Contender("relay_text", "relay /chat text (uvicorn)", "http", "relay", "text"),
     Contender("relay_v1", "relay /v1 passthrough (uvicorn)", "http", "relay", "openai", V1),
     Contender(
@@ -162,7 +171,8 @@ class Run:
         self.contenders = [c for c in CONTENDERS if c.name not in skip]
         self.results: dict = {"figures": {}}
         self.runtime_pid: int | None = None
-        self.moto_update_item_s: list[float] = []
+        self.moto_update_item_s: list[float] = []  # through boto3
+        self.moto_round_trip_s: list[float] = []  # through the relay's own client
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -194,8 +204,13 @@ class Run:
             "relay_h11": ("handler.app:app", False, relay_env),
             "baseline": ("bench.baselines.tutorial_app:app", True, relay_env),
         }
-        if "relay_limits" in wanted:
-            servers["relay_limits"] = ("handler.app:app", True, self._limits_env(relay_env))
+        if wanted & {"relay_limits", "relay_rate_limit"}:
+            limits_env = self._limits_env(relay_env)
+            servers["relay_limits"] = ("handler.app:app", True, limits_env)
+            # No budget, so no charge after the stream: the check alone, without the previous
+            # request's charge still at moto when the next check arrives.
+            rate_limit_env = dict(limits_env, TOKEN_BUDGET_PER_DAY="0")
+            servers["relay_rate_limit"] = ("handler.app:app", True, rate_limit_env)
         if "runtime" in wanted and not _native_available():
             self._drop("runtime", "handler/runtime.py does not exist yet")
         wanted = {c.service for c in self.contenders}
@@ -218,10 +233,10 @@ class Run:
             self.runtime_pid = self.native.run("spawn", env=lambda_env)["pid"]
 
     def _limits_env(self, relay_env: dict[str, str]) -> dict[str, str]:
-        """The relay with both limits on (two UpdateItems before the upstream call, one after
-        the stream), set too high to refuse anything, against moto's server in a process of its
-        own: what the checks add to the first token, with moto's speed standing in for
-        DynamoDB's (a round trip within a region is typically a few ms)."""
+        """The relay with both limits on (one conditional UpdateItem before the upstream call,
+        one after the stream), set too high to refuse anything, against moto's server in a
+        process of its own: what the check adds to the first token, with moto's speed standing
+        in for DynamoDB's (a round trip within a region is typically a few ms)."""
         port = free_port()
         moto = Service(
             "moto", [sys.executable, "-m", "moto.server", "-p", str(port)], hermetic_env()
@@ -235,8 +250,10 @@ class Run:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         create_quota_table(aws["AWS_ENDPOINT_URL"], QUOTA_TABLE)
+        count = self.scale.warmup_requests * 20
+        self.moto_round_trip_s = _signed_update_item_times(aws["AWS_ENDPOINT_URL"], count)
         dynamodb = moto_client("dynamodb", aws["AWS_ENDPOINT_URL"])
-        self.moto_update_item_s = _update_item_times(dynamodb, self.scale.warmup_requests * 20)
+        self.moto_update_item_s = _update_item_times(dynamodb, count)
         return dict(
             relay_env,
             **aws,
@@ -360,7 +377,14 @@ class Run:
                 figure.get("relay_sse_limits", {}).get("added_p50_ms"),
                 figure.get("relay_sse", {}).get("added_p50_ms"),
             ),
-            # One UpdateItem from here to moto, for scale: the checks cost about two of them.
+            "rate_limit_added_p50_ms": _round(
+                figure.get("relay_sse_rate_limit", {}).get("added_p50_ms"),
+                figure.get("relay_sse", {}).get("added_p50_ms"),
+            ),
+            # One conditional UpdateItem from here to moto through the relay's own client (the
+            # signed POST of handler/dynamodb.py): the one round trip the check may add.
+            "moto_round_trip_p50_ms": _ms(self.moto_round_trip_s, 0.5),
+            # The same call through boto3, whose own CPU per call is part of this figure.
             "moto_update_item_p50_ms": _ms(self.moto_update_item_s, 0.5),
         }
 
@@ -631,18 +655,59 @@ class Run:
         return self.results
 
 
+def _admission_like(index: int) -> dict:
+    """A conditional UpdateItem of the admission's shape (handler/quota.py), never refused."""
+    return {
+        "TableName": QUOTA_TABLE,
+        "Key": {"pk": {"S": "quota#1970-01-01#bench-reference"}},
+        "UpdateExpression": "ADD requests :one, #minute :one SET expires_at = :expires"
+        " REMOVE #previous",
+        "ConditionExpression": "(attribute_not_exists(#minute) OR #minute < :limit)"
+        " AND (attribute_not_exists(tokens) OR tokens < :budget)",
+        "ExpressionAttributeNames": {"#minute": f"m{index % 2}", "#previous": f"m{1 - index % 2}"},
+        "ExpressionAttributeValues": {
+            ":one": {"N": "1"},
+            ":expires": {"N": "0"},
+            ":limit": {"N": str(10**9)},
+            ":budget": {"N": str(10**12)},
+        },
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+
+
+def _signed_update_item_times(endpoint: str, count: int) -> list[float]:
+    """Seconds per admission-like UpdateItem through the relay's own client, on uvloop as in
+    the relay's uvicorn, sequential, after a warm-up: one round trip to moto as the relay
+    makes it (boto3's figure adds its own serialising and signing CPU)."""
+    import asyncio
+
+    import uvloop
+
+    from handler.aws import AwsEnvironment
+    from handler.dynamodb import DynamoDB
+
+    aws = AwsEnvironment("bench", "bench", None, "us-east-1", endpoint)
+
+    async def measure() -> list[float]:
+        client, times = DynamoDB(aws, 1.0, 2.0), []
+        for index in range(count + 5):
+            started = time.perf_counter()
+            await client.update_item(_admission_like(index))
+            if index >= 5:
+                times.append(time.perf_counter() - started)
+        await client.close()
+        return times
+
+    return asyncio.run(measure(), loop_factory=uvloop.new_event_loop)
+
+
 def _update_item_times(dynamodb, count: int) -> list[float]:
-    """Seconds per conditional UpdateItem like the rate check's, sequential, after a warm-up."""
+    """Seconds per admission-like UpdateItem through boto3, sequential, after a warm-up."""
     times = []
     for index in range(count + 5):
+        request = _admission_like(index)
         started = time.perf_counter()
-        dynamodb.update_item(
-            TableName=QUOTA_TABLE,
-            Key={"pk": {"S": "rate#0#bench"}},
-            UpdateExpression="ADD requests :one",
-            ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
-            ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(10**9)}},
-        )
+        dynamodb.update_item(**request)
         if index >= 5:
             times.append(time.perf_counter() - started)
     return times
