@@ -83,7 +83,8 @@ class DynamoDB:
                 async with session.post(url, data=body, headers=headers) as response:
                     status, answer = response.status, await response.read()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                cause = f"{type(exc).__name__} reaching DynamoDB: {exc}"
+                # A timeout's message is empty; a refused connection's names the address.
+                cause = f"{type(exc).__name__} reaching DynamoDB" + (f": {exc}" if str(exc) else "")
                 continue
             if status == 200:
                 try:
