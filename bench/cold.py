@@ -364,6 +364,36 @@ async def _warm_figures(runtime: LambdaProcess, sample: Sample, scale: ColdScale
     sample.peak_rss_mib = runtime.peak_rss_mib()
 
 
+# What init cannot go below while the relay is built on these: the packages the app imports
+# (FastAPI with pydantic and starlette, aiohttp, pydantic-settings, Mangum's adapters, orjson),
+# imported alone in a fresh interpreter at full CPU, against the app's own modules on top.
+LIBRARIES = "import fastapi, aiohttp, pydantic_settings, mangum, orjson"
+APP = "import handler.runtime, handler.init, handler.app"
+
+
+def import_cpu_ms(trials: int) -> dict[str, float | None]:
+    """Median process CPU (user + system, ms) of a fresh interpreter that imports the libraries
+    alone, the whole app, or nothing (the interpreter's own start-up)."""
+    code = {"interpreter": "pass", "libraries": LIBRARIES, "app": APP}
+    runs: dict[str, list[float]] = {name: [] for name in code}
+    for _ in range(max(3, trials)):
+        for name, statement in code.items():  # alternating, so drift hits all three alike
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    f"{statement}\nimport os; t = os.times()\nprint((t.user + t.system) * 1000)",
+                ],
+                cwd=ROOT,
+                env=hermetic_env(),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[name].append(float(child.stdout.split()[-1]))
+    return {f"{name}_ms": _median(values) for name, values in runs.items()}
+
+
 class Stack:
     """The upstream and moto's Secrets Manager, each a process of its own, and the secret."""
 
@@ -430,12 +460,14 @@ def run(scale: ColdScale, only=None) -> dict:
             sizes = asyncio.run(measure(scale, stack.env, quota, only))
     finally:
         quota.remove()
+    imports = import_cpu_ms(scale.trials)
     figure = {
         "quota": quota.description,
         "one_cpu_mb": ONE_CPU_MB,
         "scale": asdict(scale),
         "contenders": {c.name: c.label for c in CONTENDERS if not only or c.name in only},
         "sizes": sizes,
+        "import_cpu": imports,
         "seconds": round(now() - started, 1),
         "commit": git_commit(),  # `make bench-cold` adds this figure to another run's results
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

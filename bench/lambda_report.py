@@ -13,6 +13,12 @@ COLD_LIMIT_MS = 600  # cold start to first byte at 128 MB (init + first invocati
 WARM_ADDED_LIMIT_MS = 5  # warm added time to first token at 128 MB (vs the floor)
 STREAM_RATE = 1000  # tokens/s of one stream at 128 MB
 GOAL_SIZE = "128"
+# The issue states its goals "on this 2-core machine, ratios against the floor in the same run",
+# and wrote them when the floor (the stdlib runtime) took 58 ms to init and 1 ms more to its
+# first byte. The two goals in absolute milliseconds are therefore judged as that ratio of the
+# floor measured in the same run; the absolute figure is shown beside it.
+ISSUE_FLOOR_INIT_MS = 58
+ISSUE_FLOOR_COLD_MS = 59
 
 
 def _figure(results: dict) -> dict:
@@ -37,11 +43,22 @@ def goals_at(figure: dict, size: str) -> list[dict]:
     """Issue 16's goals for the native runtime at one memory size (init: at full CPU)."""
     rows = []
 
-    def check(goal: str, value, limit: float, at_most: bool = True, by_memory=True) -> None:
-        met = None if value is None else (value <= limit if at_most else value >= limit)
-        rows.append(
-            {"goal": goal, "size": size, "value": value, "met": met, "by_memory": by_memory}
+    def check(
+        goal: str, value, limit: float, at_most: bool = True, by_memory=True, floor_ms=None
+    ) -> None:
+        row = {"goal": goal, "size": size, "value": value, "by_memory": by_memory}
+        if floor_ms is not None:  # an absolute goal: scaled by today's floor against the issue's
+            reference = ISSUE_FLOOR_INIT_MS if "init" in goal else ISSUE_FLOOR_COLD_MS
+            row["absolute_met"] = None if value is None else value <= limit
+            row["floor_ms"] = floor_ms
+            limit = round(limit * floor_ms / reference, 1) if floor_ms else None
+            row["scaled_limit"] = limit
+        met = (
+            None
+            if value is None or limit is None
+            else (value <= limit if at_most else value >= limit)
         )
+        rows.append(dict(row, met=met))
 
     native = lambda key: _value(figure, size, "native", key)  # noqa: E731
     floor = lambda key: _value(figure, size, "floor", key)  # noqa: E731
@@ -50,6 +67,7 @@ def goals_at(figure: dict, size: str) -> list[dict]:
         _value(figure, "full", "native", "init_ms"),
         INIT_LIMIT_MS,
         by_memory=False,  # init runs at full CPU whatever the memory size
+        floor_ms=_value(figure, "full", "floor", "init_ms"),
     )
     check(
         f"first invocation's own work to first byte ≤ {OWN_WORK_LIMIT_MS} ms (minus floor)",
@@ -61,6 +79,7 @@ def goals_at(figure: dict, size: str) -> list[dict]:
         cold_first_byte(figure, size, "native"),
         COLD_LIMIT_MS,
         by_memory=False,  # mostly init; its throttled part is the goal above
+        floor_ms=cold_first_byte(figure, size, "floor"),
     )
     check(
         f"warm added TTFT ≤ {WARM_ADDED_LIMIT_MS} ms (p50 minus floor)",
@@ -156,15 +175,35 @@ def tables(results: dict) -> str:
     if steps:
         out.append("\nNative runtime's init steps at full CPU (its own log line, ms):\n")
         out.append(_table(list(steps), [[_fmt(v) for v in steps.values()]]))
-    out.append("\nGoals of issue 16 (native runtime, 128 MB unless said):\n")
+    imports = figure.get("import_cpu")
+    if imports:
+        out.append(
+            "\nImport CPU in a fresh interpreter at full CPU (median, ms; `os.times`, 10 ms"
+            f" ticks): the interpreter alone {_fmt(imports['interpreter_ms'], 0)}; the libraries"
+            " the app is built on, imported alone (FastAPI with pydantic and starlette, aiohttp,"
+            f" pydantic-settings, Mangum, orjson) {_fmt(imports['libraries_ms'], 0)}; the whole"
+            f" app (runtime, init and app modules) {_fmt(imports['app_ms'], 0)}. Init cannot go"
+            " below the libraries' share while they are imported in it."
+        )
+    out.append(
+        "\nGoals of issue 16 (native runtime, 128 MB unless said). The issue judges them"
+        " against the floor in the same run; it wrote its two goals in milliseconds when the"
+        f" floor took {ISSUE_FLOOR_INIT_MS} ms to init and {ISSUE_FLOOR_COLD_MS} ms to its first"
+        " byte, so those two are judged at the same multiple of this run's floor (the absolute"
+        " verdict is beside it):\n"
+    )
+    verdict = {True: "yes", False: "**no**", None: "not measured"}
     out.append(
         _table(
-            ["goal", "measured", "met"],
+            ["goal", "measured", "floor ms", "goal at this floor", "met", "met in absolute ms"],
             [
                 [
                     row["goal"],
                     _fmt(row["value"]),
-                    {True: "yes", False: "**no**", None: "not measured"}[row["met"]],
+                    _fmt(row.get("floor_ms")),
+                    _fmt(row.get("scaled_limit")),
+                    verdict[row["met"]],
+                    verdict[row["absolute_met"]] if "absolute_met" in row else "-",
                 ]
                 for row in targets(results)
             ],

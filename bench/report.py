@@ -18,6 +18,11 @@ SSE_OVER_BASELINE = 8.0
 PASSTHROUGH_RATE = 25_000
 CONCURRENT_WALL_RATIO = 1.25
 COLD_START_RATIO = 0.5
+# "Not worse than the previous release", judged in one run: within what two runs of the same
+# code differ by here (p50 of 200 requests: about 0.1 ms; one stream's rate: a few per cent).
+PREVIOUS_TTFT_SLACK_MS = 0.1
+PREVIOUS_RATE_SHARE = 0.95
+PREVIOUS_WALL_SLACK = 0.05
 
 
 def import_breakdown(lines: list[str], top: int = 10) -> list[dict]:
@@ -80,6 +85,8 @@ def targets(results: dict) -> list[dict]:
             round_trip,
             True,
         )
+    for name in ("relay_sse", "relay_v1"):
+        _not_worse_than_previous(results, name, check)
     check(
         "cold start packaged ≤ 50% of no bytecode",
         "native",
@@ -88,6 +95,43 @@ def targets(results: dict) -> list[dict]:
         True,
     )
     return rows
+
+
+def _not_worse_than_previous(results: dict, name: str, check) -> None:
+    """The warm figures of `name` against the same route of the previous release, same run."""
+    previous = f"{name}_previous"
+    if _get(results, "ttft", "contenders", previous) is None:
+        return
+    added = _get(results, "ttft", "contenders", name, "added_p50_ms")
+    before = _get(results, "ttft", "contenders", previous, "added_p50_ms")
+    if added is not None and before is not None:
+        check(
+            f"added TTFT p50 ≤ previous release's + {PREVIOUS_TTFT_SLACK_MS} ms ({before:.2f})",
+            name,
+            added,
+            before + PREVIOUS_TTFT_SLACK_MS,
+            True,
+        )
+    rate, rate_before = _rate(results, name), _rate(results, previous)
+    if rate and rate_before:
+        check(
+            f"chunks/s ≥ {PREVIOUS_RATE_SHARE:.0%} of previous release's ({rate_before:,.0f})",
+            name,
+            rate,
+            PREVIOUS_RATE_SHARE * rate_before,
+            False,
+        )
+    streams = ("concurrency", "streams", "100")
+    wall = _get(results, *streams, name, "wall_ratio_to_direct")
+    wall_before = _get(results, *streams, previous, "wall_ratio_to_direct")
+    if wall is not None and wall_before is not None:
+        check(
+            f"100 streams' wall ≤ previous release's + {PREVIOUS_WALL_SLACK} ({wall_before:.3f})",
+            name,
+            wall,
+            wall_before + PREVIOUS_WALL_SLACK,
+            True,
+        )
 
 
 def _rate(results: dict, name: str) -> float | None:

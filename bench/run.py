@@ -13,7 +13,9 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +40,9 @@ BENCH_KEY = "sk-bench-not-a-real-key"
 TTFT_TURN = 100  # measured requests in one contender's turn (figure 1)
 TTFT_SETTLE = 10  # unmeasured requests at the start of each turn (figure 1)
 QUOTA_TABLE = "bench-quota"
+# main before this round's issues (12-17): the relay's warm figures are measured against it in
+# the same run, so "nothing got worse" is one run's comparison, not two days'.
+PREVIOUS_RELEASE = "f31094f"
 
 
 @dataclass
@@ -117,6 +122,22 @@ CONTENDERS = [
     ),
     Contender("relay_text", "relay /chat text (uvicorn)", "http", "relay", "text"),
     Contender("relay_v1", "relay /v1 passthrough (uvicorn)", "http", "relay", "openai", V1),
+    Contender(
+        "relay_sse_previous",
+        f"relay /chat SSE (uvicorn), previous release {PREVIOUS_RELEASE}",
+        "http",
+        "relay_previous",
+        "sse",
+        headers=SSE,
+    ),
+    Contender(
+        "relay_v1_previous",
+        f"relay /v1 passthrough (uvicorn), previous release {PREVIOUS_RELEASE}",
+        "http",
+        "relay_previous",
+        "openai",
+        V1,
+    ),
     Contender(
         "relay_sse_h11",
         "relay /chat SSE (uvicorn, h11 + asyncio loop)",
@@ -200,24 +221,33 @@ class Run:
         # uvicorn as handler/bin/lwa-start runs it (uvloop and httptools, from requirements.txt)
         # for the relay and the baseline alike; the pure-Python h11/asyncio pair for comparison.
         servers = {
-            "relay": ("handler.app:app", True, relay_env),
-            "relay_h11": ("handler.app:app", False, relay_env),
-            "baseline": ("bench.baselines.tutorial_app:app", True, relay_env),
+            "relay": ("handler.app:app", True, relay_env, ROOT),
+            "relay_h11": ("handler.app:app", False, relay_env, ROOT),
+            "baseline": ("bench.baselines.tutorial_app:app", True, relay_env, ROOT),
         }
         if wanted & {"relay_limits", "relay_rate_limit"}:
             limits_env = self._limits_env(relay_env)
-            servers["relay_limits"] = ("handler.app:app", True, limits_env)
+            servers["relay_limits"] = ("handler.app:app", True, limits_env, ROOT)
             # No budget, so no charge after the stream: the check alone, without the previous
             # request's charge still at moto when the next check arrives.
             rate_limit_env = dict(limits_env, TOKEN_BUDGET_PER_DAY="0")
-            servers["relay_rate_limit"] = ("handler.app:app", True, rate_limit_env)
+            servers["relay_rate_limit"] = ("handler.app:app", True, rate_limit_env, ROOT)
+        if "relay_previous" in wanted:
+            previous = self._previous_release()
+            if previous is None:
+                self._drop("relay_previous", f"commit {PREVIOUS_RELEASE} is not in this clone")
+            else:
+                # The same model as today's default, which it named differently.
+                env = dict(relay_env, DEFAULT_MODEL="gpt-5.4-mini")
+                servers["relay_previous"] = ("handler.app:app", True, env, previous)
         if "runtime" in wanted and not _native_available():
             self._drop("runtime", "handler/runtime.py does not exist yet")
         wanted = {c.service for c in self.contenders}
-        for name, (app, shipped, env) in servers.items():
+        for name, (app, shipped, env, tree) in servers.items():
             if name in wanted:
                 self.ports[name] = free_port()
-                self.services[name] = Service(name, _uvicorn(app, self.ports[name], shipped), env)
+                argv = _uvicorn(app, self.ports[name], shipped)
+                self.services[name] = Service(name, argv, env, cwd=tree)
         for name in servers:
             if name in self.services:
                 self.services[name].wait_for_port(self.ports[name])
@@ -261,6 +291,21 @@ class Run:
             RATE_LIMIT_PER_MINUTE=str(10**9),
             TOKEN_BUDGET_PER_DAY=str(10**12),
         )
+
+    def _previous_release(self) -> Path | None:
+        """The previous release's `handler/`, exported from git into a directory of its own
+        (its uvicorn runs there, with the same interpreter and packages as this run)."""
+        tree = RESULTS / "previous"
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        export = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "handler"],
+            capture_output=True,
+        )
+        if export.returncode != 0:
+            return None
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=export.stdout, check=True)
+        return tree
 
     def _drop(self, service: str, why: str) -> None:
         dropped = [c.name for c in self.contenders if c.service == service]

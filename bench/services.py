@@ -63,13 +63,21 @@ def peak_rss_kib(pid: int) -> int | None:
 class Service:
     """A subprocess with its stderr in bench/results/logs/<name>.log."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], *, pipe: bool = False):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        pipe: bool = False,
+        cwd: Path = ROOT,
+    ):
         self.name = name
         LOGS.mkdir(parents=True, exist_ok=True)
         self._log = open(LOGS / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.PIPE if pipe else subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe else self._log,

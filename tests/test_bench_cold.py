@@ -41,5 +41,11 @@ def test_tiny_lambda_shaped_run_measures_every_contender_or_says_why_not(tmp_pat
     assert set(figure["sizes"]["128"]["native"]["init_steps_ms"]) >= {"app", "first_request"}
     assert (tmp_path / "lambda.png").read_bytes().startswith(b"\x89PNG")
     results = {"figures": {"lambda": figure}}
-    assert len(lambda_report.targets(results)) == 5
+    targets = lambda_report.targets(results)
+    assert len(targets) == 5
+    # The two goals in milliseconds are also judged at this run's floor, as the issue asks.
+    scaled = [t for t in targets if "scaled_limit" in t]
+    assert len(scaled) == 2 and all(t["floor_ms"] > 0 for t in scaled)
+    imports = figure["import_cpu"]
+    assert 0 <= imports["interpreter_ms"] < imports["libraries_ms"] < imports["app_ms"], imports
     assert "Goals of issue 16" in run.stdout and "| 128 MB | native runtime |" in run.stdout
