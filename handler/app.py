@@ -85,8 +85,8 @@ class RelayCall(NamedTuple):
 
 
 async def relay_call(request: Request) -> RelayCall:
-    """The relay routes' one dependency: who is calling first, then the body, then the
-    caller's limits (handler/quota.py), all before any upstream call.
+    """The relay routes' one dependency: who is calling first, then the body. (The caller's
+    limits come later, in `_admit`, once the route has checked the body against the policy.)
 
     A single coroutine on purpose: FastAPI runs plain-function dependencies in a worker thread
     and resolves nested ones level by level, which together cost more per request than
@@ -95,10 +95,16 @@ async def relay_call(request: Request) -> RelayCall:
     # The credentials first: they hold the client tokens.
     caller = await state.access.identify(request.scope, await state.credentials.aget())
     request_log(request.scope).caller = caller
-    body = await _json_body(request, state)
-    if state.quota.enabled:
-        request.scope["state"][ADMISSION_KEY] = await state.quota.admit(caller)
-    return RelayCall(state, caller, body)
+    return RelayCall(state, caller, await _json_body(request, state))
+
+
+async def _admit(request: Request, call: RelayCall) -> None:
+    """Count the request against its caller's limits (handler/quota.py), or raise the 429 or
+    503: the last step before the upstream call, so a request the policy refuses (and init's
+    warm-up request, which is one) uses none of the caller's limit."""
+    quota = call.state.quota
+    if quota.enabled:
+        request.scope["state"][ADMISSION_KEY] = await quota.admit(call.caller)
 
 
 async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
@@ -153,6 +159,7 @@ async def _open_chat(
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
+    await _admit(request, call)
     response = await state.upstream.open(params, call.caller)
     return ChatDeltas(response, settings), record
 
@@ -204,6 +211,7 @@ async def _forward(
         answer_within_s = invocation_time_left(request.scope, DEADLINE_MARGIN_S)
         if answer_within_s is None:
             answer_within_s = LAMBDA_MAX_TIMEOUT_S
+    await _admit(request, call)
     response = await state.upstream.open(
         params, call.caller, answer_within_s=answer_within_s, endpoint=endpoint
     )

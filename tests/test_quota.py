@@ -28,6 +28,8 @@ from handler.settings import Settings
 from tests.conftest import TEST_KEY
 from tests.helpers import SSE, counting_proxy, run_coroutine, stream
 
+JSON = {"content-type": "application/json"}
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -312,6 +314,42 @@ def test_a_callers_item_keeps_only_the_current_minutes_counter(
     assert item == {"requests": 9, f"m{now:%H%M}": 2, "expires_at": item["expires_at"]}
     day_end = (int(time.time()) // 86_400 + 1) * 86_400
     assert item["expires_at"] == day_end + 2 * 86_400
+
+
+def test_both_limits_are_checked_with_one_dynamodb_call_before_the_upstream(
+    upstream, make_relay, quota_table, moto_endpoint
+):
+    # Issue 14: the check adds at most one DynamoDB round trip before the first token. The
+    # proxy in front of moto counts the calls: one admission for both limits, then the charge
+    # once the stream has ended (it needs the stream's usage).
+    with counting_proxy(moto_endpoint) as (endpoint, calls):
+        relay = make_relay(
+            quota_table=quota_table,
+            rate_limit_per_minute=100,
+            token_budget_per_day=10**6,
+            aws_endpoint_url_dynamodb=endpoint,
+        )
+        before = len(calls)  # the relay's start-up may open its connection (no API call)
+        assert stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).status == 200
+        deadline = time.monotonic() + 5
+        while len(calls) < before + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the charge is sent after the response has ended
+        assert calls[before:] == ["DynamoDB_20120810.UpdateItem"] * 2
+    assert len(upstream.requests) == 1
+
+
+def test_a_request_the_policy_refuses_uses_none_of_the_limit(upstream, make_relay, quota_table):
+    # The limits are the last step before the upstream call. `{"prompt": ""}` is also the body
+    # of init's warm-up request (handler/init.py), which must not count at every cold start.
+    relay = make_relay(quota_table=quota_table, rate_limit_per_minute=1)
+    fresh_minute()
+    for _ in range(3):
+        refused = httpx.post(f"{relay.url}/chat", content=b'{"prompt": ""}', headers=JSON)
+        assert refused.status_code == 422
+    assert stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).status == 200
+    over = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
+    assert over.status_code == 429 and over.json()["error"]["type"] == "rate_limited"
+    assert len(upstream.requests) == 1
 
 
 def test_a_failed_call_is_tried_once_more_and_a_refusal_is_not(quota_table, moto_endpoint):
