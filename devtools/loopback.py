@@ -30,6 +30,12 @@ class LoopbackHttpServer:
 
     port: int | None = None
 
+    def __init__(self) -> None:
+        # Each connection's task, held here: asyncio keeps only weak references to tasks, and a
+        # connection waiting on a queue (a runtime's idle `/next`) can otherwise be collected
+        # mid-wait, losing the event later handed to it ("Task was destroyed but it is pending").
+        self._connections: set[asyncio.Task] = set()
+
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, backlog: int = 100
     ) -> asyncio.Server:
@@ -41,12 +47,15 @@ class LoopbackHttpServer:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        self._connections.add(task)
         try:
             while await self._serve_request(reader, writer):
                 pass
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._connections.discard(task)
             writer.close()
 
     async def _serve_request(

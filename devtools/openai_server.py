@@ -51,6 +51,7 @@ class OpenAICompatibleServer(LoopbackHttpServer):
     queued or default scripts; the events of each API are in `devtools/openai_events.py`."""
 
     def __init__(self, default: Script | None = None, accepted_keys: set[str] | None = None):
+        super().__init__()
         self.default = default or Script()
         self.scripts: deque[Script] = deque()
         self.accepted_keys = accepted_keys  # None: any key

@@ -125,6 +125,7 @@ class RuntimeApiEmulator(LoopbackHttpServer):
 
     def __init__(self) -> None:
         # Close a connection on which no request came for this long (a server's idle timeout).
+        super().__init__()
         self.idle_close_s: float | None = None
         self.idle_closes = 0
         self._queue: asyncio.Queue[Invocation] | None = None
