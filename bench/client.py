@@ -233,12 +233,17 @@ def largest_gap(arrivals: list[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
 
 
-async def sequential(target: Target, prompt: str, tokens: int, count: int) -> dict:
-    """`count` requests one after another on a keep-alive connection: time to first token each."""
+async def sequential(
+    target: Target, prompt: str, tokens: int, count: int, gap_s: float = 0
+) -> dict:
+    """`count` requests one after another on a keep-alive connection, `gap_s` apart: time to
+    first token each."""
     request = target.request(prompt)
     connection = await connect(target)
     ttft, totals, failures, http_chunks = [], [], [], []
     for _ in range(count):
+        if gap_s:
+            await asyncio.sleep(gap_s)
         if connection.closed:
             connection = await connect(target)
         exchange = connection.send(request)

@@ -94,6 +94,7 @@ class Contender:
     path: str = "/chat"
     headers: dict[str, str] = field(default_factory=dict)
     ttft_only: bool = False  # measured in figure 1 only (what it adds is before the first token)
+    gap_ms: float = 0  # a pause before each request of a sequential run
 
 
 SSE = {"accept": "text/event-stream"}
@@ -110,6 +111,18 @@ CONTENDERS = [
         "sse",
         headers=SSE,
         ttft_only=True,
+    ),
+    Contender(
+        # One caller's next message comes seconds later, not 1 ms after the last stream ended:
+        # spaced, each check meets moto idle rather than still writing the previous charge.
+        "relay_sse_limits_spaced",
+        "relay /chat SSE, limits on, requests 50 ms apart (moto DynamoDB)",
+        "http",
+        "relay_limits",
+        "sse",
+        headers=SSE,
+        ttft_only=True,
+        gap_ms=50,
     ),
     Contender(
         "relay_sse_rate_limit",
@@ -345,6 +358,7 @@ class Run:
             prompt=prompt(tokens),
             tokens=tokens,
             count=count,
+            gap_s=contender.gap_ms / 1000,
         )
 
     def _target(self, contender: Contender) -> dict:
@@ -420,6 +434,10 @@ class Run:
             # What the per-caller limits add: the same relay and route, limits on minus off.
             "limits_added_p50_ms": _round(
                 figure.get("relay_sse_limits", {}).get("added_p50_ms"),
+                figure.get("relay_sse", {}).get("added_p50_ms"),
+            ),
+            "limits_spaced_added_p50_ms": _round(
+                figure.get("relay_sse_limits_spaced", {}).get("added_p50_ms"),
                 figure.get("relay_sse", {}).get("added_p50_ms"),
             ),
             "rate_limit_added_p50_ms": _round(
