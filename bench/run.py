@@ -113,6 +113,18 @@ CONTENDERS = [
         ttft_only=True,
     ),
     Contender(
+        # The reference for the spaced contender below: a relay that idles between requests
+        # answers its next one slower, limits or not.
+        "relay_sse_spaced",
+        "relay /chat SSE (uvicorn), requests 50 ms apart",
+        "http",
+        "relay",
+        "sse",
+        headers=SSE,
+        ttft_only=True,
+        gap_ms=50,
+    ),
+    Contender(
         # One caller's next message comes seconds later, not 1 ms after the last stream ended:
         # spaced, each check meets moto idle rather than still writing the previous charge.
         "relay_sse_limits_spaced",
@@ -438,7 +450,7 @@ class Run:
             ),
             "limits_spaced_added_p50_ms": _round(
                 figure.get("relay_sse_limits_spaced", {}).get("added_p50_ms"),
-                figure.get("relay_sse", {}).get("added_p50_ms"),
+                figure.get("relay_sse_spaced", {}).get("added_p50_ms"),
             ),
             "rate_limit_added_p50_ms": _round(
                 figure.get("relay_sse_rate_limit", {}).get("added_p50_ms"),
