@@ -459,6 +459,9 @@ class Run:
             # One conditional UpdateItem from here to moto through the relay's own client (the
             # signed POST of handler/dynamodb.py): the one round trip the check may add.
             "moto_round_trip_p50_ms": _ms(self.moto_round_trip_s, 0.5),
+            # Round trips to moto vary by a millisecond or more from one to the next: the
+            # limits' target allows what one round trip takes in three calls out of four.
+            "moto_round_trip_p75_ms": _ms(self.moto_round_trip_s, 0.75),
             # The same call through boto3, whose own CPU per call is part of this figure.
             "moto_update_item_p50_ms": _ms(self.moto_update_item_s, 0.5),
         }
