@@ -62,10 +62,12 @@ def quota_unavailable() -> RelayError:
 
 @dataclass(frozen=True)
 class Admission:
-    """A request let through: whose it was and which day's budget its tokens go to."""
+    """A request let through: whose it was, which day's budget its tokens go to, and when that
+    day's item may expire (its TTL, kept as the admission set it)."""
 
     caller: str
     day: str
+    expires_at: int
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,11 @@ class Window:
     minute: int  # 0 at 00:00 UTC
     minute_ends: float  # seconds since the epoch
     day_ends: int
+
+    @property
+    def expires_at(self) -> int:
+        """The TTL of this day's items: readable for a while after the day ends."""
+        return self.day_ends + ITEM_TTL_S
 
     @classmethod
     def at(cls, now: float) -> Window:
@@ -127,14 +134,14 @@ class Quota:
                 log.error("quota check failed, request refused: %s", exc)
                 raise quota_unavailable() from exc
             log.warning("quota check failed, request let through (QUOTA_FAIL_OPEN): %s", exc)
-        return Admission(caller, window.day)
+        return Admission(caller, window.day, window.expires_at)
 
     def _admission(self, caller: str, window: Window) -> dict[str, Any]:
         """The `UpdateItem` that counts a request only while every limit that is on holds."""
         names: dict[str, str] = {}
         values: dict[str, Any] = {
             ":one": {"N": "1"},
-            ":expires": {"N": str(window.day_ends + ITEM_TTL_S)},
+            ":expires": {"N": str(window.expires_at)},
         }
         add, conditions, remove = ["requests :one"], [], ""
         if self._rate_limit:
@@ -177,8 +184,6 @@ class Quota:
         tokens = record.token_count()
         if self._dynamodb is None or not self._budget or tokens is None or tokens.total <= 0:
             return
-        day_start = datetime.strptime(admission.day, "%Y-%m-%d").replace(tzinfo=UTC)
-        expires = int(day_start.timestamp()) + DAY_S + ITEM_TTL_S
         try:
             await self._dynamodb.update_item(
                 {
@@ -187,7 +192,7 @@ class Quota:
                     "UpdateExpression": "ADD tokens :tokens SET expires_at = :expires",
                     "ExpressionAttributeValues": {
                         ":tokens": {"N": str(tokens.total)},
-                        ":expires": {"N": str(expires)},
+                        ":expires": {"N": str(admission.expires_at)},
                     },
                 }
             )
