@@ -264,8 +264,11 @@ async def list_models(state: Authorized) -> dict[str, Any]:
     return {"object": "list", "data": [_model_object(model) for model in models]}
 
 
-async def retrieve_model(model_id: str, state: Authorized) -> dict[str, Any]:
-    """`GET /v1/models/{id}`: one allowed model, or OpenAI's `404 model_not_found`."""
+async def retrieve_model(request: Request, state: Authorized) -> dict[str, Any]:
+    """`GET /v1/models/{id}`: one allowed model, or OpenAI's `404 model_not_found`. The id is
+    read from the path, not declared as a parameter: a declared one is a pydantic field built
+    at init, and its first check imports `pydantic.v1` (about 40 ms of init's CPU here)."""
+    model_id = request.path_params["model_id"]
     if model_id not in state.settings.model_allow_list:
         message = f"the model '{model_id}' is not offered by this relay"
         raise RelayError(MODEL_NOT_FOUND, message, param="model")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 
 
 async def serve(port: int) -> None:
+    gc.disable()  # as in the native runtime: init.warm turns it back on
     from handler import init
 
     steps = init.InitSteps()
