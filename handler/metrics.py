@@ -7,6 +7,7 @@ whose cardinality would make every user a billed metric.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +29,8 @@ def embedded_metrics(record: RequestLog, namespace: str, tokens: TokenCount | No
         "RateLimited": int(record.error_type == "rate_limited"),
         "QuotaExceeded": int(record.error_type == "quota_exceeded"),
     }
-    per_model = [_metric("Requests", "Count")]
-    totals = [_metric("RateLimited", "Count"), _metric("QuotaExceeded", "Count")]
     if record.ttft_ms is not None:
         values["FirstTokenMs"] = record.ttft_ms
-        per_model.append(_metric("FirstTokenMs", "Milliseconds"))
-        totals.append(_metric("FirstTokenMs", "Milliseconds"))
     if tokens is not None:
         values |= {
             "PromptTokens": tokens.prompt,
@@ -41,21 +38,34 @@ def embedded_metrics(record: RequestLog, namespace: str, tokens: TokenCount | No
             "Tokens": tokens.total,
             "TokensEstimated": tokens.estimated,
         }
-        per_model += [_metric("PromptTokens", "Count"), _metric("CompletionTokens", "Count")]
-        totals.append(_metric("Tokens", "Count"))
     values["_aws"] = {
         "Timestamp": int(time.time() * 1000),
-        "CloudWatchMetrics": [
-            {"Namespace": namespace, "Dimensions": [["Model"]], "Metrics": per_model},
-            {
-                "Namespace": namespace,
-                "Dimensions": [["Outcome"]],
-                "Metrics": [_metric("Requests", "Count")],
-            },
-            {"Namespace": namespace, "Dimensions": [[]], "Metrics": totals},
-        ],
+        "CloudWatchMetrics": _directives(namespace, record.ttft_ms is not None, tokens is not None),
     }
     return values
+
+
+@functools.cache
+def _directives(namespace: str, first_token: bool, tokens: bool) -> list[dict[str, Any]]:
+    """Which members are metrics, by dimension: one of four lists per namespace, built once
+    (orjson only reads them)."""
+    per_model = [_metric("Requests", "Count")]
+    totals = [_metric("RateLimited", "Count"), _metric("QuotaExceeded", "Count")]
+    if first_token:
+        per_model.append(_metric("FirstTokenMs", "Milliseconds"))
+        totals.append(_metric("FirstTokenMs", "Milliseconds"))
+    if tokens:
+        per_model += [_metric("PromptTokens", "Count"), _metric("CompletionTokens", "Count")]
+        totals.append(_metric("Tokens", "Count"))
+    return [
+        {"Namespace": namespace, "Dimensions": [["Model"]], "Metrics": per_model},
+        {
+            "Namespace": namespace,
+            "Dimensions": [["Outcome"]],
+            "Metrics": [_metric("Requests", "Count")],
+        },
+        {"Namespace": namespace, "Dimensions": [[]], "Metrics": totals},
+    ]
 
 
 def _metric(name: str, unit: str) -> dict[str, str]:
