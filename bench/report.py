@@ -141,6 +141,47 @@ def _rate(results: dict, name: str) -> float | None:
     return _get(results, "throughput", "contenders", name, "chunks_per_s")
 
 
+def _work_section(results: dict) -> list[str]:
+    """Python calls per request and per chunk (bench/work.py), this relay beside the previous
+    release: counted, so unlike the timings above they do not move with the machine."""
+    work = _get(results, "work") or {}
+    trees = work.get("trees") or {}
+    relay, previous = trees.get("relay"), trees.get("relay_previous")
+    if relay is None:
+        return []
+    routes = {"chat_sse": "/chat SSE", "v1": "/v1 passthrough"}
+
+    def cells(route: str, key: str, digits: int) -> list[str]:
+        now = relay[route][key]
+        before = previous[route][key] if previous else None
+        change = f"{now - before:+,.{digits}f}" if before is not None else "-"
+        return [_fmt(now, digits), _fmt(before, digits), change]
+
+    return [
+        f"\nWork per request and per chunk, counted: Python calls of the ASGI app in-process"
+        f" (cProfile; streams paced {work['delay_ms']:g} ms per token so each chunk is a read"
+        f" of its own; per chunk = the difference between {work['long_tokens']}- and"
+        f" {work['short_tokens']}-token streams; per request = a {work['short_tokens']}-token"
+        " request less its chunks), this relay and the previous release:\n",
+        _table(
+            [
+                "route",
+                "per request",
+                "previous",
+                "change",
+                "per chunk",
+                "previous",
+                "change",
+            ],
+            [
+                [label, *cells(route, "calls_per_request", 1), *cells(route, "calls_per_chunk", 2)]
+                for route, label in routes.items()
+                if route in relay
+            ],
+        ),
+    ]
+
+
 def _fmt(value, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -198,6 +239,7 @@ def tables(results: dict) -> str:
             ],
         )
     )
+    out += _work_section(results)
     limits = _get(results, "ttft", "limits_added_p50_ms")
     if limits is not None:
         out.append(

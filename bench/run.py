@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import lambda_report, report
+from bench import lambda_report, report, work
 from bench.package import build_package
 from bench.scenario import prompt
 from bench.services import (
@@ -217,6 +217,7 @@ class Run:
         self.contenders = [c for c in CONTENDERS if c.name not in skip]
         self.results: dict = {"figures": {}}
         self.runtime_pid: int | None = None
+        self.previous_tree: Path | None = None  # the previous release's export, when run
         self.moto_update_item_s: list[float] = []  # through boto3
         self.moto_round_trip_s: list[float] = []  # through the relay's own client
 
@@ -258,7 +259,7 @@ class Run:
             rate_limit_env = dict(limits_env, TOKEN_BUDGET_PER_DAY="0")
             servers["relay_rate_limit"] = ("handler.app:app", True, rate_limit_env, ROOT)
         if "relay_previous" in wanted:
-            previous = self._previous_release()
+            previous = self.previous_tree = self._previous_release()
             if previous is None:
                 self._drop("relay_previous", f"commit {PREVIOUS_RELEASE} is not in this clone")
             else:
@@ -286,6 +287,23 @@ class Run:
             self.services["native"] = self.native
         if "runtime" in wanted:
             self.runtime_pid = self.native.run("spawn", env=lambda_env)["pid"]
+
+    def work(self) -> None:
+        """Python calls per request and per chunk, in-process (bench/work.py): this relay and
+        the previous release, the part of the warm figures that this machine's noise cannot
+        move."""
+        trees = {"relay": ROOT}
+        if self.previous_tree is not None:
+            trees["relay_previous"] = self.previous_tree
+        self.results["figures"]["work"] = {
+            "short_tokens": work.SHORT,
+            "long_tokens": work.LONG,
+            "delay_ms": work.DELAY_MS,
+            "trees": {
+                name: work.counts(tree, self.upstream_port, BENCH_KEY)
+                for name, tree in trees.items()
+            },
+        }
 
     def _limits_env(self, relay_env: dict[str, str]) -> dict[str, str]:
         """The relay with both limits on (one conditional UpdateItem before the upstream call,
@@ -700,7 +718,12 @@ class Run:
         self.start()
         try:
             self.warm_up()
-            for figure in (self.time_to_first_token, self.throughput, self.concurrency):
+            for figure in (
+                self.time_to_first_token,
+                self.throughput,
+                self.concurrency,
+                self.work,
+            ):
                 print(f"… {figure.__name__}", file=sys.stderr, flush=True)
                 figure()
             if self.runtime_pid is not None:

@@ -76,6 +76,13 @@ def test_tiny_benchmark_measures_every_contender(tmp_path):
     assert figures["ttft"]["contenders"]["relay_sse"]["p50_ms"] is not None
     assert report_line(results, "relay_sse") in page
     assert "Per-caller limits on" in page
+    # The counted work of both trees, per route: a chunk costs calls, a request more than one.
+    work = figures["work"]["trees"]
+    assert set(work) == {"relay", "relay_previous"}
+    for tree in work.values():
+        for route in ("chat_sse", "v1"):
+            assert 10 < tree[route]["calls_per_chunk"] < tree[route]["calls_per_request"], tree
+    assert "Work per request and per chunk, counted" in page
 
 
 def report_line(results: dict, name: str) -> str:
