@@ -5,6 +5,7 @@ Every goal is read from one run's results, against the floor measured in the sam
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 INIT_LIMIT_MS = 350  # native init at full CPU, everything warmed
@@ -31,6 +32,19 @@ def _value(figure: dict, size: str, name: str, key: str):
 
 def _minus(a, b):
     return None if a is None or b is None else round(a - b, 2)
+
+
+def init_every_size(figure: dict, name: str) -> float | None:
+    """The median init over every memory size's cold starts: init runs at full CPU whatever the
+    size, so each row measures the same thing, and one row's few trials can land in one of
+    this machine's fast or slow spells (one run's full-CPU row read 711 ms, its other rows
+    998-1,068)."""
+    values = [
+        entry[name]["init_ms"]
+        for entry in (figure.get("sizes") or {}).values()
+        if entry.get(name, {}).get("init_ms") is not None
+    ]
+    return round(statistics.median(values), 1) if values else None
 
 
 def cold_first_byte(figure: dict, size: str, name: str) -> float | None:
@@ -63,11 +77,11 @@ def goals_at(figure: dict, size: str) -> list[dict]:
     native = lambda key: _value(figure, size, "native", key)  # noqa: E731
     floor = lambda key: _value(figure, size, "floor", key)  # noqa: E731
     check(
-        f"init at full CPU ≤ {INIT_LIMIT_MS} ms",
-        _value(figure, "full", "native", "init_ms"),
+        f"init at full CPU ≤ {INIT_LIMIT_MS} ms (median over every size's cold starts)",
+        init_every_size(figure, "native"),
         INIT_LIMIT_MS,
         by_memory=False,  # init runs at full CPU whatever the memory size
-        floor_ms=_value(figure, "full", "floor", "init_ms"),
+        floor_ms=init_every_size(figure, "floor"),
     )
     check(
         f"first invocation's own work to first byte ≤ {OWN_WORK_LIMIT_MS} ms (minus floor)",
