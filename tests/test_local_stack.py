@@ -45,7 +45,8 @@ def start_make_dev(port: int, **extra_env: str) -> subprocess.Popen:
             pass
         if time.monotonic() > deadline or process.poll() is not None:
             process.kill()
-            raise AssertionError("make dev did not start")
+            output = process.communicate()[0]
+            raise AssertionError(f"make dev did not start:\n{output[-3000:]}")
         time.sleep(0.2)
 
 
