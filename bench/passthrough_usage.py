@@ -2,7 +2,8 @@
 chunk the relay asks for on the caller's behalf (handler/relay.py, `PassthroughBytes`).
 
 Run: `.venv/bin/python -m bench.passthrough_usage`. The reads are shaped like OpenAI's once
-usage is asked for: one event per read, each with `"usage": null`, the usage chunk at the end.
+usage is asked for: one event per read, each with `"usage":null` (compact, as OpenAI writes
+it), the usage chunk at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def openai_read(choices: list, usage: object) -> bytes:
         "choices": choices,
         "usage": usage,
     }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"  # compact
 
 
 def answer_reads(tokens: int) -> list[bytes]:

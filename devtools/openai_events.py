@@ -27,10 +27,13 @@ def _prompt_tokens(prompt: object) -> int:
 
 
 class ChatCompletionEvents:
-    """`data: {chat.completion.chunk}` lines ended by `data: [DONE]`."""
+    """`data: {chat.completion.chunk}` lines ended by `data: [DONE]`. With
+    `stream_options.include_usage`, as OpenAI documents, every chunk has `"usage":null` but the
+    extra last one, whose `choices` are empty and whose usage is the request's."""
 
     def __init__(self, model: str, body: dict, finish_reason: str) -> None:
         self.model, self.body, self.finish_reason = model, body, finish_reason
+        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def _chunk(self, choices: list, **extra: object) -> bytes:
         event = {
@@ -39,6 +42,7 @@ class ChatCompletionEvents:
             "created": CREATED_AT,
             "model": self.model,
             "choices": choices,
+            **({"usage": None} if self.include_usage else {}),
             **extra,
         }
         return b"data: " + _json(event) + b"\n\n"
@@ -72,7 +76,7 @@ class ChatCompletionEvents:
 
     def closing(self, tokens: list[str]) -> bytes:
         tail = self._chunk([{"index": 0, "delta": {}, "finish_reason": self.finish_reason}])
-        if (self.body.get("stream_options") or {}).get("include_usage"):
+        if self.include_usage:
             tail += self._chunk([], usage=self.usage(len(tokens)))
         return tail + b"data: [DONE]\n\n"
 

@@ -395,10 +395,10 @@ class PassthroughBytes:
 
     A `StreamSource`: the bytes are not parsed, so its summary has only the chunk count and
     the usage. The relay always asks a stream for its usage; when the caller did not,
-    `drop_usage_chunk` takes that final usage-only chunk out of what is forwarded without
-    parsing the chunks before it: a read goes out up to its last whole event (a client cannot
-    use half an event anyway, and upstreams write whole ones), and only an event holding a
-    `"usage"` object is parsed.
+    `drop_usage_chunk` takes that final usage-only chunk out of what is forwarded, and the
+    `"usage":null` OpenAI then puts in every other chunk, without parsing them: a read goes
+    out up to its last whole event (a client cannot use half an event anyway, and upstreams
+    write whole ones), and only an event holding a `"usage"` object is parsed.
     """
 
     _TAIL = 4096
@@ -431,6 +431,10 @@ class PassthroughBytes:
                         complete = _complete_events_end(raw)
                         if complete < len(raw):
                             raw, pending = raw[:complete], raw[complete:]
+                    # Once usage is asked for, OpenAI adds `"usage":null` to every chunk: the
+                    # caller who did not ask gets the chunks OpenAI would have sent it. (Never
+                    # from generated text: quotes inside a JSON string are escaped.)
+                    raw = raw.replace(_NULL_USAGE_MEMBER, b"")
                     if _usage_object_at(raw) >= 0:
                         raw = self._without_usage_chunk(raw)
                     if not raw:
@@ -485,6 +489,7 @@ class PassthroughBytes:
 
 
 _USAGE_KEY = b'"usage"'
+_NULL_USAGE_MEMBER = b',"usage":null'
 
 
 def _usage_object_at(data: bytes, start: int = 0) -> int:

@@ -98,13 +98,26 @@ def test_sdk_sees_a_mid_stream_failure(upstream, relay):
             pass
 
 
-def test_stream_bytes_pass_through_unchanged(upstream, relay):
+@pytest.mark.parametrize("usage", [False, True], ids=["usage-not-asked", "usage-asked"])
+def test_stream_bytes_pass_through_unchanged(upstream, relay, usage):
+    """Byte for byte what OpenAI sends the caller's own request. The relay always asks for usage,
+    which makes OpenAI add `"usage":null` to every chunk and a usage chunk at the end: a caller
+    who did not ask gets neither, one who did gets both."""
     upstream.enqueue(Script(tokens=TOKENS))
     body = {"messages": [{"role": "user", "content": "x"}], "stream": True, "seed": 7}
+    if usage:
+        body["stream_options"] = {"include_usage": True}
     relayed = stream(f"{relay.url}/v1/chat/completions", body)
+    # OpenAI's answer to the request as the relay sent it, but asking for usage only if the
+    # caller did.
+    forwarded = dict(upstream.requests[0].body)
+    assert forwarded.pop("stream_options") == {"include_usage": True}
     upstream.enqueue(Script(tokens=TOKENS))
-    direct = stream(f"{upstream.base_url}/chat/completions", {**body, "model": "gpt-5.4-mini"})
+    if usage:
+        forwarded["stream_options"] = body["stream_options"]
+    direct = stream(f"{upstream.base_url}/chat/completions", forwarded)
     assert relayed.body == direct.body
+    assert (b'"usage":' in relayed.body) is usage
     assert relayed.headers["content-type"] == "text/event-stream; charset=utf-8"
     # Fields the relay does not know are passed on as they are.
     assert upstream.requests[0].body["seed"] == 7
