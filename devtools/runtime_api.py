@@ -149,6 +149,11 @@ class RuntimeApiEmulator(LoopbackHttpServer):
             lambda: asyncio.StreamReaderProtocol(ArrivalTimedReader(), self._serve_connection),
             host,
             port,
+            # A Managed Instances runtime opens a connection per poller and one per streamed
+            # answer, 500 of each at once in the benchmark. With asyncio's default (100) the
+            # kernel's accept queue overflowed (TcpExtListenOverflows in the thousands): a
+            # handshake the client took as done was dropped, and with it an answer.
+            backlog=4096,
         )
         self.port = server.sockets[0].getsockname()[1]
         return server
