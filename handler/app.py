@@ -113,18 +113,21 @@ async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise RelayError(UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     limit = state.settings.max_body_bytes
-    too_large = RelayError(BODY_TOO_LARGE, f"the body is over {limit} bytes")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _body_too_large(limit)
     body = bytearray()
     async for piece in request.stream():
         body += piece
         if len(body) > limit:
-            raise too_large
+            raise _body_too_large(limit)
     # The size estimates the prompt's tokens when a stream ends without usage (requestlog.py).
     request_log(request.scope).request_bytes = len(body)
     return parse_json_object(bytes(body))
+
+
+def _body_too_large(limit: int) -> RelayError:
+    return RelayError(BODY_TOO_LARGE, f"the body is over {limit} bytes")
 
 
 Call = Annotated[RelayCall, Depends(relay_call)]

@@ -435,7 +435,7 @@ class PassthroughBytes:
                     # caller who did not ask gets the chunks OpenAI would have sent it. (Never
                     # from generated text: quotes inside a JSON string are escaped.)
                     raw = raw.replace(_NULL_USAGE_MEMBER, b"")
-                    if _usage_object_at(raw) >= 0:
+                    if _USAGE_KEY in raw:  # with the nulls gone, as a rule only the usage chunk
                         raw = self._without_usage_chunk(raw)
                     if not raw:
                         continue
