@@ -198,6 +198,13 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _against_previous_requests(scale: dict) -> str:
+    more = scale.get("ttft_requests_against_previous")
+    if not more or more == scale["ttft_requests"]:
+        return ""
+    return f", {more} for the routes judged against the previous release"
+
+
 def tables(results: dict) -> str:
     contenders = results.get("contenders", {})
     label = {name: info["label"] for name, info in contenders.items()}
@@ -207,7 +214,8 @@ def tables(results: dict) -> str:
     s = results["meta"]["scale"]
     out.append(
         f"Time to first token ({s['ttft_requests']} sequential requests of {s['ttft_tokens']}"
-        f" tokens; added = p50 minus the direct floor measured just before each turn) and"
+        f" tokens{_against_previous_requests(s)}; added = p50 minus the direct floor measured"
+        f" just before each turn) and"
         f" throughput (one stream of {s['bulk_tokens']:,} chunks, median of {s['bulk_trials']}):\n"
     )
     out.append(

@@ -43,6 +43,13 @@ def test_tiny_benchmark_measures_every_contender(tmp_path):
     streaming = {n for n, c in results["contenders"].items() if not c["ttft_only"]}
     for name in contenders:
         assert figures["ttft"]["contenders"][name]["p50_ms"] > 0, name
+    # The routes judged against the previous release get more samples than the others.
+    scale, ttft = results["meta"]["scale"], figures["ttft"]["contenders"]
+    for name in ("relay_sse", "relay_v1", "relay_sse_previous", "relay_v1_previous"):
+        assert ttft[name]["n"] == scale["ttft_requests_against_previous"], name
+    assert ttft["relay_text"]["n"] == scale["ttft_requests"]
+    assert scale["ttft_requests"] < scale["ttft_requests_against_previous"]
+    assert "for the routes judged against the previous release" in run.stdout
     for name in streaming:
         assert figures["throughput"]["contenders"][name]["chunks_per_s"] > 0, name
     assert figures["ttft"]["limits_added_p50_ms"] is not None
