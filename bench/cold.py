@@ -7,6 +7,8 @@ that share. Per memory size: init, the first invocation's time to first byte, th
 first token, one stream's sustained tokens per second and peak RSS, for the native runtime, the
 `lwa` mode's uvicorn, buffered Mangum under a managed-runtime stand-in, and a floor of the
 standard library alone (bench/lambda_floor.py). The key comes from Secrets Manager (moto).
+Each starts as Lambda starts a function: from the deployment package `make package` builds
+(bytecode compiled ahead of time), with only that package and the standard library on the path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from bench import client as http_client
 from bench.events import function_url_event
 from bench.native import RuntimeProcess, verify
+from bench.package import build_package
 from bench.runtime_api import RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, prompt
 from bench.services import ROOT, Service, cpu_seconds, free_port, git_commit, hermetic_env
@@ -59,22 +62,37 @@ COLD_SCALES = {
 class ColdContender:
     name: str
     label: str
-    argv: list[str]  # how Lambda would start it
+    args: list[str]  # the interpreter's arguments: how Lambda would start it
     via: str = "runtime_api"  # or "http" (the web adapter's uvicorn)
     streams: bool = True
+    bench_module: bool = False  # a stand-in from bench/ (the floor, the managed runtime's)
 
 
 CONTENDERS = [
-    ColdContender("native", "native runtime", [sys.executable, "-m", "handler.runtime"]),
-    ColdContender("lwa", "lwa mode (uvicorn)", [], via="http"),
+    ColdContender("native", "native runtime", ["-m", "handler.runtime"]),
+    # What handler/bin/lwa-start execs once it is in LAMBDA_TASK_ROOT (it adds the port).
+    ColdContender("lwa", "lwa mode (uvicorn)", ["-m", "handler.lwa"], via="http"),
     ColdContender(
         "buffered",
         "buffered Mangum",
-        [sys.executable, "-m", "bench.lambda_floor", "handler.app:handler"],
+        ["-m", "bench.lambda_floor", "handler.app:handler"],
         streams=False,
+        bench_module=True,
     ),
-    ColdContender("floor", "floor (stdlib runtime)", [sys.executable, "-m", "bench.lambda_floor"]),
+    ColdContender(
+        "floor", "floor (stdlib runtime)", ["-m", "bench.lambda_floor"], bench_module=True
+    ),
 ]
+
+
+def as_on_lambda(package: Path, *, bench_module: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The interpreter and environment of a process started as Lambda starts one: the package
+    in LAMBDA_TASK_ROOT and on the path, no site-packages (`-S`: this checkout's virtualenv
+    holds a hundred more distributions than the package, and pydantic scans them all for
+    plugins); bench/'s stand-ins after the package, so `handler` is still the package's."""
+    path = [str(package), str(ROOT)] if bench_module else [str(package)]
+    env = {"PYTHONPATH": os.pathsep.join(path), "LAMBDA_TASK_ROOT": str(package)}
+    return [sys.executable, "-S"], env
 
 
 class CpuQuota:
@@ -219,8 +237,15 @@ def init_steps(stderr: str) -> dict[str, float]:
 class LambdaProcess(RuntimeProcess):
     """One contender process, its runtime-API emulator (or HTTP port) and its stderr."""
 
-    def __init__(self, contender: ColdContender, env: dict, quota: CpuQuota, memory_mb: int | None):
-        super().__init__(env, None, False)
+    def __init__(
+        self,
+        contender: ColdContender,
+        env: dict,
+        quota: CpuQuota,
+        memory_mb: int | None,
+        package: Path,
+    ) -> None:
+        super().__init__(env, str(package), False)
         self.contender, self.quota, self.memory_mb = contender, quota, memory_mb
         self.emulator = ThrottlingEmulator(quota, memory_mb)
         self.port: int | None = None
@@ -231,7 +256,7 @@ class LambdaProcess(RuntimeProcess):
         if self.contender.via == "http":
             return await self._cold_start_http()
         first = self.emulator.invoke(function_url_event("sse", prompt(8)))
-        self._spawn(self.contender.argv, {"AWS_LAMBDA_RUNTIME_API": self.emulator.address})
+        self._spawn(self.contender.args, {"AWS_LAMBDA_RUNTIME_API": self.emulator.address})
         self.emulator.pid = self.process.pid
         await self._until_done(first)
         self._check(first, 8)
@@ -241,10 +266,8 @@ class LambdaProcess(RuntimeProcess):
 
     async def _cold_start_http(self) -> tuple[float, float | None, float]:
         self.port = free_port()
-        # What the Lambda Web Adapter starts (AWS_LWA_PORT), with this interpreter.
-        argv = [str(ROOT / "handler" / "bin" / "lwa-start")]
-        extra = {"AWS_LWA_PORT": str(self.port), "RELAY_PYTHON": sys.executable}
-        self._spawn(argv, extra)
+        # What the Lambda Web Adapter starts, as handler/bin/lwa-start runs it (AWS_LWA_PORT).
+        self._spawn([*self.contender.args, "--port", str(self.port)], {})
         # The adapter's readiness check: GET /healthz until it answers, then the first event.
         while not await self._healthy():
             if self.process.poll() is not None:
@@ -285,12 +308,15 @@ class LambdaProcess(RuntimeProcess):
         first = invocation.first_arrival_of(FIRST_TOKEN)
         return first - invocation.delivered_at, invocation.chunks[-1][0] - invocation.delivered_at
 
-    def _spawn(self, argv: list[str], extra: dict[str, str]) -> None:
+    def _spawn(self, args: list[str], extra: dict[str, str]) -> None:
+        python, lambda_env = as_on_lambda(
+            Path(self.package), bench_module=self.contender.bench_module
+        )
         self.spawned_at = now()
         self.process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**self.env, **extra},
+            [*python, *args],
+            cwd=self.package,
+            env={**self.env, **lambda_env, **extra},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
@@ -321,7 +347,9 @@ class LambdaProcess(RuntimeProcess):
         return self._stderr.read().decode("utf-8", "replace")
 
 
-async def measure(scale: ColdScale, env: dict[str, str], quota: CpuQuota, only=None) -> dict:
+async def measure(
+    scale: ColdScale, env: dict[str, str], quota: CpuQuota, package: Path, only=None
+) -> dict:
     """Every contender at every size and at full CPU; sizes in turn, contenders alternating."""
     contenders = [c for c in CONTENDERS if not only or c.name in only]
     sizes: list[int | None] = [None, *scale.sizes]
@@ -333,7 +361,7 @@ async def measure(scale: ColdScale, env: dict[str, str], quota: CpuQuota, only=N
         lambda_env = dict(env, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(memory_mb or ONE_CPU_MB))
         for trial in range(scale.trials):
             for contender in contenders:
-                runtime = LambdaProcess(contender, lambda_env, quota, memory_mb)
+                runtime = LambdaProcess(contender, lambda_env, quota, memory_mb, package)
                 sample = samples[contender.name]
                 try:
                     init, first_byte, first_token = await runtime.cold_start()
@@ -371,21 +399,22 @@ LIBRARIES = "import fastapi, aiohttp, pydantic_settings, mangum, orjson"
 APP = "import handler.runtime, handler.init, handler.app"
 
 
-def import_cpu_ms(trials: int) -> dict[str, float | None]:
+def import_cpu_ms(trials: int, package: Path) -> dict[str, float | None]:
     """Median process CPU (user + system, ms) of a fresh interpreter that imports the libraries
-    alone, the whole app, or nothing (the interpreter's own start-up)."""
+    alone, the whole app, or nothing (the interpreter's own start-up), from the package."""
     code = {"interpreter": "pass", "libraries": LIBRARIES, "app": APP}
     runs: dict[str, list[float]] = {name: [] for name in code}
+    python, lambda_env = as_on_lambda(package)
     for _ in range(max(3, trials)):
         for name, statement in code.items():  # alternating, so drift hits all three alike
             child = subprocess.run(
                 [
-                    sys.executable,
+                    *python,
                     "-c",
                     f"{statement}\nimport os; t = os.times()\nprint((t.user + t.system) * 1000)",
                 ],
-                cwd=ROOT,
-                env=hermetic_env(),
+                cwd=package,
+                env=hermetic_env(**lambda_env),
                 capture_output=True,
                 text=True,
                 check=True,
@@ -455,17 +484,19 @@ def run(scale: ColdScale, only=None) -> dict:
         print(f"note: lambda-shaped figure {quota.skipped}", file=sys.stderr)
         return {"skipped": quota.skipped}
     started = now()
+    package = build_package()
     try:
         with Stack() as stack:
-            sizes = asyncio.run(measure(scale, stack.env, quota, only))
+            sizes = asyncio.run(measure(scale, stack.env, quota, package.packaged, only))
     finally:
         quota.remove()
-    imports = import_cpu_ms(scale.trials)
+    imports = import_cpu_ms(scale.trials, package.packaged)
     figure = {
         "quota": quota.description,
         "one_cpu_mb": ONE_CPU_MB,
         "scale": asdict(scale),
         "contenders": {c.name: c.label for c in CONTENDERS if not only or c.name in only},
+        "package": package.source,  # who built what the contenders ran
         "sizes": sizes,
         "import_cpu": imports,
         "seconds": round(now() - started, 1),

@@ -192,7 +192,8 @@ def tables(results: dict) -> str:
     imports = figure.get("import_cpu")
     if imports:
         out.append(
-            "\nImport CPU in a fresh interpreter at full CPU (median, ms; `os.times`, 10 ms"
+            "\nImport CPU in a fresh interpreter at full CPU, from the package as every contender"
+            " above runs (median, ms; `os.times`, 10 ms"
             f" ticks): the interpreter alone {_fmt(imports['interpreter_ms'], 0)}; the libraries"
             " the app is built on, imported alone (FastAPI with pydantic and starlette, aiohttp,"
             f" pydantic-settings, Mangum, orjson) {_fmt(imports['libraries_ms'], 0)}; the whole"

@@ -32,6 +32,7 @@ def test_tiny_lambda_shaped_run_measures_every_contender_or_says_why_not(tmp_pat
         assert figure["skipped"] in run.stdout
         return
     assert set(figure["sizes"]) == {"full", "128"}
+    assert figure["package"] in {"make package", "bench"}  # what every contender ran from
     for size, contenders in figure["sizes"].items():
         assert set(contenders) == CONTENDERS, size
         for name, entry in contenders.items():
