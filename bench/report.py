@@ -115,8 +115,18 @@ def _not_worse_than_previous(results: dict, name: str, check) -> None:
             before + PREVIOUS_TTFT_SLACK_MS,
             True,
         )
+    ratio = _get(results, "throughput", "contenders", name, "rate_ratio_to_previous")
     rate, rate_before = _rate(results, name), _rate(results, previous)
-    if rate and rate_before:
+    if ratio is not None:
+        check(
+            f"chunks/s ≥ {PREVIOUS_RATE_SHARE:.0%} of previous release's (median of the"
+            " trial-by-trial ratios)",
+            name,
+            ratio,
+            PREVIOUS_RATE_SHARE,
+            False,
+        )
+    elif rate and rate_before:
         check(
             f"chunks/s ≥ {PREVIOUS_RATE_SHARE:.0%} of previous release's ({rate_before:,.0f})",
             name,

@@ -50,6 +50,12 @@ def test_tiny_benchmark_measures_every_contender(tmp_path):
     assert ttft["relay_text"]["n"] == scale["ttft_requests"]
     assert scale["ttft_requests"] < scale["ttft_requests_against_previous"]
     assert "for the routes judged against the previous release" in run.stdout
+    # ...measured right after the route they are judged against, and compared trial by trial.
+    order = list(results["contenders"])
+    for name in ("relay_sse", "relay_v1"):
+        assert order[order.index(name) + 1] == f"{name}_previous", order
+        assert figures["throughput"]["contenders"][name]["rate_ratio_to_previous"] > 0, name
+    assert "median of the trial-by-trial ratios" in run.stdout
     for name in streaming:
         assert figures["throughput"]["contenders"][name]["chunks_per_s"] > 0, name
     assert figures["ttft"]["limits_added_p50_ms"] is not None
