@@ -108,9 +108,10 @@ V1 = "/v1/chat/completions"
 CONTENDERS = [
     Contender("direct", "direct upstream", "http", "upstream", "openai", V1, AUTH),
     # Each route judged against the previous release is followed by the previous release's
-    # same route, so their turns (and throughput trials) are adjacent in every round: with other
-    # contenders between them, a slow spell of this machine fell on one and not the other, and
-    # the p50 difference read +0.16 ms in a run where adjacent turns read -0.06 to +0.03.
+    # same route, so their turns (and throughput trials) are adjacent in every round: with five
+    # other contenders between them, a slow spell of this machine fell on one and not the other
+    # (a full run read /chat SSE's p50 0.16 ms over; runs of these four contenders alone, one
+    # turn apart, read -0.06 to +0.03 ms).
     Contender("relay_sse", "relay /chat SSE (uvicorn)", "http", "relay", "sse", headers=SSE),
     Contender(
         "relay_sse_previous",
