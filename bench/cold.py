@@ -28,7 +28,7 @@ from pathlib import Path
 from bench import client as http_client
 from bench.events import function_url_event
 from bench.native import RuntimeProcess, verify
-from bench.package import build_package
+from bench.package import as_on_lambda, build_package
 from bench.runtime_api import RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, prompt
 from bench.services import ROOT, Service, cpu_seconds, free_port, git_commit, hermetic_env
@@ -83,16 +83,6 @@ CONTENDERS = [
         "floor", "floor (stdlib runtime)", ["-m", "bench.lambda_floor"], bench_module=True
     ),
 ]
-
-
-def as_on_lambda(package: Path, *, bench_module: bool = False) -> tuple[list[str], dict[str, str]]:
-    """The interpreter and environment of a process started as Lambda starts one: the package
-    in LAMBDA_TASK_ROOT and on the path, no site-packages (`-S`: this checkout's virtualenv
-    holds a hundred more distributions than the package, and pydantic scans them all for
-    plugins); bench/'s stand-ins after the package, so `handler` is still the package's."""
-    path = [str(package), str(ROOT)] if bench_module else [str(package)]
-    env = {"PYTHONPATH": os.pathsep.join(path), "LAMBDA_TASK_ROOT": str(package)}
-    return [sys.executable, "-S"], env
 
 
 class CpuQuota:

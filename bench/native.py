@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.client import text_of
 from bench.events import function_url_event
+from bench.package import as_on_lambda
 from bench.runtime_api import PRELUDE_END, Invocation, RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, expected_text, prompt
 
@@ -59,9 +60,8 @@ class RuntimeProcess:
         env = {**self.env, "AWS_LAMBDA_RUNTIME_API": self.emulator.address}
         argv = [sys.executable]
         if self.package:
-            # As on Lambda: only the package and the standard library on the path.
-            argv += ["-S"]
-            env["PYTHONPATH"] = env["LAMBDA_TASK_ROOT"] = self.package
+            argv, lambda_env = as_on_lambda(Path(self.package))
+            env.update(lambda_env)
         if self.importtime:
             argv += ["-X", "importtime"]
         argv += ["-m", "handler.runtime"]

@@ -8,6 +8,7 @@ Either way the zip is unpacked twice: as built, and with every __pycache__ remov
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import shutil
 import subprocess
@@ -29,6 +30,16 @@ class Package:
     zipped_bytes: int
     unzipped_bytes: int
     pyc_files: int
+
+
+def as_on_lambda(package: Path, *, bench_module: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The interpreter and environment of a process started as Lambda starts one: the package
+    in LAMBDA_TASK_ROOT and on the path, no site-packages (`-S`: this checkout's virtualenv
+    holds a hundred more distributions than the package, and pydantic scans them all for
+    plugins); bench/'s stand-ins after the package, so `handler` is still the package's."""
+    path = [str(package), str(ROOT)] if bench_module else [str(package)]
+    env = {"PYTHONPATH": os.pathsep.join(path), "LAMBDA_TASK_ROOT": str(package)}
+    return [sys.executable, "-S"], env
 
 
 def _makefile_has_package_target() -> bool:
