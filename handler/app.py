@@ -1,4 +1,4 @@
-"""The FastAPI app: the routes of the contract (docs/api.md) and its one error table.
+"""The Starlette app: the routes of the contract (docs/api.md) and its one error table.
 
 `app` is the ASGI app (uvicorn, the native streaming runtime, Lambda Web Adapter); `handler` is
 the buffered Mangum handler for plain invokes and `sam local invoke`.
@@ -7,17 +7,18 @@ the buffered Mangum handler for plain invokes and `sam local invoke`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import aiohttp
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 from mangum import Mangum
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from handler.access import Access
@@ -25,7 +26,6 @@ from handler.credentials import CredentialStore
 from handler.errors import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
-    INVALID_REQUEST,
     MODEL_NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     RelayError,
@@ -86,11 +86,7 @@ class RelayCall(NamedTuple):
 
 async def relay_call(request: Request) -> RelayCall:
     """The relay routes' one dependency: who is calling first, then the body. (The caller's
-    limits come later, in `_admit`, once the route has checked the body against the policy.)
-
-    A single coroutine on purpose: FastAPI runs plain-function dependencies in a worker thread
-    and resolves nested ones level by level, which together cost more per request than
-    everything else the relay adds to the first token (README, "Performance")."""
+    limits come later, in `_admit`, once the route has checked the body against the policy.)"""
     state: RelayState = request.app.state.relay
     # The credentials first: they hold the client tokens.
     caller = await state.access.identify(request.scope, await state.credentials.aget())
@@ -130,21 +126,30 @@ def _body_too_large(limit: int) -> RelayError:
     return RelayError(BODY_TOO_LARGE, f"the body is over {limit} bytes")
 
 
-Call = Annotated[RelayCall, Depends(relay_call)]
+RelayEndpoint = Callable[[Request, RelayCall], Awaitable[Response]]
+
+
+def relay_route(path: str, endpoint: RelayEndpoint) -> Route:
+    """A `POST` route of the relay: `endpoint` gets the request and its `relay_call`."""
+
+    async def with_call(request: Request) -> Response:
+        return await endpoint(request, await relay_call(request))
+
+    return Route(path, with_call, methods=["POST"], name=endpoint.__name__)
 
 
 def _wants_sse(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
-async def chat(request: Request, call: Call) -> Response:
+async def chat(request: Request, call: RelayCall) -> Response:
     """`POST /chat`: SSE frames for `Accept: text/event-stream`, plain text otherwise."""
     deltas, record = await _open_chat(request, call, call.body)
     wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
     return await _stream(wire, deltas, record, call.state.settings)
 
 
-async def ui_chat(request: Request, call: Call) -> Response:
+async def ui_chat(request: Request, call: RelayCall) -> Response:
     """`POST /api/chat`: `useChat`'s UI messages in, the AI SDK's UI message stream out, under
     the same policy as `/chat` (the body is checked as the `/chat` body it amounts to)."""
     deltas, record = await _open_chat(request, call, chat_body_from_ui_messages(call.body))
@@ -167,7 +172,7 @@ async def _open_chat(
     return ChatDeltas(response, settings), record
 
 
-async def chat_completions(request: Request, call: Call) -> Response:
+async def chat_completions(request: Request, call: RelayCall) -> Response:
     """`POST /v1/chat/completions`: OpenAI's API; streamed bytes pass through unchanged."""
     settings = call.state.settings
     params = completions_upstream_params(call.body, settings)
@@ -179,7 +184,7 @@ async def chat_completions(request: Request, call: Call) -> Response:
     return await _forward(request, call, params, "/chat/completions", chunks, PASSTHROUGH_WIRE)
 
 
-async def responses(request: Request, call: Call) -> Response:
+async def responses(request: Request, call: RelayCall) -> Response:
     """`POST /v1/responses`: OpenAI's Responses API; streamed events pass through unchanged."""
     settings = call.state.settings
     params = responses_upstream_params(call.body, settings)
@@ -247,43 +252,39 @@ async def authorized(request: Request) -> RelayState:
     return state
 
 
-Authorized = Annotated[RelayState, Depends(authorized)]
-
-
 def _model_object(model: str) -> dict[str, Any]:
     # The relay knows no creation dates; `created` is a required integer in OpenAI's format.
     return {"id": model, "object": "model", "created": 0, "owned_by": "relay"}
 
 
-async def list_models(state: Authorized) -> dict[str, Any]:
+async def list_models(request: Request) -> Response:
     """`GET /v1/models`: the allow-list in OpenAI's list format, the default model first."""
-    settings = state.settings
+    settings = (await authorized(request)).settings
     others = sorted(settings.model_allow_list - {settings.default_model})
     models = (
         [settings.default_model, *others]
         if settings.default_model in settings.model_allow_list
         else others
     )
-    return {"object": "list", "data": [_model_object(model) for model in models]}
+    return JSONResponse({"object": "list", "data": [_model_object(model) for model in models]})
 
 
-async def retrieve_model(request: Request, state: Authorized) -> dict[str, Any]:
-    """`GET /v1/models/{id}`: one allowed model, or OpenAI's `404 model_not_found`. The id is
-    read from the path, not declared as a parameter: a declared one is a pydantic field built
-    at init, and its first check imports `pydantic.v1` (about 40 ms of init's CPU here)."""
+async def retrieve_model(request: Request) -> Response:
+    """`GET /v1/models/{id}`: one allowed model, or OpenAI's `404 model_not_found`."""
+    state = await authorized(request)
     model_id = request.path_params["model_id"]
     if model_id not in state.settings.model_allow_list:
         message = f"the model '{model_id}' is not offered by this relay"
         raise RelayError(MODEL_NOT_FOUND, message, param="model")
-    return _model_object(model_id)
+    return JSONResponse(_model_object(model_id))
 
 
-async def healthz() -> dict[str, str]:
+async def healthz(request: Request) -> Response:
     """Liveness: touches neither the secret nor the upstream."""
-    return {"status": "ok"}
+    return JSONResponse({"status": "ok"})
 
 
-async def page() -> Response:
+async def page(request: Request) -> Response:
     """The demo chat page, same origin as the API, under a strict Content-Security-Policy."""
     html = (STATIC_DIR / "index.html").read_bytes()
     return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
@@ -340,10 +341,6 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _error_response(request, error)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return _error_response(request, RelayError(INVALID_REQUEST, "invalid request"))
-
-
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     error = RelayError(INTERNAL_ERROR, "the relay failed unexpectedly")
@@ -351,7 +348,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     # Servers with a lifespan (uvicorn) close the upstream and DynamoDB pools on shutdown;
     # Lambda never shuts the app down, so there they live as long as the environment.
     yield
@@ -359,8 +356,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.relay.quota.close()
 
 
-class RelayApp(FastAPI):
-    """FastAPI with the request log outermost: Starlette puts the catch-all 500 handler
+class RelayApp(Starlette):
+    """Starlette with the request log outermost: Starlette puts the catch-all 500 handler
     (`ServerErrorMiddleware`) outside every added middleware, so an unexpected failure would
     otherwise leave without its `X-Request-Id` and log no error type."""
 
@@ -373,42 +370,44 @@ class RelayApp(FastAPI):
         return RequestLogMiddleware(stack, relay.settings.metrics_namespace)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; tests pass their own `Settings`, Lambda and `make dev` use the environment."""
+def _routes() -> list[Route | Mount]:
+    """The contract's routes (docs/api.md) and no others: no generated schema or docs pages,
+    which would describe the relay's internals to anyone who asks."""
+    return [
+        relay_route("/chat", chat),
+        relay_route("/api/chat", ui_chat),
+        relay_route("/v1/chat/completions", chat_completions),
+        relay_route("/v1/responses", responses),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/", page, methods=["GET"]),
+        Mount("/static", PageFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; tests pass their own `Settings`, Lambda and `make dev` use the environment.
+
+    Starlette, not FastAPI: the relay reads and checks its bodies itself (handler/models.py),
+    so FastAPI's parameters, response models and OpenAPI schema went unused, and importing it
+    was a quarter of init's CPU (docs/architecture.md, "Init")."""
     settings = settings or Settings()
     app = RelayApp(
-        title="Streaming chat relay",
-        # Only the contract's routes (docs/api.md): no generated schema or docs pages.
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
+        routes=_routes(),
         lifespan=_lifespan,
         exception_handlers={
             UpstreamRejected: _upstream_rejected,
             RelayError: _relay_error,
             HTTPException: _http_error,
-            RequestValidationError: _validation_error,
             Exception: _unexpected_error,
         },
     )
     app.state.relay = RelayState(settings)
     app.state.relay.access.log_startup()
-    app.add_api_route("/chat", chat, methods=["POST"])
-    app.add_api_route("/api/chat", ui_chat, methods=["POST"])
-    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
-    app.add_api_route("/v1/responses", responses, methods=["POST"])
-    # No response models inferred from `-> dict[...]`: each is a validator built at init (for
-    # /healthz alone ~0.5 s of CPU on the loaded test machine) for answers the relay builds.
-    app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=None)
-    app.add_api_route(
-        "/v1/models/{model_id:path}", retrieve_model, methods=["GET"], response_model=None
-    )
-    app.add_api_route("/healthz", healthz, methods=["GET"], response_model=None)
-    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
-    app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins and not settings.aws_lambda_function_name:
         # Local server only: on Lambda the function URL's own CORS settings apply.
-        from fastapi.middleware.cors import CORSMiddleware
+        from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(
             CORSMiddleware,

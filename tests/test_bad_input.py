@@ -81,8 +81,8 @@ def test_oversized_chunked_body_is_rejected_without_content_length(upstream, mak
     [
         ("GET", "/nope", 404, "not_found"),
         ("GET", "/chat", 405, "method_not_allowed"),
-        # The contract's routes and no others: FastAPI's generated schema would describe the
-        # relay's internals (route docstrings) to anyone who asks.
+        # The contract's routes and no others: a generated schema (FastAPI's, say) would
+        # describe the relay's internals (route docstrings) to anyone who asks.
         ("GET", "/openapi.json", 404, "not_found"),
         ("GET", "/docs", 404, "not_found"),
     ],
