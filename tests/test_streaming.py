@@ -129,6 +129,14 @@ def test_healthz_needs_no_secret_and_calls_no_upstream(upstream, make_relay):
     assert httpx.post(f"{relay.url}/chat", json={"prompt": "x"}).status_code == 503
 
 
+def test_healthz_answers_head_with_its_headers_and_no_body(relay):
+    response = httpx.head(f"{relay.url}/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"]
+    assert response.content == b""
+
+
 def test_page_is_served_at_the_root(relay):
     response = httpx.get(f"{relay.url}/")
     assert response.status_code == 200
