@@ -208,9 +208,9 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _against_previous_requests(scale: dict) -> str:
-    more = scale.get("ttft_requests_against_previous")
-    if not more or more == scale["ttft_requests"]:
+def _more_against_previous(scale: dict, key: str = "ttft_requests") -> str:
+    more = scale.get(f"{key}_against_previous")
+    if not more or more <= scale[key]:
         return ""
     return f", {more} for the routes judged against the previous release"
 
@@ -224,9 +224,10 @@ def tables(results: dict) -> str:
     s = results["meta"]["scale"]
     out.append(
         f"Time to first token ({s['ttft_requests']} sequential requests of {s['ttft_tokens']}"
-        f" tokens{_against_previous_requests(s)}; added = p50 minus the direct floor measured"
+        f" tokens{_more_against_previous(s)}; added = p50 minus the direct floor measured"
         f" just before each turn) and"
-        f" throughput (one stream of {s['bulk_tokens']:,} chunks, median of {s['bulk_trials']}):\n"
+        f" throughput (one stream of {s['bulk_tokens']:,} chunks, median of {s['bulk_trials']}"
+        f"{_more_against_previous(s, 'bulk_trials')}):\n"
     )
     out.append(
         _table(

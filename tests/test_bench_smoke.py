@@ -56,6 +56,13 @@ def test_tiny_benchmark_measures_every_contender(tmp_path):
         assert order[order.index(name) + 1] == f"{name}_previous", order
         assert figures["throughput"]["contenders"][name]["rate_ratio_to_previous"] > 0, name
     assert "median of the trial-by-trial ratios" in run.stdout
+    # Both sides of each comparison get the extra throughput trials; the others do not.
+    rate = figures["throughput"]["contenders"]
+    extra = scale["bulk_trials_against_previous"]
+    assert extra > scale["bulk_trials"]
+    for name in ("relay_sse", "relay_v1", "relay_sse_previous", "relay_v1_previous"):
+        assert len(rate[name]["chunks_per_s_trials"]) == extra, name
+    assert len(rate["relay_text"]["chunks_per_s_trials"]) == scale["bulk_trials"]
     for name in streaming:
         assert figures["throughput"]["contenders"][name]["chunks_per_s"] > 0, name
     assert figures["ttft"]["limits_added_p50_ms"] is not None
