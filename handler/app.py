@@ -391,7 +391,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     Starlette, not FastAPI: the relay reads and checks its bodies itself (handler/models.py),
     so FastAPI's parameters, response models and OpenAPI schema went unused, and importing it
-    was a quarter of init's CPU (docs/architecture.md, "Init")."""
+    was a quarter of init's CPU (docs/architecture.md, "Cold start")."""
     settings = settings or Settings()
     app = RelayApp(
         routes=_routes(),
