@@ -9,7 +9,6 @@ import time
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from devtools.scripts import Script
 from handler.app import create_app
@@ -73,7 +72,7 @@ def test_an_unexpected_failure_is_a_500_with_its_request_id_and_error_type(caplo
     async def broken(request: Request) -> Response:
         raise RuntimeError("a bug in a route")
 
-    app.router.routes.append(Route("/broken", broken, methods=["GET"]))
+    app.add_route("/broken", broken, methods=["GET"])
     response = asgi_request(app, "GET", "/broken")
     assert response.status_code == 500
     assert response.json() == {
