@@ -205,17 +205,24 @@ class RelayStreamResponse(StreamingResponse):
         return None
 
     async def _wait_for_first_frame(self, send: Callable) -> bytes | object:
+        """A ping every `ping_interval_s` until the first frame, or the first-token deadline.
+
+        Both are judged by the clock, not by the wakeups: uvloop rounds a timer to whole
+        milliseconds, so a wait can end up to half a millisecond early, and below that at once."""
         first = self._first
+        deadline = self._first_token_deadline
+        next_ping = time.monotonic() + self._ping_interval_s
         while not first.done():
-            left = self._first_token_deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 first.cancel()
                 raise upstream_timeout(self._timeout_s)
-            await asyncio.wait({first}, timeout=min(self._ping_interval_s, left))
-            if not first.done() and self._first_token_deadline > time.monotonic():
+            if now >= next_ping:
                 await send(
                     {"type": "http.response.body", "body": self._wire.ping, "more_body": True}
                 )
+                next_ping = now + self._ping_interval_s
+            await asyncio.wait({first}, timeout=min(next_ping, deadline) - now)
         return first.result()
 
 

@@ -81,6 +81,17 @@ def test_pings_while_waiting_then_timeout_event(upstream, make_relay):
     assert upstream.last.hung_up.wait(1)  # and the upstream request was given up
 
 
+def test_pings_never_come_faster_than_their_interval(upstream, make_relay):
+    # uvloop rounds a timer to whole milliseconds, so a 0.4 ms wait ends at once: the pings must
+    # follow the clock, not the wakeups, or they come as fast as the event loop can turn.
+    relay = make_relay(upstream_timeout_s=0.2, ping_interval_s=0.0004)
+    upstream.enqueue(Script(first_delay_s=2))
+    events = stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).events()
+    pings = [e for e in events if e == ("comment", "ping")]
+    assert 1 <= len(pings) <= 0.2 / 0.0004
+    assert events[-1][0] == "error"
+
+
 def test_pings_then_tokens(upstream, make_relay):
     relay = make_relay(upstream_timeout_s=5, ping_interval_s=0.2)
     upstream.enqueue(Script(tokens=["late ", "answer"], first_delay_s=0.7))
