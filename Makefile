@@ -89,7 +89,10 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 	$(MAKE) --no-print-directory build-RelayFunction ARTIFACTS_DIR=build/relay
 	$(PY313) -m infra.build.zip_package build/relay build/relay.zip
 
+openapi: $(STAMP) ## regenerate docs/openapi.json from the app (a test fails while it is stale)
+	$(PY) -m tools.openapi
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps node-deps dev test test-fast lint chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium
+.PHONY: help deps node-deps dev test test-fast lint openapi chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium

@@ -1,31 +1,38 @@
-"""The Starlette app: the routes of the contract (docs/api.md) and its one error table.
+"""The FastAPI app: the contract's routes (docs/api.md), their dependencies, the one error table.
 
 `app` is the ASGI app (uvicorn, the native streaming runtime, Lambda Web Adapter); `handler` is
-the buffered Mangum handler for plain invokes and `sam local invoke`.
+the buffered Mangum handler for plain invokes and `sam local invoke`. Routes of your own reuse
+the relay's caller identity and limits through `Caller` and `Admitted` (docs/extending.md).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: `admitted_after` builds a dependency whose
+# annotation names the route's own check, which FastAPI must see as an object, not a string.
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import aiohttp
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from mangum import Mangum
-from starlette.applications import Starlette
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from handler.access import Access
 from handler.credentials import CredentialStore
 from handler.errors import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
+    INVALID_JSON,
     MODEL_NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     RelayError,
@@ -34,10 +41,18 @@ from handler.errors import (
     http_kind,
 )
 from handler.models import (
+    ChatCompletionsRequest,
+    ChatRequest,
+    OpenAIErrorBody,
+    RelayErrorBody,
+    ResponsesRequest,
+    UiChatRequest,
     caller_asked_for_usage,
     chat_upstream_params,
     completions_upstream_params,
+    invalid_field,
     parse_json_object,
+    validated,
 )
 from handler.quota import ADMISSION_KEY, Quota, QuotaChargeMiddleware
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
@@ -62,6 +77,10 @@ SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
 RESPONSES_WIRE = ResponsesWire()
 DEADLINE_MARGIN_S = 1.0
 LAMBDA_MAX_TIMEOUT_S = 900.0
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+# Where the request's `Caller` is kept once known: its ASGI scope.
+CALLER_KEY = "relay.caller"
 
 
 class RelayState:
@@ -75,40 +94,65 @@ class RelayState:
         self.quota = Quota(settings)
 
 
-class RelayCall(NamedTuple):
-    """What a relay route gets: the per-process parts, who is calling (`handler/access.py`)
-    and the caller's JSON body."""
+class Caller(NamedTuple):
+    """Who is calling (handler/access.py: `token:…`, `jwt:…`, `iam:…`, `anonymous`) and the
+    per-process parts every route shares."""
 
     state: RelayState
-    caller: str
-    body: dict[str, Any]
+    identity: str
 
 
-async def relay_call(request: Request) -> RelayCall:
-    """The relay routes' one dependency: who is calling first, then the body. (The caller's
-    limits come later, in `_admit`, once the route has checked the body against the policy.)"""
-    state: RelayState = request.app.state.relay
-    # The credentials first: they hold the client tokens.
-    caller = await state.access.identify(request.scope, await state.credentials.aget())
-    request_log(request.scope).caller = caller
-    return RelayCall(state, caller, await _json_body(request, state))
+async def identify(request: Request) -> Caller:
+    """Who is calling, by the relay's access rule, or `401 unauthorized`. Asked once per
+    request: `RelayRoute` asks before it reads a body, every later `Depends` gets the same."""
+    known: Caller | None = request.scope.get(CALLER_KEY)
+    if known is None:
+        state: RelayState = request.app.state.relay
+        # The credentials first: they hold the client tokens.
+        identity = await state.access.identify(request.scope, await state.credentials.aget())
+        request_log(request.scope).caller = identity
+        known = request.scope[CALLER_KEY] = Caller(state, identity)
+    return known
 
 
-async def _admit(request: Request, call: RelayCall) -> None:
+CallerDep = Annotated[Caller, Depends(identify)]
+
+
+async def admit(request: Request, caller: CallerDep) -> Caller:
     """Count the request against its caller's limits (handler/quota.py), or raise the 429 or
-    503: the last step before the upstream call, so a request the policy refuses (and init's
-    warm-up request, which is one) uses none of the caller's limit."""
-    quota = call.state.quota
+    503. The charge for its tokens follows when the response has ended (`RequestLog.usage`)."""
+    quota = caller.state.quota
     if quota.enabled:
-        request.scope["state"][ADMISSION_KEY] = await quota.admit(call.caller)
+        request.scope["state"][ADMISSION_KEY] = await quota.admit(caller.identity)
+    return caller
 
 
-async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
-    """The request body as a JSON object, within `MAX_BODY_BYTES`."""
+# For routes of your own: who is calling, and that the call is within the caller's limits.
+Admitted = Annotated[Caller, Depends(admit)]
+
+
+def admitted_after(check: Callable[..., Awaitable[T]]) -> Any:
+    """A dependency that runs `check` (the body against the cost policy), then `admit`: the
+    last step before the upstream call, so a request the policy refuses (and init's warm-up
+    request, which is one) uses none of the caller's limit. `check`'s failure, a body that
+    does not fit its model included, skips the admission."""
+
+    async def checked_and_admitted(
+        request: Request, checked: Annotated[T, Depends(check)], caller: CallerDep
+    ) -> T:
+        await admit(request, caller)
+        return checked
+
+    return Depends(checked_and_admitted)
+
+
+async def json_body(request: Request, caller: CallerDep) -> dict[str, Any]:
+    """The request body as the relay takes it, once the caller is known: `application/json`
+    within `MAX_BODY_BYTES`, a JSON object (415, 413, 400 otherwise)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise RelayError(UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
-    limit = state.settings.max_body_bytes
+    limit = caller.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _body_too_large(limit)
@@ -126,91 +170,262 @@ def _body_too_large(limit: int) -> RelayError:
     return RelayError(BODY_TOO_LARGE, f"the body is over {limit} bytes")
 
 
-RelayEndpoint = Callable[[Request, RelayCall], Awaitable[Response]]
+JsonBody = Annotated[dict[str, Any], Depends(json_body)]
 
 
-def relay_route(path: str, endpoint: RelayEndpoint) -> Route:
-    """A `POST` route of the relay: `endpoint` gets the request and its `relay_call`."""
+def body_as(model: type[M]) -> Any:
+    """A dependency: the JSON body checked against `model`, or FastAPI's
+    `RequestValidationError` (the error table's `invalid_request`, naming the field).
 
-    async def with_call(request: Request) -> Response:
-        return await endpoint(request, await relay_call(request))
+    The model is not declared as a FastAPI body parameter: FastAPI would then read and parse
+    the body before any dependency, so before the caller is known and without the relay's
+    size limit, and its parameter fields import `pydantic.v1` during init. The OpenAPI
+    document names the model all the same (`request_body`)."""
 
-    return Route(path, with_call, methods=["POST"], name=endpoint.__name__)
+    async def checked_body(data: JsonBody) -> M:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            raise RequestValidationError(
+                [{**error, "loc": ("body", *error["loc"])} for error in errors]
+            ) from None
+
+    return Depends(checked_body)
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a route whose body is `body_as(model)`."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+class RelayRoute(APIRoute):
+    """FastAPI's route, but a `GET` route answers `HEAD` too (the same status and headers; the
+    server leaves out the body), as the contract says for `/healthz`."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        return super().matches(self._head_as_get(scope))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().handle(self._head_as_get(scope), receive, send)
+
+    def _head_as_get(self, scope: Scope) -> Scope:
+        if scope["type"] == "http" and scope["method"] == "HEAD" and "GET" in self.methods:
+            return {**scope, "method": "GET"}
+        return scope
+
+
+class RelayCall(NamedTuple):
+    """A checked model request: who is calling and what goes upstream."""
+
+    caller: Caller
+    params: dict[str, Any]
+    record: RequestLog
+
+
+def _checked(request: Request, caller: Caller, params: dict[str, Any]) -> RelayCall:
+    record = request_log(request.scope)
+    record.model = params["model"]
+    if caller.state.settings.log_prompts:
+        # Chat Completions' prompt, or the Responses API's.
+        record.prompt = params.get("messages", params.get("input"))
+    return RelayCall(caller, params, record)
+
+
+async def checked_chat(
+    request: Request, body: Annotated[ChatRequest, body_as(ChatRequest)], caller: CallerDep
+) -> RelayCall:
+    """`/chat`'s body, as its model and under the cost policy."""
+    return _checked(request, caller, chat_upstream_params(body, caller.state.settings))
+
+
+async def checked_ui_chat(
+    request: Request,
+    body: Annotated[UiChatRequest, body_as(UiChatRequest)],
+    data: JsonBody,
+    caller: CallerDep,
+) -> RelayCall:
+    """`/api/chat`'s UI messages, checked as the `/chat` body they amount to."""
+    chat_body = chat_body_from_ui_messages(data)
+    chat = validated(ChatRequest.model_validate, chat_body)
+    return _checked(request, caller, chat_upstream_params(chat, caller.state.settings))
+
+
+async def checked_completions(
+    request: Request,
+    body: Annotated[ChatCompletionsRequest, body_as(ChatCompletionsRequest)],
+    data: JsonBody,
+    caller: CallerDep,
+) -> RelayCall:
+    """A Chat Completions body, as its model and under the cost policy; passed on as sent."""
+    params = completions_upstream_params(data, caller.state.settings)
+    return _checked(request, caller, params)
+
+
+async def checked_responses(
+    request: Request,
+    body: Annotated[ResponsesRequest, body_as(ResponsesRequest)],
+    data: JsonBody,
+    caller: CallerDep,
+) -> RelayCall:
+    """A Responses API body, as its model and under the cost policy; passed on as sent."""
+    params = responses_upstream_params(data, caller.state.settings)
+    return _checked(request, caller, params)
 
 
 def _wants_sse(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
 
 
-async def chat(request: Request, call: RelayCall) -> Response:
-    """`POST /chat`: SSE frames for `Accept: text/event-stream`, plain text otherwise."""
-    deltas, record = await _open_chat(request, call, call.body)
+# What each error status means (docs/api.md, "Errors before the stream starts").
+_ERROR_MEANINGS = {
+    400: "the body is not JSON (on /v1: any invalid request, `code` saying which)",
+    401: "no acceptable credentials (`WWW-Authenticate` says why)",
+    404: "no such model or route",
+    413: "the body is over MAX_BODY_BYTES",
+    415: "the body is not application/json",
+    422: "the body breaks the contract or the cost policy (`invalid_request`)",
+    429: "over the caller's limits (`Retry-After`), or the upstream's",
+    500: "an unexpected failure of the relay",
+    502: "the upstream failed or refused the relay's key",
+    503: "the secret, the sign-in keys or the quota table cannot be read",
+    504: "no token from the upstream in time",
+}
+
+
+def _error_responses(model: type[BaseModel], *statuses: int) -> dict[int | str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        status: {
+            "description": _ERROR_MEANINGS[status],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
+_TEXT = {"schema": {"type": "string"}}
+# Statuses the relay's own failures take on every model route.
+_RELAY_FAILURES = (401, 429, 500, 502, 503, 504)
+CHAT_ERRORS = _error_responses(RelayErrorBody, 400, 413, 415, 422, *_RELAY_FAILURES)
+OPENAI_ERRORS = {
+    **_error_responses(OpenAIErrorBody, 400, *_RELAY_FAILURES),
+    "4XX": {"description": "the upstream refused the request: its own status and body"},
+}
+
+
+def model_route(
+    body: type[BaseModel], errors: dict[int | str, Any], answer: str, content: dict[str, Any]
+) -> dict[str, Any]:
+    """The OpenAPI side of a model route: its body's model, its answer, its errors."""
+    return {
+        "response_class": Response,
+        "openapi_extra": request_body(body),
+        "responses": {200: {"description": answer, "content": content}, **errors},
+    }
+
+
+router = APIRouter(route_class=RelayRoute)
+
+
+@router.post(
+    "/chat",
+    **model_route(
+        ChatRequest,
+        CHAT_ERRORS,
+        "the answer as it is generated: SSE for `Accept: text/event-stream`, else plain text",
+        {"text/event-stream": _TEXT, "text/plain": _TEXT},
+    ),
+)
+async def chat(
+    request: Request, call: Annotated[RelayCall, admitted_after(checked_chat)]
+) -> Response:
+    """The answer as Server-Sent Events for `Accept: text/event-stream`, else as plain text."""
+    deltas = await _open_chat(call)
     wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
-    return await _stream(wire, deltas, record, call.state.settings)
+    return await _stream(wire, deltas, call.record, call.caller.state.settings)
 
 
-async def ui_chat(request: Request, call: RelayCall) -> Response:
-    """`POST /api/chat`: `useChat`'s UI messages in, the AI SDK's UI message stream out, under
-    the same policy as `/chat` (the body is checked as the `/chat` body it amounts to)."""
-    deltas, record = await _open_chat(request, call, chat_body_from_ui_messages(call.body))
-    wire = UiMessageStreamWire(f"msg-{record.request_id}")
-    return await _stream(wire, deltas, record, call.state.settings)
+@router.post(
+    "/api/chat",
+    **model_route(
+        UiChatRequest,
+        CHAT_ERRORS,
+        "the AI SDK's UI message stream (protocol v1)",
+        {"text/event-stream": _TEXT},
+    ),
+)
+async def ui_chat(call: Annotated[RelayCall, admitted_after(checked_ui_chat)]) -> Response:
+    """The Vercel AI SDK's `useChat`: UI messages in, its UI message stream out, under the
+    `/chat` policy."""
+    deltas = await _open_chat(call)
+    wire = UiMessageStreamWire(f"msg-{call.record.request_id}")
+    return await _stream(wire, deltas, call.record, call.caller.state.settings)
 
 
-async def _open_chat(
-    request: Request, call: RelayCall, body: dict[str, Any]
-) -> tuple[ChatDeltas, RequestLog]:
-    """Check a `/chat` body against the policy and start the upstream's streamed answer."""
-    state, settings = call.state, call.state.settings
-    params = chat_upstream_params(body, settings)
-    record = request_log(request.scope)
-    record.model = params["model"]
-    if settings.log_prompts:
-        record.prompt = params["messages"]
-    await _admit(request, call)
-    response = await state.upstream.open(params, call.caller)
-    return ChatDeltas(response, settings), record
+async def _open_chat(call: RelayCall) -> ChatDeltas:
+    """Start the upstream's streamed answer to a checked `/chat` request."""
+    state = call.caller.state
+    response = await state.upstream.open(call.params, call.caller.identity)
+    return ChatDeltas(response, state.settings)
 
 
-async def chat_completions(request: Request, call: RelayCall) -> Response:
-    """`POST /v1/chat/completions`: OpenAI's API; streamed bytes pass through unchanged."""
-    settings = call.state.settings
-    params = completions_upstream_params(call.body, settings)
-    drop_usage = not caller_asked_for_usage(call.body)
+@router.post(
+    "/v1/chat/completions",
+    **model_route(
+        ChatCompletionsRequest,
+        OPENAI_ERRORS,
+        "OpenAI's answer: JSON, or its SSE chunks with `stream: true`",
+        {"application/json": {"schema": {"type": "object"}}, "text/event-stream": _TEXT},
+    ),
+)
+async def chat_completions(
+    call: Annotated[RelayCall, admitted_after(checked_completions)],
+    data: JsonBody,
+    request: Request,
+) -> Response:
+    """OpenAI's Chat Completions; streamed bytes pass through unchanged."""
+    settings = call.caller.state.settings
+    drop_usage = not caller_asked_for_usage(data)
 
     def chunks(response: aiohttp.ClientResponse) -> StreamSource[bytes]:
         return PassthroughBytes(response, settings, drop_usage_chunk=drop_usage)
 
-    return await _forward(request, call, params, "/chat/completions", chunks, PASSTHROUGH_WIRE)
+    return await _forward(request, call, "/chat/completions", chunks, PASSTHROUGH_WIRE)
 
 
-async def responses(request: Request, call: RelayCall) -> Response:
-    """`POST /v1/responses`: OpenAI's Responses API; streamed events pass through unchanged."""
-    settings = call.state.settings
-    params = responses_upstream_params(call.body, settings)
+@router.post(
+    "/v1/responses",
+    **model_route(
+        ResponsesRequest,
+        OPENAI_ERRORS,
+        "OpenAI's answer: JSON, or its SSE events with `stream: true`",
+        {"application/json": {"schema": {"type": "object"}}, "text/event-stream": _TEXT},
+    ),
+)
+async def responses(
+    call: Annotated[RelayCall, admitted_after(checked_responses)], request: Request
+) -> Response:
+    """OpenAI's Responses API; streamed events pass through unchanged."""
+    settings = call.caller.state.settings
 
     def events(response: aiohttp.ClientResponse) -> StreamSource[bytes]:
         return ResponseEvents(response, settings)
 
-    return await _forward(request, call, params, "/responses", events, RESPONSES_WIRE)
+    return await _forward(request, call, "/responses", events, RESPONSES_WIRE)
 
 
 async def _forward(
     request: Request,
     call: RelayCall,
-    params: dict[str, Any],
     endpoint: str,
     source_for: Callable[[aiohttp.ClientResponse], StreamSource[bytes]],
     wire: WireFormat,
 ) -> Response:
     """Send a checked OpenAI request to `endpoint`: its JSON answer, or its SSE bytes as they
     come, read by `source_for(response)` and framed by `wire`."""
-    state, settings = call.state, call.state.settings
-    record = request_log(request.scope)
-    record.model = params["model"]
-    if settings.log_prompts:
-        # Chat Completions' prompt, or the Responses API's.
-        record.prompt = params.get("messages", params.get("input"))
+    state, params = call.caller.state, call.params
     stream = params["stream"]
     answer_within_s = None
     if not stream:
@@ -219,15 +434,14 @@ async def _forward(
         answer_within_s = invocation_time_left(request.scope, DEADLINE_MARGIN_S)
         if answer_within_s is None:
             answer_within_s = LAMBDA_MAX_TIMEOUT_S
-    await _admit(request, call)
     response = await state.upstream.open(
-        params, call.caller, answer_within_s=answer_within_s, endpoint=endpoint
+        params, call.caller.identity, answer_within_s=answer_within_s, endpoint=endpoint
     )
     if not stream:
         content = await state.upstream.read_answer(response)
-        record.usage = answer_usage(content)
+        call.record.usage = answer_usage(content)
         return Response(content, media_type="application/json")
-    return await _stream(wire, source_for(response), record, settings)
+    return await _stream(wire, source_for(response), call.record, state.settings)
 
 
 async def _stream(
@@ -243,23 +457,46 @@ async def _stream(
     )
 
 
-async def authorized(request: Request) -> RelayState:
-    """The dependency of routes without a body (`GET /v1/models`): who is calling, as for the
-    relay routes (same access rule), and nothing else."""
-    state: RelayState = request.app.state.relay
-    caller = await state.access.identify(request.scope, await state.credentials.aget())
-    request_log(request.scope).caller = caller
-    return state
-
-
 def _model_object(model: str) -> dict[str, Any]:
     # The relay knows no creation dates; `created` is a required integer in OpenAI's format.
     return {"id": model, "object": "model", "created": 0, "owned_by": "relay"}
 
 
-async def list_models(request: Request) -> Response:
-    """`GET /v1/models`: the allow-list in OpenAI's list format, the default model first."""
-    settings = (await authorized(request)).settings
+_MODEL_OBJECT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    },
+    "required": ["id", "object", "created", "owned_by"],
+}
+_MODEL_LIST = {
+    "type": "object",
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": _MODEL_OBJECT},
+    },
+    "required": ["object", "data"],
+}
+
+
+def _json_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+@router.get(
+    "/v1/models",
+    response_class=Response,
+    responses={
+        200: _json_answer("the allow-list, the default model first", _MODEL_LIST),
+        **_error_responses(OpenAIErrorBody, 401, 500, 503),
+    },
+)
+async def list_models(caller: CallerDep) -> JSONResponse:
+    """The allow-list in OpenAI's list format, the default model first."""
+    settings = caller.state.settings
     others = sorted(settings.model_allow_list - {settings.default_model})
     models = (
         [settings.default_model, *others]
@@ -269,22 +506,48 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [_model_object(model) for model in models]})
 
 
-async def retrieve_model(request: Request) -> Response:
-    """`GET /v1/models/{id}`: one allowed model, or OpenAI's `404 model_not_found`."""
-    state = await authorized(request)
+@router.get(
+    "/v1/models/{model_id:path}",
+    response_class=Response,
+    responses={
+        200: _json_answer("one allowed model", _MODEL_OBJECT),
+        **_error_responses(OpenAIErrorBody, 401, 404, 500, 503),
+    },
+    # Read from the path, not declared: a declared parameter is a pydantic field built at
+    # init, and FastAPI's check of its annotation imports `pydantic.v1` (tens of ms).
+    openapi_extra={
+        "parameters": [
+            {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
+    },
+)
+async def retrieve_model(request: Request, caller: CallerDep) -> JSONResponse:
+    """One allowed model, or OpenAI's `404 model_not_found`."""
     model_id = request.path_params["model_id"]
-    if model_id not in state.settings.model_allow_list:
+    if model_id not in caller.state.settings.model_allow_list:
         message = f"the model '{model_id}' is not offered by this relay"
         raise RelayError(MODEL_NOT_FOUND, message, param="model")
     return JSONResponse(_model_object(model_id))
 
 
-async def healthz(request: Request) -> Response:
+@router.get(
+    "/healthz",
+    response_class=Response,
+    responses={
+        200: _json_answer(
+            "alive",
+            {"type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]},
+        ),
+        **_error_responses(RelayErrorBody, 500),
+    },
+)
+async def healthz() -> JSONResponse:
     """Liveness: touches neither the secret nor the upstream."""
     return JSONResponse({"status": "ok"})
 
 
-async def page(request: Request) -> Response:
+@router.get("/", include_in_schema=False)
+async def page() -> Response:
     """The demo chat page, same origin as the API, under a strict Content-Security-Policy."""
     html = (STATIC_DIR / "index.html").read_bytes()
     return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
@@ -323,6 +586,16 @@ async def _relay_error(request: Request, exc: RelayError) -> JSONResponse:
     return _error_response(request, exc)
 
 
+async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A body that does not fit its route's model: `invalid_request` naming the first field at
+    fault (`param`, from the error's location), or `invalid_json` when FastAPI itself could
+    not parse it (a route of your own outside `RelayRoute`)."""
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return _error_response(request, RelayError(INVALID_JSON, "the body is not valid JSON"))
+    return _error_response(request, invalid_field(first, _openai_style(request)))
+
+
 async def _upstream_rejected(request: Request, exc: UpstreamRejected) -> Response:
     """On /v1/* the upstream's own answer: the caller's mistake as OpenAI judged it, which
     OpenAI clients expect verbatim. On /chat an `upstream_error` like any other."""
@@ -348,7 +621,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 @asynccontextmanager
-async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Servers with a lifespan (uvicorn) close the upstream and DynamoDB pools on shutdown;
     # Lambda never shuts the app down, so there they live as long as the environment.
     yield
@@ -356,10 +629,33 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     await app.state.relay.quota.close()
 
 
-class RelayApp(Starlette):
-    """Starlette with the request log outermost: Starlette puts the catch-all 500 handler
+# The models the OpenAPI document's components describe: the bodies (`body_as`) and errors.
+DOCUMENTED_MODELS = (
+    ChatRequest,
+    UiChatRequest,
+    ChatCompletionsRequest,
+    ResponsesRequest,
+    RelayErrorBody,
+    OpenAIErrorBody,
+)
+
+
+class RelayApp(FastAPI):
+    """FastAPI with the request log outermost: Starlette puts the catch-all 500 handler
     (`ServerErrorMiddleware`) outside every added middleware, so an unexpected failure would
-    otherwise leave without its `X-Request-Id` and log no error type."""
+    otherwise leave without its `X-Request-Id` and log no error type. Its OpenAPI document
+    carries the schemas of `DOCUMENTED_MODELS`, which its routes name by reference."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = super().openapi()
+            _, schemas = models_json_schema(
+                [(model, "validation") for model in DOCUMENTED_MODELS],
+                ref_template="#/components/schemas/{model}",
+            )
+            document.setdefault("components", {})["schemas"] = schemas["$defs"]
+            self.openapi_schema = document
+        return self.openapi_schema
 
     def build_middleware_stack(self) -> Any:
         stack = super().build_middleware_stack()
@@ -370,44 +666,41 @@ class RelayApp(Starlette):
         return RequestLogMiddleware(stack, relay.settings.metrics_namespace)
 
 
-def _routes() -> list[Route | Mount]:
-    """The contract's routes (docs/api.md) and no others: no generated schema or docs pages,
-    which would describe the relay's internals to anyone who asks."""
-    return [
-        relay_route("/chat", chat),
-        relay_route("/api/chat", ui_chat),
-        relay_route("/v1/chat/completions", chat_completions),
-        relay_route("/v1/responses", responses),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/", page, methods=["GET"]),
-        Mount("/static", PageFiles(directory=STATIC_DIR), name="static"),
-    ]
+# FastAPI's own OpenTelemetry spans, metrics and logs: off unless FASTAPI_TELEMETRY=true.
+TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own `Settings`, Lambda and `make dev` use the environment.
 
-    Starlette, not FastAPI: the relay reads and checks its bodies itself (handler/models.py),
-    so FastAPI's parameters, response models and OpenAPI schema went unused, and importing it
-    was a quarter of init's CPU (docs/architecture.md, "Cold start")."""
+    The OpenAPI document and its docs page are served only with `OPENAPI_DOCS=true`: on a
+    deployed relay they would describe it to anyone who asks (docs/openapi.json has it)."""
     settings = settings or Settings()
+    docs = settings.openapi_docs
     app = RelayApp(
-        routes=_routes(),
+        title="Streaming chat relay",
+        version="1",
+        summary="OpenAI's chat models behind one function URL, streamed (docs/api.md).",
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        telemetry=None if settings.fastapi_telemetry else TELEMETRY_OFF,
         lifespan=_lifespan,
         exception_handlers={
             UpstreamRejected: _upstream_rejected,
             RelayError: _relay_error,
+            RequestValidationError: _invalid_body,
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
     )
     app.state.relay = RelayState(settings)
     app.state.relay.access.log_startup()
+    app.include_router(router)
+    app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins and not settings.aws_lambda_function_name:
         # Local server only: on Lambda the function URL's own CORS settings apply.
-        from starlette.middleware.cors import CORSMiddleware
+        from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
             CORSMiddleware,

@@ -1,15 +1,31 @@
-"""Request bodies of the two chat endpoints, validated against the contract and the settings.
+"""Request bodies of the model routes as pydantic models, and the `/chat` policy applied to them.
 
-Validation errors are `INVALID_REQUEST` (422 on /chat, 400 on /v1) with the field as `param`.
-Their message is their cause, so they are not logged (it may quote the caller's input).
+The models type what the cost policy (handler/policy.py) reads, so no JSON value of any type
+reaches a check that would misread it; what the policy does not read passes through as sent.
+A body that fails its model is FastAPI's `RequestValidationError`, which app.py's error table
+renders as `INVALID_REQUEST` (422 on /chat, 400 on /v1) naming the field; its message is its
+cause, so it is not logged (it may quote the caller's input).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from handler.errors import INVALID_JSON, RelayError, invalid_request
 from handler.policy import (
@@ -28,24 +44,243 @@ from handler.policy import (
 )
 from handler.settings import Settings
 
+# A number as JSON has it: an int is a float here, a boolean is not.
+Number = Annotated[float, Strict()]
+# The union branches are told apart by the value's JSON type; these tags name them in an
+# error's location, and `error_param` leaves them out of the field's name.
+_TEXT, _LIST, _OBJECT = "string", "list", "object"
+UNION_TAGS = frozenset({_TEXT, _LIST, _OBJECT})
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, str):
+        return _TEXT
+    return _OBJECT if isinstance(value, dict) else _LIST
+
+
+def text_or(other: Any, tag: str) -> Any:
+    """A string, or `other` (a list or an object, named by `tag`): one branch is checked, the
+    one the value's JSON type picks, so an error is about the field, not pydantic's union."""
+    return Annotated[
+        Annotated[StrictStr, Tag(_TEXT)] | Annotated[other, Tag(tag)], Discriminator(_json_kind)
+    ]
+
+
+# Passed through as sent: the upstream reads it, the policy counts its strings.
+JsonObject = dict[str, Any]
+Passed = ConfigDict(extra="allow")
+Closed = ConfigDict(extra="forbid")
+
+
+# --- /chat and /api/chat --------------------------------------------------------------------
+
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = Closed
 
     role: Literal["system", "user", "assistant"]
     content: StrictStr
 
 
-class ChatRequest(BaseModel):
-    """The body of `POST /chat`."""
+class ChatOptions(BaseModel):
+    """What `/chat` and `/api/chat` accept besides the conversation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model: StrictStr | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class ChatRequest(ChatOptions):
+    """The body of `POST /chat`: exactly one of `prompt` or `messages`."""
+
+    model_config = Closed
 
     prompt: StrictStr | None = None
     messages: list[Message] | None = None
+
+
+class UiPart(BaseModel):
+    """A part of a UI message: text parts are sent, display-only ones skipped (uichat.py)."""
+
+    model_config = Passed
+
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class UiMessage(BaseModel):
+    model_config = Passed
+
+    id: StrictStr | None = None
+    role: Literal["system", "user", "assistant"]
+    parts: list[UiPart]
+
+
+class UiChatRequest(ChatOptions):
+    """The body of `POST /api/chat`: what the AI SDK's `DefaultChatTransport` sends."""
+
+    model_config = Closed
+
+    id: StrictStr | None = None
+    messages: Annotated[list[UiMessage], Field(min_length=1)]
+    trigger: StrictStr | None = None
+    messageId: StrictStr | None = None  # the AI SDK's name
+
+
+# --- /v1/chat/completions -------------------------------------------------------------------
+
+# Roles and content are judged by the policy, which names the broken message or part; the
+# models only say what they are, for the OpenAPI document.
+_ROLE_SCHEMA = WithJsonSchema(
+    {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]}
+)
+_CONTENT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "description": "`text` / `refusal` carry a string; `image_url` /"
+                    " `input_audio` / `file` an object of strings",
+                    "properties": {
+                        "type": {"enum": ["text", "refusal", "image_url", "input_audio", "file"]}
+                    },
+                    "required": ["type"],
+                },
+            },
+            {"type": "null"},
+        ]
+    }
+)
+
+
+class ChatMessage(BaseModel):
+    model_config = Passed
+
+    role: Annotated[StrictStr, _ROLE_SCHEMA]
+    content: Annotated[Any, _CONTENT_SCHEMA] = None
+    name: StrictStr | None = None
+    tool_call_id: StrictStr | None = None
+    tool_calls: list[JsonObject] | None = None
+
+
+class ChatCompletionsRequest(BaseModel):
+    """The body of `POST /v1/chat/completions`, OpenAI's; only the fields of the contract's
+    allow-list pass (handler/policy.py refuses the others, naming the reason)."""
+
+    model_config = Passed
+
+    messages: list[ChatMessage]
     model: StrictStr | None = None
-    temperature: Annotated[float, Field(ge=0, le=2, strict=True)] | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    stream: StrictBool = False
+    stream_options: dict[str, StrictBool] | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    n: StrictInt | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    stop: text_or(list[StrictStr], _LIST) | None = None
+    frequency_penalty: Number | None = None
+    presence_penalty: Number | None = None
+    seed: StrictInt | None = None
+    logit_bias: dict[str, Number] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = None
+    response_format: JsonObject | None = None
+    tools: list[JsonObject] | None = None
+    tool_choice: text_or(JsonObject, _OBJECT) | None = None
+    parallel_tool_calls: StrictBool | None = None
+    reasoning_effort: StrictStr | None = None
+    verbosity: StrictStr | None = None
+    user: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
+
+
+# --- /v1/responses --------------------------------------------------------------------------
+
+
+class ResponsesContentPart(BaseModel):
+    model_config = Passed
+
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class ResponsesInputItem(BaseModel):
+    """An input item: a message (`role`, `content`) or another item `type` (function call
+    output, ...), passed on as sent once its shape is known."""
+
+    model_config = Passed
+
+    type: StrictStr | None = None
+    role: StrictStr | None = None
+    content: text_or(list[ResponsesContentPart], _LIST) | None = None
+
+
+class ResponsesTool(BaseModel):
+    model_config = Passed
+
+    type: StrictStr
+
+
+class ResponsesRequest(BaseModel):
+    """The body of `POST /v1/responses`, OpenAI's Responses API under the relay's allow-list."""
+
+    model_config = Passed
+
+    input: text_or(list[ResponsesInputItem], _LIST)
+    model: StrictStr | None = None
+    instructions: StrictStr | None = None
+    max_output_tokens: StrictInt | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    top_logprobs: StrictInt | None = None
+    stream: StrictBool = False
+    stream_options: dict[str, StrictBool] | None = None
+    store: StrictBool = False
+    include: list[StrictStr] | None = None
+    metadata: dict[str, StrictStr] | None = None
+    text: JsonObject | None = None
+    reasoning: JsonObject | None = None
+    truncation: StrictStr | None = None
+    tools: list[ResponsesTool] | None = None
+    tool_choice: text_or(JsonObject, _OBJECT) | None = None
+    parallel_tool_calls: StrictBool | None = None
+    prompt_cache_key: StrictStr | None = None
+    user: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
+
+
+# --- Errors as the contract shows them ------------------------------------------------------
+
+
+class RelayErrorDetail(BaseModel):
+    type: str = Field(description="the error's kind (docs/api.md, 'Errors')")
+    message: str
+
+
+class RelayErrorBody(BaseModel):
+    """An error on `/chat` and `/api/chat`."""
+
+    error: RelayErrorDetail
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="`invalid_request_error`, or the relay's failure kind")
+    param: str | None = Field(description="the field at fault, if any")
+    code: str | None = Field(description="the relay's kind of an invalid request")
+
+
+class OpenAIErrorBody(BaseModel):
+    """An error on `/v1/*`, in OpenAI's shape, so OpenAI's SDKs raise their own classes."""
+
+    error: OpenAIErrorDetail
+
+
+# --- From a body to the upstream request ----------------------------------------------------
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -58,21 +293,40 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _describe(error: ValidationError) -> RelayError:
-    first = error.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
+def error_param(loc: Sequence[int | str], openai_style: bool) -> str:
+    """The field an error is about: `messages[0].role` as OpenAI names it on /v1 (and as the
+    policy does), `messages.0.role` on /chat."""
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]" if openai_style else f".{part}"
+        elif part not in UNION_TAGS:
+            where += f".{part}" if where else part
+    return where.lstrip(".")
+
+
+def invalid_field(error: Mapping[str, Any], openai_style: bool) -> RelayError:
+    """The contract's error for one of pydantic's (the first a model found)."""
+    loc = tuple(error.get("loc", ()))
+    if loc[:1] == ("body",):
+        loc = loc[1:]
+    where = error_param(loc, openai_style)
+    message = "unknown field" if error.get("type") == "extra_forbidden" else str(error["msg"])
     return invalid_request(f"{where}: {message}" if where else message, param=where or None)
 
 
-def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Validate a `/chat` body and build the upstream request (system prompt, caps, usage)."""
+def validated(model: Callable[[dict[str, Any]], BaseModel], data: dict[str, Any]) -> Any:
+    """`data` as `model`, or the contract's error for the first field that does not fit."""
     try:
-        request = ChatRequest.model_validate(data)
+        return model(data)
     except ValidationError as exc:
-        raise _describe(exc) from exc
+        first = exc.errors(include_url=False, include_input=False)[0]
+        raise invalid_field(first, openai_style=False) from exc
+
+
+def chat_upstream_params(request: ChatRequest, settings: Settings) -> dict[str, Any]:
+    """Apply the policy to a `/chat` body and build the upstream request (system prompt, caps,
+    usage)."""
     if (request.prompt is None) == (request.messages is None):
         raise invalid_request("give exactly one of `prompt` or `messages`")
     if request.prompt is not None:
@@ -102,8 +356,9 @@ def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, 
 
 
 def completions_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Apply the cost policy to an OpenAI Chat Completions body and build the upstream request:
-    allowed fields only, the system prompt rule, a capped token limit, usage on every stream."""
+    """Apply the cost policy to an OpenAI Chat Completions body (already checked against
+    `ChatCompletionsRequest`) and build the upstream request: allowed fields only, the system
+    prompt rule, a capped token limit, usage on every stream."""
     check_fields(data, CHAT_COMPLETIONS_FIELDS, settings)
     messages = data.get("messages")
     chars = chat_messages_chars(messages, settings)

@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = []
     log_prompts: bool = False
+    openapi_docs: bool = Field(
+        default=False,
+        description="Serve the OpenAPI document at /openapi.json and its page at /docs "
+        "(`make dev` does); off, both are 404 and docs/openapi.json is the published copy.",
+    )
+    fastapi_telemetry: bool = Field(
+        default=False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs (through the "
+        "providers the process configured); off, FastAPI records nothing.",
+    )
     aws_lambda_function_name: str | None = Field(
         default=None,
         description="Set by Lambda itself: the function's name. When present the app is on "

@@ -58,6 +58,8 @@ def main() -> None:
         else "ALLOW_ANONYMOUS=false: only JWT sign-in (JWT_ISSUER, JWT_AUDIENCE) gets in"
     )
     os.environ["QUOTA_TABLE"] = create_quota_table(endpoint, LOCAL_QUOTA_TABLE)
+    # The API's own description, for the developer at hand (a deployed relay leaves it off).
+    os.environ.setdefault("OPENAPI_DOCS", "true")
     limits = ", ".join(
         f"{name}={os.environ.get(name, '0')}"
         for name in ("RATE_LIMIT_PER_MINUTE", "TOKEN_BUDGET_PER_DAY")
@@ -80,6 +82,7 @@ def main() -> None:
   upstream         {upstream}
   secrets manager  {endpoint} (moto), secret '{LOCAL_SECRET_ID}'
   quota table      '{LOCAL_QUOTA_TABLE}' in the same moto server; {limits} (0 = off)
+  API docs         {url}/docs and {url}/openapi.json (OPENAPI_DOCS=true)
 
   Try it:
     curl -N {url}/chat -H 'content-type: application/json' -d '{{"prompt": "Tell me a joke!"}}'
