@@ -195,7 +195,7 @@ def tables(results: dict) -> str:
             "\nImport CPU in a fresh interpreter at full CPU, from the package as every contender"
             " above runs (median, ms; `os.times`, 10 ms"
             f" ticks): the interpreter alone {_fmt(imports['interpreter_ms'], 0)}; the libraries"
-            " the app is built on, imported alone (Starlette, pydantic, aiohttp,"
+            " the app is built on, imported alone (FastAPI with pydantic and starlette, aiohttp,"
             f" pydantic-settings, Mangum, orjson) {_fmt(imports['libraries_ms'], 0)}; the whole"
             f" app (runtime, init and app modules) {_fmt(imports['app_ms'], 0)}. Init cannot go"
             " below the libraries' share while they are imported in it."

@@ -40,9 +40,10 @@ BENCH_KEY = "sk-bench-not-a-real-key"
 TTFT_TURN = 100  # measured requests in one contender's turn (figure 1)
 TTFT_SETTLE = 10  # unmeasured requests at the start of each turn (figure 1)
 QUOTA_TABLE = "bench-quota"
-# main before this round's issues (12-17): the relay's warm figures are measured against it in
-# the same run, so "nothing got worse" is one run's comparison, not two days'.
-PREVIOUS_RELEASE = "f31094f"
+# The Starlette release (main before issue 24 brought FastAPI back): the relay's warm figures
+# are measured against it in the same run, so "nothing got worse" is one run's comparison, not
+# two days'.
+PREVIOUS_RELEASE = "48f29db"
 
 
 @dataclass
