@@ -79,8 +79,6 @@ DEADLINE_MARGIN_S = 1.0
 LAMBDA_MAX_TIMEOUT_S = 900.0
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-# Where the request's `Caller` is kept once known: its ASGI scope.
-CALLER_KEY = "relay.caller"
 
 
 class RelayState:
@@ -103,16 +101,13 @@ class Caller(NamedTuple):
 
 
 async def identify(request: Request) -> Caller:
-    """Who is calling, by the relay's access rule, or `401 unauthorized`. Asked once per
-    request: `RelayRoute` asks before it reads a body, every later `Depends` gets the same."""
-    known: Caller | None = request.scope.get(CALLER_KEY)
-    if known is None:
-        state: RelayState = request.app.state.relay
-        # The credentials first: they hold the client tokens.
-        identity = await state.access.identify(request.scope, await state.credentials.aget())
-        request_log(request.scope).caller = identity
-        known = request.scope[CALLER_KEY] = Caller(state, identity)
-    return known
+    """Who is calling, by the relay's access rule, or `401 unauthorized` (FastAPI solves it
+    once per request, however many dependencies name it)."""
+    state: RelayState = request.app.state.relay
+    # The credentials first: they hold the client tokens.
+    identity = await state.access.identify(request.scope, await state.credentials.aget())
+    request_log(request.scope).caller = identity
+    return Caller(state, identity)
 
 
 CallerDep = Annotated[Caller, Depends(identify)]
@@ -246,7 +241,8 @@ async def checked_ui_chat(
     data: JsonBody,
     caller: CallerDep,
 ) -> RelayCall:
-    """`/api/chat`'s UI messages, checked as the `/chat` body they amount to."""
+    """`/api/chat`'s UI messages, checked as the `/chat` body they amount to. (`body` is the
+    model's check; the conversion reads `data`, the same body as sent.)"""
     chat_body = chat_body_from_ui_messages(data)
     chat = validated(ChatRequest.model_validate, chat_body)
     return _checked(request, caller, chat_upstream_params(chat, caller.state.settings))
@@ -258,7 +254,8 @@ async def checked_completions(
     data: JsonBody,
     caller: CallerDep,
 ) -> RelayCall:
-    """A Chat Completions body, as its model and under the cost policy; passed on as sent."""
+    """A Chat Completions body, as its model and under the cost policy. The policy reads
+    `data`, the body as sent, which is what goes upstream; `body` has typed what it reads."""
     params = completions_upstream_params(data, caller.state.settings)
     return _checked(request, caller, params)
 
@@ -269,7 +266,8 @@ async def checked_responses(
     data: JsonBody,
     caller: CallerDep,
 ) -> RelayCall:
-    """A Responses API body, as its model and under the cost policy; passed on as sent."""
+    """A Responses API body, as its model and under the cost policy; `data` as for Chat
+    Completions."""
     params = responses_upstream_params(data, caller.state.settings)
     return _checked(request, caller, params)
 
