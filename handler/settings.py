@@ -68,6 +68,24 @@ class Settings(BaseSettings):
         "(docs/api.md); each one is the operator's explicit choice to pay for what it does.",
     )
     max_prompt_chars: int = Field(default=16000, ge=1)
+    allow_images: bool = Field(
+        default=False,
+        description="Accept image parts on `/v1` (data: URLs), each counted against "
+        'MAX_PROMPT_CHARS and the budget at its worst-case price (docs/api.md, "Media").',
+    )
+    allow_image_urls: bool = Field(
+        default=False,
+        description="With ALLOW_IMAGES, also accept https image URLs, which OpenAI fetches.",
+    )
+    allow_files: bool = Field(
+        default=False,
+        description="Accept file parts on `/v1` (inline data only), counted one token per "
+        "character of their data.",
+    )
+    allow_audio: bool = Field(
+        default=False,
+        description="Accept audio parts (`input_audio`, wav or mp3) on `/v1/chat/completions`.",
+    )
     max_messages: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=65536, ge=1)
     upstream_timeout_s: float = Field(default=30.0, gt=0)
@@ -113,10 +131,21 @@ class Settings(BaseSettings):
         ge=0,
         description="Sign-in: an unknown `kid` re-fetches the JWKS at most this often.",
     )
+    jwks_max_age_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Sign-in: the JWKS is fetched again once its Cache-Control max-age runs out, "
+        "at least every JWKS_MIN_REFETCH_S and at most every this many seconds.",
+    )
     jwt_leeway_s: int = Field(
         default=30, ge=0, le=60, description="Sign-in: clock skew allowed on `exp` and `nbf`."
     )
     cors_origins: Annotated[list[str], NoDecode] = []
+    page_relay_url: str | None = Field(
+        default=None,
+        description="The one other relay the demo page may call (its Settings endpoint): its "
+        "origin joins the page's CSP `connect-src`; unset, the page calls only its own site.",
+    )
     log_prompts: bool = False
     aws_lambda_function_name: str | None = Field(
         default=None,
@@ -182,13 +211,13 @@ class Settings(BaseSettings):
         mode="before",
     )(_split_csv)
 
-    @field_validator("jwt_issuer", "jwks_url", mode="before")
+    @field_validator("jwt_issuer", "jwks_url", "page_relay_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # The template passes empty parameters as empty strings.
         return value or None
 
-    @field_validator("jwt_issuer", "jwks_url")
+    @field_validator("jwt_issuer", "jwks_url", "page_relay_url")
     @classmethod
     def _trusted_url(cls, value: str | None) -> str | None:
         return value if value is None else check_sign_in_url(value)
