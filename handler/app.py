@@ -39,6 +39,7 @@ from handler.models import (
     completions_upstream_params,
     parse_json_object,
 )
+from handler.policy import worst_case_tokens
 from handler.quota import ADMISSION_KEY, Quota, QuotaChargeMiddleware
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
 from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
@@ -94,13 +95,15 @@ async def relay_call(request: Request) -> RelayCall:
     return RelayCall(state, caller, await _json_body(request, state))
 
 
-async def _admit(request: Request, call: RelayCall) -> None:
-    """Count the request against its caller's limits (handler/quota.py), or raise the 429 or
-    503: the last step before the upstream call, so a request the policy refuses (and init's
-    warm-up request, which is one) uses none of the caller's limit."""
+async def _admit(request: Request, call: RelayCall, params: dict[str, Any]) -> None:
+    """Count the request against its caller's limits and reserve its worst case (`params` as
+    they go upstream) against the budget (handler/quota.py), or raise the 429 or 503: the last
+    step before the upstream call, so a request the policy refuses (and init's warm-up
+    request, which is one) uses none of the caller's limit."""
     quota = call.state.quota
     if quota.enabled:
-        request.scope["state"][ADMISSION_KEY] = await quota.admit(call.caller)
+        reserve = worst_case_tokens(params, call.state.settings)
+        request.scope["state"][ADMISSION_KEY] = await quota.admit(call.caller, reserve)
 
 
 async def _json_body(request: Request, state: RelayState) -> dict[str, Any]:
@@ -167,7 +170,7 @@ async def _open_chat(
     record.model = params["model"]
     if settings.log_prompts:
         record.prompt = params["messages"]
-    await _admit(request, call)
+    await _admit(request, call, params)
     response = await state.upstream.open(params, call.caller)
     return ChatDeltas(response, settings), record
 
@@ -219,7 +222,7 @@ async def _forward(
         answer_within_s = invocation_time_left(request.scope, DEADLINE_MARGIN_S)
         if answer_within_s is None:
             answer_within_s = LAMBDA_MAX_TIMEOUT_S
-    await _admit(request, call)
+    await _admit(request, call, params)
     response = await state.upstream.open(
         params, call.caller, answer_within_s=answer_within_s, endpoint=endpoint
     )

@@ -56,6 +56,7 @@ class RequestLog:
     chunks: int = 0
     usage: dict | None = None
     request_bytes: int | None = None
+    charged_tokens: int | None = None  # what the caller's budget was charged (handler/quota.py)
     prompt: Any = None
     completion: str | None = None
 
@@ -87,6 +88,8 @@ class RequestLog:
             del record["prompt"]
         if record["completion"] is None:
             del record["completion"]
+        if record["charged_tokens"] is None:
+            del record["charged_tokens"]
         if metrics_namespace:
             record.update(embedded_metrics(self, metrics_namespace, self.token_count()))
         return orjson.dumps(record).decode()
