@@ -52,13 +52,22 @@ from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages
 
 log = logging.getLogger("relay")
 STATIC_DIR = Path(__file__).parent / "static"
+# The page keeps its bearer token in localStorage, so it may talk only to its own site and the
+# one relay it is configured with (`PAGE_RELAY_URL`): a script that got in could not send the
+# token anywhere else.
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' https: http://127.0.0.1:* http://localhost:*; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'{relay}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-# Every file of the page, and the page itself at `/`, goes out under these.
-PAGE_HEADERS = {"content-security-policy": PAGE_CSP, "x-content-type-options": "nosniff"}
+
+
+def page_headers(settings: Settings) -> dict[str, str]:
+    """The headers of the page and of every file under `/static`."""
+    relay = f" {settings.page_relay_origin}" if settings.page_relay_origin else ""
+    csp = PAGE_CSP.format(relay=relay)
+    return {"content-security-policy": csp, "x-content-type-options": "nosniff"}
+
+
 SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
 RESPONSES_WIRE = ResponsesWire()
 DEADLINE_MARGIN_S = 1.0
@@ -290,16 +299,19 @@ async def healthz(request: Request) -> Response:
 async def page(request: Request) -> Response:
     """The demo chat page, same origin as the API, under a strict Content-Security-Policy."""
     html = (STATIC_DIR / "index.html").read_bytes()
-    return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    headers = page_headers(request.app.state.relay.settings)
+    return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
 
 class PageFiles(StaticFiles):
     """The page's files under `/static`, each with the page's headers: `/static/index.html`
     is the same page as `/` and must not be framed or run scripts the CSP forbids."""
 
-    def file_response(self, *args: Any, **kwargs: Any) -> Response:
-        response = super().file_response(*args, **kwargs)
-        response.headers.update(PAGE_HEADERS)
+    def file_response(
+        self, full_path: Any, stat_result: Any, scope: Any, **kwargs: Any
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, **kwargs)
+        response.headers.update(page_headers(scope["app"].state.relay.settings))
         return response
 
 

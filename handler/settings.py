@@ -6,6 +6,7 @@ Every variable has a documented default; tests build their own `Settings` instea
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from ipaddress import ip_address
 from typing import Annotated, Literal
@@ -221,6 +222,28 @@ class Settings(BaseSettings):
     @classmethod
     def _trusted_url(cls, value: str | None) -> str | None:
         return value if value is None else check_sign_in_url(value)
+
+    @cached_property
+    def page_relay_origin(self) -> str | None:
+        """`PAGE_RELAY_URL`'s origin (scheme, host, port), as the page's CSP names it."""
+        if not self.page_relay_url:
+            return None
+        parts = urlsplit(self.page_relay_url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}"
+
+    @field_validator("page_relay_url")
+    @classmethod
+    def _plain_host(cls, value: str | None) -> str | None:
+        # The origin goes into a CSP header: a host of anything but name characters could
+        # widen or break the policy.
+        parts = urlsplit(value) if value else None
+        host = parts.hostname if parts else None
+        if parts is not None and parts.port is None and ":" in (parts.netloc or ""):
+            raise ValueError(f"{value!r}: the port is not a number")
+        if host is not None and not re.fullmatch(r"[a-z0-9.-]+", host):
+            raise ValueError(f"{value!r}: the host must be a plain DNS name or IPv4 address")
+        return value
 
     @model_validator(mode="after")
     def _sign_in_is_complete(self) -> Settings:
