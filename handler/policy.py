@@ -7,6 +7,7 @@ limit every upstream request carries, and who may write the system prompt. Each 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,23 +105,24 @@ RESPONSES_ROLES = frozenset({"user", "assistant", "system", "developer"})
 # English text averages, so the cap bounds a prompt's tokens the same way whatever it holds.
 CHARS_PER_TOKEN = 4
 IMAGE_DETAILS = frozenset({"low", "high", "auto"})
-# (model family, tokens of one image at `high`/`auto`, at `low`), first match wins, from
-# OpenAI's vision pricing. Tiled models: base + 8 tiles of 512 px (the most a 2048x768 image
-# is cut into); patched models: the 1,536-patch cap times the model's multiplier, whatever
-# the detail. A model the table does not know costs what the dearest family costs.
-IMAGE_TOKENS = (
-    ("gpt-4o-mini", 2_833 + 8 * 5_667, 2_833),
-    ("nano", 3_779, 3_779),  # gpt-4.1-nano, gpt-5-nano: 1,536 x 2.46
-    ("mini", 2_642, 2_642),  # gpt-4.1-mini, gpt-5-mini: x 1.62; o4-mini: x 1.72
-    ("gpt-4.1", 1_536, 1_536),
-    ("gpt-4o", 85 + 8 * 170, 85),
-    ("chatgpt-4o", 85 + 8 * 170, 85),
-    ("gpt-4.5", 85 + 8 * 170, 85),
-    ("gpt-5", 70 + 8 * 140, 70),
-    ("o1", 75 + 8 * 150, 75),
-    ("o3", 75 + 8 * 150, 75),
+# (model family, matched at the start of the model's name, tokens of one image at `high` or
+# `auto`, at `low`), first match wins, from OpenAI's vision pricing. Tiled models: base + 8
+# tiles of 512 px (the most a 2048x768 image is cut into); patched models: the 1,536-patch cap
+# times the model's multiplier, whatever the detail. A model the table does not know costs
+# what the dearest family costs.
+IMAGE_TOKENS = tuple(
+    (re.compile(family), high, low)
+    for family, high, low in (
+        (r"gpt-4o-mini", 2_833 + 8 * 5_667, 2_833),
+        (r"(gpt-4\.1|gpt-5[.\d]*|o\d)-nano", 3_779, 3_779),  # 1,536 patches x 2.46
+        (r"(gpt-4\.1|gpt-5[.\d]*|o\d)-mini", 2_642, 2_642),  # x 1.62 (gpt-4.1/5), x 1.72 (o4)
+        (r"gpt-4\.1", 1_536, 1_536),
+        (r"(chatgpt-|gpt-)4o|gpt-4\.5", 85 + 8 * 170, 85),
+        (r"gpt-5", 70 + 8 * 140, 70),
+        (r"o[13]", 75 + 8 * 150, 75),
+    )
 )
-UNKNOWN_MODEL_IMAGE_TOKENS = (IMAGE_TOKENS[0][1], IMAGE_TOKENS[0][2])
+UNKNOWN_MODEL_IMAGE_TOKENS = (2_833 + 8 * 5_667, 2_833)
 # A file is what OpenAI extracts from it (text, and an image of each PDF page), which the relay
 # cannot see: it counts one token per character of its base64 data (4/3 per byte of the file),
 # which bounds a text file; a compressed PDF can cost more, so files are off by default.
@@ -354,8 +356,9 @@ def _check_switch(allowed: bool, what: str, setting: str, where: str) -> None:
 
 def image_tokens(model: str, detail: str) -> int:
     """What one image costs `model` at its worst, at `detail` (low, high or auto)."""
+    name = model.removeprefix("ft:")  # a fine-tuned model costs what its base model costs
     high, low = next(
-        ((high, low) for family, high, low in IMAGE_TOKENS if family in model),
+        ((high, low) for family, high, low in IMAGE_TOKENS if family.match(name)),
         UNKNOWN_MODEL_IMAGE_TOKENS,
     )
     return low if detail == "low" else high
@@ -415,13 +418,13 @@ def prompt_cost(value: object, items: object, settings: Settings) -> PromptCost:
     counts, except the media of a content part of `items` (the messages or input items in
     `value`), which counts at its price (`media_tokens`). Anywhere else a dict shaped like a
     media part is only strings, so it cannot lower what its strings count."""
-    media, payloads = 0, set()
+    media, priced = 0, {}
     for part in content_parts(items):
         kind = part.get("type")
         payload = MEDIA_PAYLOADS.get(kind) if isinstance(kind, str) else None
         if payload is not None and payload in part:
             media += media_tokens(part, settings)
-            payloads.add(id(part[payload]))
+            priced[id(part)] = payload
     chars = utf8_bytes = 0
     pending = [value]
     while pending:
@@ -429,10 +432,9 @@ def prompt_cost(value: object, items: object, settings: Settings) -> PromptCost:
         if isinstance(item, str):
             chars += len(item)
             utf8_bytes += len(item.encode("utf-8", "surrogatepass"))
-        elif id(item) in payloads:
-            continue
         elif isinstance(item, dict):
-            pending.extend(item.values())
+            payload = priced.get(id(item))
+            pending.extend(v for k, v in item.items() if k != payload)
         elif isinstance(item, list):
             pending.extend(item)
     messages = len(items) if isinstance(items, list) else 1
@@ -523,7 +525,7 @@ def check_tools(body: Mapping[str, Any], tool_types: frozenset[str]) -> None:
             raise invalid_request("tools must be a list", "tools")
         for index, tool in enumerate(tools):
             kind = tool.get("type") if isinstance(tool, dict) else None
-            if kind not in tool_types:
+            if not isinstance(kind, str) or kind not in tool_types:
                 raise _hosted_tool(kind, tool_types, f"tools[{index}]")
     choice = body.get("tool_choice")
     if choice is None or (isinstance(choice, str) and choice in TOOL_CHOICE_MODES):
@@ -536,9 +538,9 @@ def check_tools(body: Mapping[str, Any], tool_types: frozenset[str]) -> None:
             raise invalid_request("tool_choice.tools must be a list", "tool_choice")
         for tool in listed:
             named = tool.get("type") if isinstance(tool, dict) else None
-            if named not in tool_types:
+            if not isinstance(named, str) or named not in tool_types:
                 raise _hosted_tool(named, tool_types, "tool_choice")
-    elif kind not in tool_types:
+    elif not isinstance(kind, str) or kind not in tool_types:
         raise _hosted_tool(kind, tool_types, "tool_choice")
 
 

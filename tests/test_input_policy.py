@@ -70,6 +70,9 @@ def test_hundreds_of_images_never_reach_the_upstream_under_the_defaults(upstream
         ("gpt-4o", "auto", 1_445),
         ("gpt-4.1-mini", "low", 2_642),  # patched: the 1,536-patch cap, whatever the detail
         ("gpt-4o-mini", "high", 48_169),
+        ("ft:gpt-4o-2024-08-06:acme::abc", "low", 85),
+        ("gpt-5.4-mini", "high", 2_642),
+        ("my-own-model-o1", "low", 2_833),  # a name the table does not know: the dearest
     ],
 )
 def test_an_allowed_image_counts_its_worst_case_price_against_the_cap(
@@ -338,6 +341,8 @@ def test_the_chat_routes_carry_no_media_or_reference(upstream, relay):
             "messages[0].content[1].input_audio.format",
         ),
         ("/v1/chat/completions", chat_with({"type": {}}), "messages[0].content[1]"),
+        ("/v1/responses", {"input": "hi", "tools": [{"type": {}}]}, "tools[0]"),
+        ("/v1/responses", {"input": "hi", "tool_choice": {"type": ["x"]}}, "tool_choice"),
     ],
 )
 def test_a_value_of_the_wrong_shape_is_a_400_never_a_500(upstream, relay, path, body, param):
