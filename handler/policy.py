@@ -76,7 +76,7 @@ CHAT_MESSAGE_FIELDS = {
     "system": frozenset({"role", "content", "name"}),
     "developer": frozenset({"role", "content", "name"}),
     "user": frozenset({"role", "content", "name"}),
-    "assistant": frozenset({"role", "content", "name", "tool_calls", "refusal"}),
+    "assistant": frozenset({"role", "content", "name", "tool_calls", "refusal", "annotations"}),
     "tool": frozenset({"role", "content", "tool_call_id"}),
 }
 
@@ -297,9 +297,11 @@ def check_responses_part(part: object, where: str, settings: Settings) -> None:
 
 
 def _check_item_fields(item: dict[str, Any], allowed: frozenset[str], where: str) -> None:
-    """Refuse a field outside `allowed`, naming it; a field that reaches stored state says so."""
-    for name in item:
-        if name in allowed:
+    """Refuse a field outside `allowed`, naming it; a field that reaches stored state says so.
+    A field set to null carries nothing (OpenAI's own answers, sent back as history, have
+    `"audio": null`, `"function_call": null`)."""
+    for name, value in item.items():
+        if name in allowed or value is None:
             continue
         reason = STORED_STATE_FIELDS.get(name, "this relay does not accept it")
         raise invalid_request(f"{where}.{name} is not accepted: {reason}", f"{where}.{name}")

@@ -242,6 +242,25 @@ def test_remote_image_urls_pass_only_when_the_operator_allows_them(upstream, mak
     assert len(upstream.requests) == 1
 
 
+def test_an_answer_sent_back_as_history_passes_as_openai_wrote_it(upstream, relay):
+    """What `choices[0].message` holds, sent back as the next turn's history: null fields carry
+    nothing, and the answer's `annotations` are text."""
+    answer = {
+        "role": "assistant",
+        "content": "Hello.",
+        "refusal": None,
+        "annotations": [],
+        "audio": None,
+        "function_call": None,
+        "tool_calls": None,
+    }
+    body = {
+        "messages": [{"role": "user", "content": "hi"}, answer, {"role": "user", "content": "more"}]
+    }
+    assert post(relay, "/v1/chat/completions", body).status_code == 200
+    assert len(upstream.requests) == 1
+
+
 def test_a_history_of_messages_and_function_calls_still_passes(upstream, relay):
     body = {
         "input": [
