@@ -28,25 +28,30 @@ class OidcIssuer:
         self.keys: dict[str, Any] = {}  # kid -> private key, published or not
         self.published: list[str] = []  # kids in the JWKS, in order
         self.jwks_fetches = 0
+        self.discovery_fetches = 0
         self.jwks_status = 200
+        self.jwks_cache_control: str | None = None  # the JWKS's Cache-Control header, if any
         self.hold_jwks: threading.Event | None = None  # when set, the JWKS waits for it
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 if self.path == "/.well-known/openid-configuration":
+                    issuer.discovery_fetches += 1
                     body = {"issuer": issuer.issuer, "jwks_uri": issuer.jwks_url}
                     return self._send(200, body)
                 if self.path == "/jwks.json":
                     issuer.jwks_fetches += 1
                     if issuer.hold_jwks is not None:
                         issuer.hold_jwks.wait(10)
-                    return self._send(issuer.jwks_status, issuer.jwks())
+                    return self._send(issuer.jwks_status, issuer.jwks(), issuer.jwks_cache_control)
                 return self._send(404, {"error": "not found"})
 
-            def _send(self, status: int, body: dict) -> None:
+            def _send(self, status: int, body: dict, cache_control: str | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                if cache_control:
+                    self.send_header("cache-control", cache_control)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
@@ -99,12 +104,20 @@ class OidcIssuer:
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}
 
-    def token(self, kid: str | None = None, alg: str | None = None, **claims: Any) -> str:
-        """A token signed by key `kid` (default: the first key) with `claims` over the defaults."""
+    def token(
+        self,
+        kid: str | None = None,
+        alg: str | None = None,
+        typ: str | None = None,
+        **claims: Any,
+    ) -> str:
+        """A token signed by key `kid` (default: the first key) with `claims` over the defaults,
+        and a `typ` header when given."""
         kid = kid or next(iter(self.keys))
         key = self.keys[kid]
         alg = alg or ("RS256" if key.key_type == "RSA" else "ES256")
-        return jwt.encode({"alg": alg, "kid": kid}, self.claims(**claims), key)
+        header = {"alg": alg, "kid": kid, **({"typ": typ} if typ else {})}
+        return jwt.encode(header, self.claims(**claims), key, algorithms=[alg])
 
     def public_pem(self, kid: str) -> bytes:
         return self.keys[kid].as_pem(private=False)

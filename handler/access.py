@@ -2,7 +2,8 @@
 or (only when explicitly allowed) anyone. With no access method configured, everyone gets 401.
 
 `Access.identify` turns a request into its caller identity (`token:<8 hex>`, `jwt:<sub>`,
-`iam:<arn>`, `anonymous`): the request log line, quotas and OpenAI's `safety_identifier` use it.
+`iam:<arn>` keyed by role, `anonymous`): the request log line, quotas and OpenAI's
+`safety_identifier` use it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,21 @@ def iam_caller_arn(scope: Mapping[str, Any], lwa_mode: bool) -> str | None:
     return arn if isinstance(arn, str) and arn else None
 
 
+def iam_identity(arn: str) -> str:
+    """What an IAM caller is counted as: an assumed role's ARN without the session name, which
+    whoever assumes the role chooses (`...:assumed-role/<role>`), so a new session is not a new
+    set of limits; a federated user's account (`...:federated-user`), whose name the holder of
+    the federating credentials chooses; any other principal (a user, a root) as it is."""
+    prefix, _, resource = arn.rpartition(":")
+    kind, _, rest = resource.partition("/")
+    if prefix.startswith("arn:") and ":sts:" in prefix:
+        if kind == "assumed-role" and rest:
+            return f"{prefix}:assumed-role/{rest.split('/', 1)[0]}"
+        if kind == "federated-user":
+            return f"{prefix}:federated-user"
+    return arn
+
+
 def _bearer(authorization: str | None) -> str | None:
     scheme, _, value = (authorization or "").partition(" ")
     value = value.strip()
@@ -123,7 +139,10 @@ class Access:
             arn = iam_caller_arn(scope, self._lwa)
             if arn is None:
                 raise unauthorized("the request carries no IAM caller (AWS_IAM function URL)")
-            return f"iam:{arn}"
+            record = scope.get("state", {}).get("request_log")
+            if record is not None:
+                record.caller_arn = arn  # the log keeps who exactly, session name included
+            return f"iam:{iam_identity(arn)}"
         headers = dict(scope.get("headers") or ())
         authorization = headers.get(b"authorization")
         bearer = _bearer(authorization.decode("latin-1") if authorization else None)

@@ -54,6 +54,7 @@ from handler.models import (
     parse_json_object,
     validated,
 )
+from handler.policy import worst_case_tokens
 from handler.quota import ADMISSION_KEY, Quota, QuotaChargeMiddleware
 from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
 from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
@@ -66,13 +67,22 @@ from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages
 
 log = logging.getLogger("relay")
 STATIC_DIR = Path(__file__).parent / "static"
+# The page keeps its bearer token in localStorage, so it may talk only to its own site and the
+# one relay it is configured with (`PAGE_RELAY_URL`): a script that got in could not send the
+# token anywhere else.
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' https: http://127.0.0.1:* http://localhost:*; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'{relay}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-# Every file of the page, and the page itself at `/`, goes out under these.
-PAGE_HEADERS = {"content-security-policy": PAGE_CSP, "x-content-type-options": "nosniff"}
+
+
+def page_headers(settings: Settings) -> dict[str, str]:
+    """The headers of the page and of every file under `/static`."""
+    relay = f" {settings.page_relay_origin}" if settings.page_relay_origin else ""
+    csp = PAGE_CSP.format(relay=relay)
+    return {"content-security-policy": csp, "x-content-type-options": "nosniff"}
+
+
 SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
 RESPONSES_WIRE = ResponsesWire()
 DEADLINE_MARGIN_S = 1.0
@@ -116,10 +126,17 @@ CallerDep = Annotated[Caller, Depends(identify)]
 async def admit(request: Request, caller: CallerDep) -> Caller:
     """Count the request against its caller's limits (handler/quota.py), or raise the 429 or
     503. The charge for its tokens follows when the response has ended (`RequestLog.usage`)."""
+    await _admit(request, caller, reserve_tokens=0)
+    return caller
+
+
+async def _admit(request: Request, caller: Caller, reserve_tokens: int) -> None:
+    """The admission, reserving `reserve_tokens` (a model request's worst case,
+    `policy.worst_case_tokens`) against the budget until the response settles it."""
     quota = caller.state.quota
     if quota.enabled:
-        request.scope["state"][ADMISSION_KEY] = await quota.admit(caller.identity)
-    return caller
+        admission = await quota.admit(caller.identity, reserve_tokens)
+        request.scope["state"][ADMISSION_KEY] = admission
 
 
 # For routes of your own: who is calling, and that the call is within the caller's limits.
@@ -135,7 +152,12 @@ def admitted_after(check: Callable[..., Awaitable[T]]) -> Any:
     async def checked_and_admitted(
         request: Request, checked: Annotated[T, Depends(check)], caller: CallerDep
     ) -> T:
-        await admit(request, caller)
+        # A model request reserves its worst case (prompt and completion limit), so a stream
+        # cut short is charged what it may have cost; a route of your own reserves nothing.
+        reserve = 0
+        if isinstance(checked, RelayCall):
+            reserve = worst_case_tokens(checked.params, caller.state.settings)
+        await _admit(request, caller, reserve)
         return checked
 
     return Depends(checked_and_admitted)
@@ -545,19 +567,22 @@ async def healthz() -> JSONResponse:
 
 
 @router.get("/", include_in_schema=False)
-async def page() -> Response:
+async def page(request: Request) -> Response:
     """The demo chat page, same origin as the API, under a strict Content-Security-Policy."""
     html = (STATIC_DIR / "index.html").read_bytes()
-    return Response(html, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    headers = page_headers(request.app.state.relay.settings)
+    return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
 
 class PageFiles(StaticFiles):
     """The page's files under `/static`, each with the page's headers: `/static/index.html`
     is the same page as `/` and must not be framed or run scripts the CSP forbids."""
 
-    def file_response(self, *args: Any, **kwargs: Any) -> Response:
-        response = super().file_response(*args, **kwargs)
-        response.headers.update(PAGE_HEADERS)
+    def file_response(
+        self, full_path: Any, stat_result: Any, scope: Any, **kwargs: Any
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, **kwargs)
+        response.headers.update(page_headers(scope["app"].state.relay.settings))
         return response
 
 

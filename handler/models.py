@@ -30,12 +30,14 @@ from pydantic import (
 from handler.errors import INVALID_JSON, RelayError, invalid_request
 from handler.policy import (
     CHAT_COMPLETIONS_FIELDS,
+    CHAT_TOOL_TYPES,
     capped_tokens,
     chat_messages_chars,
     check_fields,
     check_model,
     check_prompt_size,
     check_temperature,
+    check_tools,
     client_instructions_refused,
     completion_token_limit,
     stream_flag,
@@ -363,6 +365,7 @@ def completions_upstream_params(data: dict[str, Any], settings: Settings) -> dic
     messages = data.get("messages")
     chars = chat_messages_chars(messages, settings)
     chars += string_chars(data.get("tools")) + string_chars(data.get("response_format"))
+    check_tools(data, CHAT_TOOL_TYPES)
     check_prompt_size(chars, len(messages), settings, "messages")
     stream = stream_flag(data)
     check_temperature(data.get("temperature"))

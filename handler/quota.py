@@ -1,14 +1,15 @@
 """Per-caller limits kept in DynamoDB: requests per clock minute and tokens per UTC day.
 
-`Quota.admit` runs in the routes' one dependency before any upstream call: one conditional
-`UpdateItem` counts the request only while the caller is under both limits, so concurrent
-requests in any number of processes are admitted exactly up to them, at the cost of one round
-trip. `QuotaChargeMiddleware` adds the request's tokens to the same item once its response has
-ended.
+`Quota.admit` runs just before the upstream call: one conditional `UpdateItem` counts the
+request only while the caller is under both limits and reserves the request's worst case
+against the day's budget, so concurrent requests in any number of processes are admitted
+exactly up to the limits. `QuotaChargeMiddleware` settles the reservation once the response
+has ended: to the real usage when it is known, else (a stream cut short) the reservation stays.
 
 One item per caller and UTC day (partition key `pk`, TTL attribute `expires_at`):
-  `quota#<YYYY-MM-DD>#<caller>`: `tokens` charged, `requests` admitted, and `m<HHMM>`, the
-  requests admitted in that minute (each admission removes the previous minute's counter).
+  `quota#<YYYY-MM-DD>#<caller>`: `tokens` charged (reservations included), `requests` admitted,
+  `minute` (`HH:MM`, the last minute a request was admitted in) and `minute_requests` (how many
+  in that minute): one counter, whatever the requests' spacing.
 """
 
 from __future__ import annotations
@@ -60,14 +61,21 @@ def quota_unavailable() -> RelayError:
     )
 
 
+# The last minute each caller was admitted in, per process: the admission tries the update for
+# that minute first, so a caller's requests within one minute, and its first one in a new
+# minute, take one round trip (two when another process counted this minute first).
+MINUTES_SEEN_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class Admission:
-    """A request let through: whose it was, which day's budget its tokens go to, and when that
-    day's item may expire (its TTL, kept as the admission set it)."""
+    """A request let through: whose it was, which day's budget its tokens go to, when that
+    day's item may expire (its TTL, kept as the admission set it), and the tokens reserved."""
 
     caller: str
     day: str
     expires_at: int
+    reserved: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,9 +105,25 @@ def item_key(day: str, caller: str) -> dict[str, Any]:
     return {"pk": {"S": f"quota#{day}#{caller}"}}
 
 
-def minute_counter(minute: int) -> str:
-    """The attribute counting a minute's requests: `m0915` for 09:15 UTC."""
-    return f"m{minute // 60:02d}{minute % 60:02d}"
+def minute_label(minute: int) -> str:
+    """The `minute` attribute's value for a minute of the day: `09:15` for 09:15 UTC."""
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def settled_tokens(admission: Admission, record: RequestLog) -> int:
+    """What a request finally costs its caller (docs/api.md, "Per-caller limits"): its usage
+    when the upstream reported it; else, when the upstream was asked and may have billed (the
+    answer began and was cut short, or it timed out), the reservation: the prompt's worst case
+    plus the completion limit, since OpenAI bills the prompt of a cancelled stream and what it
+    generated before it noticed. Nothing when the upstream refused or was not reached."""
+    tokens = record.token_count()
+    if tokens is not None and not tokens.estimated:
+        return tokens.total
+    if record.status == 200 or record.error_type == "upstream_timeout":
+        if admission.reserved:
+            return admission.reserved
+        return tokens.total if tokens is not None else 0  # admitted without a reservation
+    return 0
 
 
 class Quota:
@@ -113,54 +137,82 @@ class Quota:
         self._budget = settings.token_budget_per_day
         self._fail_open = settings.quota_fail_open
         self._dynamodb: DynamoDB | None = None
+        self._minutes_seen: dict[str, int] = {}
         if self.enabled:
             aws = replace(aws or aws_environment(), endpoint_url=settings.aws_endpoint_url_dynamodb)
             self._dynamodb = DynamoDB(aws, CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
 
-    async def admit(self, caller: str) -> Admission | None:
-        """Count the request against `caller`'s limits, or raise `429 rate_limited` /
-        `429 quota_exceeded` (with Retry-After), or `503 quota_unavailable` when DynamoDB cannot
-        be reached (unless QUOTA_FAIL_OPEN). One conditional `UpdateItem` checks both."""
+    async def admit(self, caller: str, reserve: int = 0) -> Admission | None:
+        """Count the request against `caller`'s limits and reserve `reserve` tokens (its worst
+        case) against the day's budget, or raise `429 rate_limited` / `429 quota_exceeded` (with
+        Retry-After), or `503 quota_unavailable` when DynamoDB cannot be reached (unless
+        QUOTA_FAIL_OPEN). One conditional `UpdateItem` checks both limits; a second only when
+        the first assumed the wrong minute (another process counted this one first)."""
         if self._dynamodb is None:
             return None
         now = time.time()
         window = Window.at(now)
+        reserve = reserve if self._budget else 0
+        same_minute = self._minutes_seen.get(caller) == window.minute
         try:
-            await self._dynamodb.update_item(self._admission(caller, window))
-        except ConditionFailed as refused:
-            raise self._refusal(refused.item, window, now) from None
+            for _ in range(3):  # a guess corrected once; a third try only under a race
+                try:
+                    await self._dynamodb.update_item(
+                        self._admission(caller, window, reserve, same_minute)
+                    )
+                    break
+                except ConditionFailed as refused:
+                    counted = refused.item.get("minute", {}).get("S") == minute_label(window.minute)
+                    if self._over_budget(refused.item) or (counted and same_minute):
+                        raise self._refusal(refused.item, window, now) from None
+                    same_minute = counted
+            else:
+                raise self._refusal({}, window, now)
         except DynamoDBFailed as exc:
             if not self._fail_open:
                 log.error("quota check failed, request refused: %s", exc)
                 raise quota_unavailable() from exc
             log.warning("quota check failed, request let through (QUOTA_FAIL_OPEN): %s", exc)
-        return Admission(caller, window.day, window.expires_at)
+            return Admission(caller, window.day, window.expires_at)
+        if self._rate_limit:
+            if len(self._minutes_seen) >= MINUTES_SEEN_SIZE:
+                self._minutes_seen.clear()
+            self._minutes_seen[caller] = window.minute
+        return Admission(caller, window.day, window.expires_at, reserve)
 
-    def _admission(self, caller: str, window: Window) -> dict[str, Any]:
-        """The `UpdateItem` that counts a request only while every limit that is on holds."""
+    def _admission(
+        self, caller: str, window: Window, reserve: int, same_minute: bool
+    ) -> dict[str, Any]:
+        """The `UpdateItem` that counts a request (and reserves its tokens) only while every
+        limit that is on holds. With a rate limit it assumes either that this minute has a
+        counter already (`same_minute`: add one while under the limit) or that it has none
+        yet (start the counter at one, replacing the last minute's)."""
         names: dict[str, str] = {}
         values: dict[str, Any] = {
             ":one": {"N": "1"},
             ":expires": {"N": str(window.expires_at)},
         }
-        add, conditions, remove = ["requests :one"], [], ""
+        add, sets, conditions = ["requests :one"], ["expires_at = :expires"], []
         if self._rate_limit:
-            names["#minute"] = minute_counter(window.minute)
-            values[":limit"] = {"N": str(self._rate_limit)}
-            add.append("#minute :one")
-            conditions.append("(attribute_not_exists(#minute) OR #minute < :limit)")
-            if window.minute:  # at 00:00 the previous minute is in yesterday's item
-                # DynamoDB bills a write by the item's size: a busy caller's item keeps one
-                # minute's counter, not one for every minute of the day.
-                names["#previous"] = minute_counter(window.minute - 1)
-                remove = " REMOVE #previous"
+            names["#minute"] = "minute"
+            values[":minute"] = {"S": minute_label(window.minute)}
+            if same_minute:
+                values[":limit"] = {"N": str(self._rate_limit)}
+                add.append("minute_requests :one")
+                conditions.append("#minute = :minute AND minute_requests < :limit")
+            else:
+                sets += ["#minute = :minute", "minute_requests = :one"]
+                conditions.append("(attribute_not_exists(#minute) OR #minute <> :minute)")
         if self._budget:
             values[":budget"] = {"N": str(self._budget)}
             conditions.append("(attribute_not_exists(tokens) OR tokens < :budget)")
+            if reserve:
+                values[":reserve"] = {"N": str(reserve)}
+                add.append("tokens :reserve")
         request: dict[str, Any] = {
             "TableName": self._table,
             "Key": item_key(window.day, caller),
-            "UpdateExpression": f"ADD {', '.join(add)} SET expires_at = :expires{remove}",
+            "UpdateExpression": f"ADD {', '.join(add)} SET {', '.join(sets)}",
             "ConditionExpression": " AND ".join(conditions),
             "ExpressionAttributeValues": values,
             # On a refusal the item as it was comes back: it tells which limit refused.
@@ -170,19 +222,26 @@ class Quota:
             request["ExpressionAttributeNames"] = names
         return request
 
+    def _over_budget(self, item: dict[str, Any]) -> bool:
+        return bool(self._budget) and int(item.get("tokens", {}).get("N", "0")) >= self._budget
+
     def _refusal(self, item: dict[str, Any], window: Window, now: float) -> RelayError:
         """The 429 for a refused admission: `quota_exceeded` when the day's tokens are used up
         (whatever the minute's count), `rate_limited` otherwise."""
-        spent = int(item.get("tokens", {}).get("N", "0"))
-        if (self._budget and spent >= self._budget) or not self._rate_limit:
+        if self._over_budget(item) or not self._rate_limit:
             return quota_exceeded(max(1, math.ceil(window.day_ends - now)), self._budget)
         return rate_limited(max(1, math.ceil(window.minute_ends - now)), self._rate_limit)
 
     async def charge(self, admission: Admission, record: RequestLog) -> None:
-        """Add the request's tokens (its usage, or the log's documented estimate) to the day it
-        was admitted on. A failure is logged: the answer has been given, it cannot be undone."""
-        tokens = record.token_count()
-        if self._dynamodb is None or not self._budget or tokens is None or tokens.total <= 0:
+        """Settle the request's reservation to what it costs (`settled_tokens`), on the day it
+        was admitted on: the difference is added (or refunded). A failure is logged: the answer
+        has been given, it cannot be undone."""
+        if self._dynamodb is None or not self._budget:
+            return
+        cost = settled_tokens(admission, record)
+        record.charged_tokens = cost
+        difference = cost - admission.reserved
+        if difference == 0:
             return
         try:
             await self._dynamodb.update_item(
@@ -191,13 +250,13 @@ class Quota:
                     "Key": item_key(admission.day, admission.caller),
                     "UpdateExpression": "ADD tokens :tokens SET expires_at = :expires",
                     "ExpressionAttributeValues": {
-                        ":tokens": {"N": str(tokens.total)},
+                        ":tokens": {"N": str(difference)},
                         ":expires": {"N": str(admission.expires_at)},
                     },
                 }
             )
         except DynamoDBFailed as exc:
-            log.error("charging %d tokens to %s failed: %s", tokens.total, admission.caller, exc)
+            log.error("settling %d tokens for %s failed: %s", cost, admission.caller, exc)
 
     async def preconnect(self) -> bool:
         """Open a connection to DynamoDB ahead of the first request (init); False when off."""

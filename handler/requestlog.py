@@ -46,6 +46,7 @@ class RequestLog:
     route: str
     # Who is calling (handler/access.py): `token:<8 hex>`, `jwt:<sub>`, `iam:<arn>`, `anonymous`.
     caller: str = "anonymous"
+    caller_arn: str | None = None  # an IAM caller's full ARN (`caller` is keyed by its role)
     trace_id: str | None = None  # the invocation's X-Ray trace id, on Lambda
     started: float = field(default_factory=time.perf_counter)
     status: int | None = None
@@ -56,6 +57,7 @@ class RequestLog:
     chunks: int = 0
     usage: dict | None = None
     request_bytes: int | None = None
+    charged_tokens: int | None = None  # what the caller's budget was charged (handler/quota.py)
     prompt: Any = None
     completion: str | None = None
 
@@ -87,6 +89,9 @@ class RequestLog:
             del record["prompt"]
         if record["completion"] is None:
             del record["completion"]
+        for optional in ("charged_tokens", "caller_arn"):
+            if record[optional] is None:
+                del record[optional]
         if metrics_namespace:
             record.update(embedded_metrics(self, metrics_namespace, self.token_count()))
         return orjson.dumps(record).decode()

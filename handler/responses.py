@@ -17,12 +17,15 @@ import orjson
 from handler.errors import RelayError, error_payload, invalid_request
 from handler.policy import (
     INSTRUCTION_ROLES,
+    RESPONSES_TOOL_TYPES,
     capped_tokens,
     check_fields,
     check_model,
     check_prompt_size,
     check_temperature,
+    check_tools,
     client_instructions_refused,
+    responses_input_chars,
     stream_flag,
     string_chars,
 )
@@ -33,9 +36,10 @@ from handler.sse import PassthroughWire
 
 # What a caller may ask of the Responses API through the relay. Left out on purpose: anything
 # that needs or reads state stored at OpenAI (`previous_response_id`, `conversation`, `prompt`,
-# `background`) or that costs more than the operator agreed to (`service_tier`, hosted tools,
-# `max_tool_calls`). `user` and `safety_identifier` are accepted and replaced by the caller's
-# identity.
+# `background`; input items are allow-listed in handler/policy.py) or that costs more than the
+# operator agreed to (`service_tier`, hosted tools, `max_tool_calls`), and `prompt_cache_key`
+# (refused on every route: the relay chooses how requests share a cache). `user` and
+# `safety_identifier` are accepted and replaced by the caller's identity.
 RESPONSES_FIELDS = frozenset(
     {
         "model",
@@ -56,7 +60,6 @@ RESPONSES_FIELDS = frozenset(
         "tools",
         "tool_choice",
         "parallel_tool_calls",
-        "prompt_cache_key",
         "user",
         "safety_identifier",
     }
@@ -94,23 +97,18 @@ def responses_upstream_params(data: dict[str, Any], settings: Settings) -> dict[
         raise invalid_request("input must be a non-empty string or list of items", "input")
     if isinstance(source, list) and not all(isinstance(item, dict) for item in source):
         raise invalid_request("every input item must be an object", "input")
-    instructions = _instructions(data, source, settings)
     # Every string the caller sends is prompt: input items, instructions, tool definitions.
-    chars = string_chars(source) + string_chars(data.get("instructions"))
+    chars = responses_input_chars(source, settings) + string_chars(data.get("instructions"))
     chars += string_chars(data.get("tools")) + string_chars(data.get("text"))
     check_prompt_size(chars, len(source) if isinstance(source, list) else 1, settings, "input")
+    instructions = _instructions(data, source, settings)  # after the items' shapes are checked
     check_temperature(data.get("temperature"))
     store = data.get("store", False)
     if store is not False and not (store is True and settings.allow_store):
         raise invalid_request(
             "store is not allowed here: responses are not kept at OpenAI", "store"
         )
-    tools = data.get("tools")
-    if tools is not None and (
-        not isinstance(tools, list)
-        or not all(isinstance(t, dict) and t.get("type") == "function" for t in tools)
-    ):
-        raise invalid_request("only function tools are accepted", "tools")
+    check_tools(data, RESPONSES_TOOL_TYPES)
     # `user` and `safety_identifier` are replaced by the caller's identity (Upstream.open).
     params = dict(data)
     if instructions:

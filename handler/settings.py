@@ -6,6 +6,7 @@ Every variable has a documented default; tests build their own `Settings` instea
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from ipaddress import ip_address
 from typing import Annotated, Literal
@@ -68,6 +69,24 @@ class Settings(BaseSettings):
         "(docs/api.md); each one is the operator's explicit choice to pay for what it does.",
     )
     max_prompt_chars: int = Field(default=16000, ge=1)
+    allow_images: bool = Field(
+        default=False,
+        description="Accept image parts on `/v1` (data: URLs), each counted against "
+        'MAX_PROMPT_CHARS and the budget at its worst-case price (docs/api.md, "Media").',
+    )
+    allow_image_urls: bool = Field(
+        default=False,
+        description="With ALLOW_IMAGES, also accept https image URLs, which OpenAI fetches.",
+    )
+    allow_files: bool = Field(
+        default=False,
+        description="Accept file parts on `/v1` (inline data only), counted one token per "
+        "character of their data.",
+    )
+    allow_audio: bool = Field(
+        default=False,
+        description="Accept audio parts (`input_audio`, wav or mp3) on `/v1/chat/completions`.",
+    )
     max_messages: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=65536, ge=1)
     upstream_timeout_s: float = Field(default=30.0, gt=0)
@@ -113,10 +132,21 @@ class Settings(BaseSettings):
         ge=0,
         description="Sign-in: an unknown `kid` re-fetches the JWKS at most this often.",
     )
+    jwks_max_age_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Sign-in: the JWKS is fetched again once its Cache-Control max-age runs out, "
+        "at least every JWKS_MIN_REFETCH_S and at most every this many seconds.",
+    )
     jwt_leeway_s: int = Field(
         default=30, ge=0, le=60, description="Sign-in: clock skew allowed on `exp` and `nbf`."
     )
     cors_origins: Annotated[list[str], NoDecode] = []
+    page_relay_url: str | None = Field(
+        default=None,
+        description="The one other relay the demo page may call (its Settings endpoint): its "
+        "origin joins the page's CSP `connect-src`; unset, the page calls only its own site.",
+    )
     log_prompts: bool = False
     openapi_docs: bool = Field(
         default=False,
@@ -192,16 +222,38 @@ class Settings(BaseSettings):
         mode="before",
     )(_split_csv)
 
-    @field_validator("jwt_issuer", "jwks_url", mode="before")
+    @field_validator("jwt_issuer", "jwks_url", "page_relay_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # The template passes empty parameters as empty strings.
         return value or None
 
-    @field_validator("jwt_issuer", "jwks_url")
+    @field_validator("jwt_issuer", "jwks_url", "page_relay_url")
     @classmethod
     def _trusted_url(cls, value: str | None) -> str | None:
         return value if value is None else check_sign_in_url(value)
+
+    @cached_property
+    def page_relay_origin(self) -> str | None:
+        """`PAGE_RELAY_URL`'s origin (scheme, host, port), as the page's CSP names it."""
+        if not self.page_relay_url:
+            return None
+        parts = urlsplit(self.page_relay_url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname}{port}"
+
+    @field_validator("page_relay_url")
+    @classmethod
+    def _plain_host(cls, value: str | None) -> str | None:
+        # The origin goes into a CSP header: a host of anything but name characters could
+        # widen or break the policy.
+        parts = urlsplit(value) if value else None
+        host = parts.hostname if parts else None
+        if parts is not None and parts.port is None and ":" in (parts.netloc or ""):
+            raise ValueError(f"{value!r}: the port is not a number")
+        if host is not None and not re.fullmatch(r"[a-z0-9.-]+", host):
+            raise ValueError(f"{value!r}: the host must be a plain DNS name or IPv4 address")
+        return value
 
     @model_validator(mode="after")
     def _sign_in_is_complete(self) -> Settings:

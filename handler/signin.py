@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,9 +33,14 @@ ALGORITHM_KEY_TYPES = {
 JWKS_RETRY_AFTER_FAILURE_S = 5.0
 JWKS_TIMEOUT_S = 5.0
 # A browser sends the same access token with every request until it is refreshed: remembering
-# the verified ones turns a repeat into a dict lookup instead of a signature check.
+# the verified ones turns a repeat into a dict lookup instead of a signature check. Each is
+# remembered with the key that verified it, and forgotten when the issuer withdraws that key.
 VERIFIED_CACHE_SIZE = 1024
 JWKS_MAX_BYTES = 512 * 1024
+# The `typ` header values of an access token (RFC 9068, and the plain `JWT` many issuers set);
+# an issuer that types its ID tokens (`id+jwt`, ...) sets something else. No `typ`: not said.
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt", "jwt"})
+MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
 class SignInRejected(Exception):
@@ -77,6 +83,7 @@ class JwtVerifier:
         self.required_scopes = frozenset(settings.jwt_required_scopes)
         self._jwks_url = settings.jwks_url
         self._min_refetch_s = settings.jwks_min_refetch_s
+        self._max_age_s = max(settings.jwks_max_age_s, settings.jwks_min_refetch_s)
         self._claims_rules = jwt.JWTClaimsRegistry(
             leeway=settings.jwt_leeway_s,
             iss={"essential": True, "value": self.issuer},
@@ -84,25 +91,40 @@ class JwtVerifier:
         )
         self._keys: dict[str | None, Any] = {}
         self._next_fetch_at = float("-inf")
+        self._keys_expire_at = float("-inf")  # monotonic: when the JWKS's max-age runs out
         self._fetch_lock = asyncio.Lock()
         self._leeway_s = settings.jwt_leeway_s
-        self._verified: dict[str, tuple[float, SignedIn]] = {}
+        # token -> (its `exp` with leeway, who it proves, the thumbprint of the key that verified)
+        self._verified: dict[str, tuple[float, SignedIn, str]] = {}
 
     async def verify(self, token: str) -> SignedIn:
         """The caller a token proves, or `SignInRejected` / `KeysUnavailable`."""
+        if self._keys and time.monotonic() >= self._keys_expire_at:
+            await self._refresh_keys()
         remembered = self._verified.get(token)
         if remembered is not None:
-            expires_at, signed_in = remembered
+            expires_at, signed_in, _ = remembered
             if time.time() < expires_at:
                 return signed_in
             del self._verified[token]
-        signed_in = await self._verify_afresh(token)
+        signed_in, thumbprint = await self._verify_afresh(token)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             del self._verified[next(iter(self._verified))]  # the oldest
-        self._verified[token] = (signed_in.claims["exp"] + self._leeway_s, signed_in)
+        self._verified[token] = (signed_in.claims["exp"] + self._leeway_s, signed_in, thumbprint)
         return signed_in
 
-    async def _verify_afresh(self, token: str) -> SignedIn:
+    async def _refresh_keys(self) -> None:
+        """Fetch the JWKS again once its max-age has run out (requests that find a fetch under
+        way wait for it). Out-of-date keys are not used: if the fetch fails, or failed a moment
+        ago, sign-in is unavailable until a fetch succeeds."""
+        async with self._fetch_lock:
+            if time.monotonic() < self._keys_expire_at:
+                return  # another request refreshed them while this one waited
+            if time.monotonic() < self._next_fetch_at:
+                raise KeysUnavailable("the issuer's keys are out of date and a fetch just failed")
+            await self._fetch_keys()
+
+    async def _verify_afresh(self, token: str) -> tuple[SignedIn, str]:
         from joserfc import jws, jwt
         from joserfc.errors import JoseError
 
@@ -111,26 +133,35 @@ class JwtVerifier:
         except (JoseError, ValueError, TypeError):
             raise SignInRejected("not a well-formed JWT") from None
         alg = header.get("alg")
-        if alg not in ALGORITHM_KEY_TYPES:
+        if not isinstance(alg, str) or alg not in ALGORITHM_KEY_TYPES:
             raise SignInRejected(f"algorithm {str(alg)[:20]!r} is not accepted")
+        kind = header.get("typ")
+        if kind is not None and (
+            not isinstance(kind, str) or kind.lower() not in ACCESS_TOKEN_TYPES
+        ):
+            raise SignInRejected(f"token type {str(kind)[:20]!r} is not an access token's")
         key = await self._key_for(header.get("kid"), alg)
         try:
             claims = jwt.decode(token, key, algorithms=[alg]).claims
             self._claims_rules.validate(claims)
         except JoseError as exc:
             raise SignInRejected(_describe(exc)) from None
+        if claims.get("token_use", "access") != "access":
+            raise SignInRejected("an ID token is not an access token (`token_use`)")
         self._check_audience(claims)
         self._check_scopes(claims)
         subject = claims.get("sub") or claims.get("client_id")
         if not isinstance(subject, str) or not subject:
             raise SignInRejected("token has neither `sub` nor `client_id`")
-        return SignedIn(subject, claims)
+        return SignedIn(subject, claims), key.thumbprint()
 
     def _check_audience(self, claims: Mapping[str, Any]) -> None:
         aud = claims.get("aud")
+        if aud is None:
+            # Cognito's access tokens carry the app client in `client_id` and have no `aud`;
+            # beside an `aud`, `client_id` only names who asked for a token for that audience.
+            aud = claims.get("client_id")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        # Cognito's access tokens carry the app client in `client_id` and have no `aud`.
-        audiences = [*audiences, claims.get("client_id")]
         if not self.audiences.intersection(a for a in audiences if isinstance(a, str)):
             raise SignInRejected("token is for another audience")
 
@@ -169,7 +200,7 @@ class JwtVerifier:
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 url = self._jwks_url or await self._discover_jwks_url(session)
-                jwks = await _get_json(session, url)
+                jwks, max_age_s = await _get_json(session, url)
         except KeysUnavailable:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -195,12 +226,22 @@ class JwtVerifier:
             # RFC 7515: a token may omit `kid` when the issuer has one key.
             keys[None] = next(iter(keys.values()))
         self._keys = keys
-        self._verified.clear()  # a key the issuer withdrew vouches for nothing any more
-        self._next_fetch_at = time.monotonic() + self._min_refetch_s
-        log.info("sign-in: %d signing keys loaded from the issuer's JWKS", len(entries))
+        # A key the issuer withdrew vouches for nothing any more, not even what it verified.
+        kept = {key.thumbprint() for key in keys.values()}
+        self._verified = {t: v for t, v in self._verified.items() if v[2] in kept}
+        now = time.monotonic()
+        self._next_fetch_at = now + self._min_refetch_s
+        asked_s = self._max_age_s if max_age_s is None else max_age_s
+        lifetime_s = min(self._max_age_s, max(self._min_refetch_s, asked_s))
+        self._keys_expire_at = now + lifetime_s
+        log.info(
+            "sign-in: %d signing keys loaded from the issuer's JWKS, kept for %.0f s",
+            len(entries),
+            lifetime_s,
+        )
 
     async def _discover_jwks_url(self, session: aiohttp.ClientSession) -> str:
-        config = await _get_json(
+        config, _ = await _get_json(
             session, self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         )
         if config.get("issuer", self.issuer) != self.issuer:
@@ -214,20 +255,29 @@ class JwtVerifier:
             raise KeysUnavailable("the discovery document's `jwks_uri` is not https") from None
 
 
-async def _get_json(session: aiohttp.ClientSession, url: str) -> dict:
-    async with session.get(url, headers={"accept": "application/json"}) as response:
+async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[dict, float | None]:
+    """A JSON object read to its end (within `JWKS_MAX_BYTES`, however many reads it takes), and
+    its `Cache-Control: max-age` if any. A redirect is not followed: it answers no key, and
+    following it would skip the https check of the URL it leads to."""
+    headers = {"accept": "application/json"}
+    async with session.get(url, headers=headers, allow_redirects=False) as response:
         if response.status != 200:
             raise KeysUnavailable(f"{url} answered HTTP {response.status}")
-        body = await response.content.read(JWKS_MAX_BYTES + 1)
-    if len(body) > JWKS_MAX_BYTES:
-        raise KeysUnavailable(f"{url} sent more than {JWKS_MAX_BYTES} bytes")
+        if (response.content_length or 0) > JWKS_MAX_BYTES:
+            raise KeysUnavailable(f"{url} sent more than {JWKS_MAX_BYTES} bytes")
+        body = bytearray()
+        async for piece in response.content.iter_chunked(64 * 1024):
+            body += piece
+            if len(body) > JWKS_MAX_BYTES:
+                raise KeysUnavailable(f"{url} sent more than {JWKS_MAX_BYTES} bytes")
+        max_age = MAX_AGE.search(response.headers.get("cache-control", ""))
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise KeysUnavailable(f"{url} did not send JSON") from None
     if not isinstance(data, dict):
         raise KeysUnavailable(f"{url} did not send a JSON object")
-    return data
+    return data, float(max_age.group(1)) if max_age else None
 
 
 def _describe(exc: Exception) -> str:

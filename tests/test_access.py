@@ -22,6 +22,7 @@ TOKEN = "client-token-7c1e9a4b2d8f6e3a5c0b1d2e3f4a5b6c"
 CHAT = {"prompt": "hi"}
 COMPLETION = {"messages": [{"role": "user", "content": "hi"}]}
 ARN = "arn:aws:sts::123456789012:assumed-role/frontend/session"
+ROLE = "arn:aws:sts::123456789012:assumed-role/frontend"
 
 
 def _secret(secrets, value: str | dict) -> str:
@@ -167,8 +168,8 @@ def test_behind_the_web_adapter_the_iam_caller_comes_from_its_header_only_in_tha
     context = json.dumps({"authorizer": {"iam": {"userArn": ARN}}})
     lwa = make_relay(url_auth_type="AWS_IAM", aws_lwa_invoke_mode="response_stream")
     assert _post(lwa, **{"x-amzn-request-context": context}).status_code == 200
-    assert _callers(caplog, 1) == [f"iam:{ARN}"]
-    assert upstream.last.body["safety_identifier"] == safety_identifier(TEST_KEY, f"iam:{ARN}")
+    assert _callers(caplog, 1) == [f"iam:{ROLE}"]
+    assert upstream.last.body["safety_identifier"] == safety_identifier(TEST_KEY, f"iam:{ROLE}")
     # Outside the adapter a caller could write that header itself: it proves nothing.
     uvicorn_only = make_relay(url_auth_type="AWS_IAM")
     assert _post(uvicorn_only, **{"x-amzn-request-context": context}).status_code == 401

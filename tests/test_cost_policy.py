@@ -131,22 +131,9 @@ def test_a_limit_over_the_cap_is_refused_with_its_param(upstream, make_relay, pa
 
 
 BIG = "x" * 200
+# Media parts count at their price, not their characters: tests/test_input_policy.py.
 BIG_MESSAGES = {
     "text-part": [{"role": "user", "content": [{"type": "text", "text": BIG}]}],
-    "image-data-url": [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + BIG}}
-            ],
-        }
-    ],
-    "input-audio": [
-        {
-            "role": "user",
-            "content": [{"type": "input_audio", "input_audio": {"data": BIG, "format": "wav"}}],
-        }
-    ],
     "tool-call-arguments": [
         {"role": "user", "content": "hi"},
         {
@@ -200,7 +187,10 @@ def test_tool_definitions_count_toward_the_prompt_size(upstream, make_relay):
         ([{"type": "text", "text": 5}], "messages[0].content[0].text"),
         ([{"type": "text", "text": None}], "messages[0].content[0].text"),
         ([{"type": "text"}], "messages[0].content[0].text"),
-        ([{"type": "image_url", "image_url": {"url": 5}}], "messages[0].content[0].image_url"),
+        (
+            [{"type": "image_url", "image_url": {"url": 5}}],
+            "messages[0].content[0].image_url.url",
+        ),
         ([{"type": "video", "video": "x"}], "messages[0].content[0]"),
         (["just a string"], "messages[0].content[0]"),
         (5, "messages[0]"),

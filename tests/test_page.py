@@ -133,10 +133,9 @@ def test_a_failure_mid_stream_is_shown(upstream, relay, page):
     assert "upstream_error" in page.text_content(".turn.assistant:last-child .error")
 
 
-def test_settings_keep_a_token_and_another_endpoint(upstream, make_relay, relay, page):
-    guarded = make_relay(
-        client_tokens="page-token-123", cors_origins=relay.url, allow_anonymous=False
-    )
+def test_settings_keep_a_token_and_another_endpoint(upstream, make_relay, page):
+    guarded = make_relay(client_tokens="page-token-123", cors_origins="*", allow_anonymous=False)
+    relay = make_relay(page_relay_url=guarded.url)  # the page's CSP lets it call that relay
     page.goto(relay.url)
     page.click("#settings summary")
     page.fill("#endpoint", f"{guarded.url}/chat")

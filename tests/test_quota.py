@@ -1,5 +1,5 @@
 """Per-caller limits against moto's DynamoDB server (a real HTTP endpoint): the rate limit, the
-daily token budget charged with real usage (or the estimate), which limit refused, callers
+daily token budget charged with real usage (or the reservation), which limit refused, callers
 counted apart, one small item per caller and day, exact admission under concurrency across
 processes, retries, failing closed or open without DynamoDB, and no boto3 where keys are set."""
 
@@ -193,19 +193,21 @@ def test_non_streamed_completions_are_charged_their_usage(
     assert tokens_today(dynamodb, quota_table) == line["usage"]["total_tokens"]
 
 
-def test_a_stream_that_broke_off_without_usage_is_charged_the_estimate(
+def test_a_stream_that_broke_off_without_usage_is_charged_its_reservation(
     upstream, make_relay, quota_table, dynamodb, caplog
 ):
-    relay = make_relay(quota_table=quota_table, token_budget_per_day=1000)
+    relay = make_relay(quota_table=quota_table, token_budget_per_day=10_000)
     upstream.enqueue(Script(tokens=["a", "b", "c", "d"], die_after=2))
     response = stream(f"{relay.url}/chat", {"prompt": "tell me a story"}, SSE)
     assert response.events()[-1][0] == "error"
     [line] = request_lines(caplog)
-    assert line["usage"] is None and line["chunks"] == 2
-    # The documented estimate: request body bytes / 4 for the prompt, one token per delta.
-    assert line["TokensEstimated"] is True
-    estimate = math.ceil(line["request_bytes"] / 4) + 2
-    assert tokens_today(dynamodb, quota_table) == estimate == line["Tokens"]
+    assert line["usage"] is None and line["chunks"] == 2 and line["TokensEstimated"] is True
+    # Charged as much as it may have cost: at least a token per byte of what went upstream,
+    # plus its whole completion limit (docs/api.md, "What a cut-short stream costs").
+    sent = upstream.last.body
+    worst = len(json.dumps(sent["messages"], ensure_ascii=False).encode())
+    assert line["charged_tokens"] > sent["max_completion_tokens"] + worst // 2
+    assert tokens_today(dynamodb, quota_table) == line["charged_tokens"]
 
 
 def test_a_request_refused_before_the_stream_costs_nothing(
@@ -284,36 +286,39 @@ def test_the_refusal_names_the_limit_that_refused(quota_table, dynamodb, moto_en
     (_, rate_retry), (_, day_retry), (_, both_retry) = refusals
     assert 1 <= rate_retry <= math.ceil(to_minute) + 1
     assert abs(day_retry - to_midnight) <= 2 and abs(both_retry - to_midnight) <= 2
-    minute = f"m{datetime.now(UTC):%H%M}"
-    carol = todays_item(dynamodb, quota_table, "jwt:carol")
-    assert (carol["requests"], carol[minute]) == (2, 2)
+    carol = dynamodb.get_item(TableName=quota_table, Key=todays_key("jwt:carol"))["Item"]
+    assert (carol["requests"]["N"], carol["minute_requests"]["N"]) == ("2", "2")
+    assert carol["minute"]["S"] == f"{datetime.now(UTC):%H:%M}"
     assert todays_item(dynamodb, quota_table, "jwt:dave").get("requests", 0) == 0
 
 
 def test_a_callers_item_keeps_only_the_current_minutes_counter(
     quota_table, dynamodb, moto_endpoint
 ):
-    """The previous minute's counter is removed by the next admission: DynamoDB bills a write by
-    the item's size, and a busy caller's item would otherwise grow by one counter a minute."""
+    """One minute counter per item, however the requests are spaced: an admission in a new
+    minute replaces the last minute's counter (issue 25: 720 requests two minutes apart left 720
+    counters, as each admission removed only the minute just before its own)."""
     fresh_minute()
     now = datetime.now(UTC)
-    if now.hour == 0 and now.minute == 0:  # 00:00 has no previous minute in this day's item
-        time.sleep(60.5 - time.time() % 60)
+    if now.hour == 0 and now.minute < 5:  # the earlier minute below must be in this day's item
+        time.sleep(300.5 - time.time() % 300)
         now = datetime.now(UTC)
-    previous = f"m{now - timedelta(minutes=1):%H%M}"
-    dynamodb.update_item(  # what an admission in the previous minute left behind
+    earlier = f"{now - timedelta(minutes=5):%H:%M}"
+    dynamodb.update_item(  # what an admission five minutes ago left behind
         TableName=quota_table,
         Key=todays_key("jwt:erin"),
-        UpdateExpression="ADD requests :n, #previous :n",
-        ExpressionAttributeNames={"#previous": previous},
-        ExpressionAttributeValues={":n": {"N": "7"}},
+        UpdateExpression="ADD requests :n, minute_requests :n SET #minute = :earlier",
+        ExpressionAttributeNames={"#minute": "minute"},
+        ExpressionAttributeValues={":n": {"N": "7"}, ":earlier": {"S": earlier}},
     )
     quota = quota_for(quota_table, moto_endpoint, rate_limit_per_minute=5)
     assert admissions(quota, ["jwt:erin"] * 2) == ["ok", "ok"]
-    item = todays_item(dynamodb, quota_table, "jwt:erin")
-    assert item == {"requests": 9, f"m{now:%H%M}": 2, "expires_at": item["expires_at"]}
+    item = dynamodb.get_item(TableName=quota_table, Key=todays_key("jwt:erin"))["Item"]
+    assert set(item) == {"pk", "requests", "minute", "minute_requests", "expires_at"}
+    assert item["minute"]["S"] == f"{datetime.now(UTC):%H:%M}"
+    assert (item["requests"]["N"], item["minute_requests"]["N"]) == ("9", "2")
     day_end = (int(time.time()) // 86_400 + 1) * 86_400
-    assert item["expires_at"] == day_end + 2 * 86_400
+    assert int(item["expires_at"]["N"]) == day_end + 2 * 86_400
 
 
 def test_both_limits_are_checked_with_one_dynamodb_call_before_the_upstream(

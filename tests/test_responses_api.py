@@ -100,7 +100,7 @@ def test_usage_and_model_reach_the_request_log(upstream, relay, caplog):
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"service_tier": "priority"}, "service_tier"),
         ({"background": True}, "background"),
-        ({"tools": [{"type": "web_search"}]}, "tools"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0]"),
         ({"temperature": 3}, "temperature"),
         ({"input": ""}, "input"),
     ],
