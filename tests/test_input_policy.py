@@ -360,7 +360,7 @@ def test_the_chat_routes_carry_no_media_or_reference(upstream, relay):
             "messages[0].content[1].input_audio.format",
         ),
         ("/v1/chat/completions", chat_with({"type": {}}), "messages[0].content[1]"),
-        ("/v1/responses", {"input": "hi", "tools": [{"type": {}}]}, "tools[0]"),
+        ("/v1/responses", {"input": "hi", "tools": [{"type": {}}]}, "tools[0].type"),
         ("/v1/responses", {"input": "hi", "tool_choice": {"type": ["x"]}}, "tool_choice"),
     ],
 )
