@@ -144,8 +144,8 @@ def _wants_sse(request: Request) -> bool:
 
 async def chat(request: Request, call: RelayCall) -> Response:
     """`POST /chat`: SSE frames for `Accept: text/event-stream`, plain text otherwise."""
-    deltas, record = await _open_chat(request, call, call.body)
     wire = SSE_WIRE if _wants_sse(request) else TEXT_WIRE
+    deltas, record = await _open_chat(request, call, call.body, events=wire is SSE_WIRE)
     return await _stream(wire, deltas, record, call.state.settings)
 
 
@@ -158,11 +158,12 @@ async def ui_chat(request: Request, call: RelayCall) -> Response:
 
 
 async def _open_chat(
-    request: Request, call: RelayCall, body: dict[str, Any]
+    request: Request, call: RelayCall, body: dict[str, Any], *, events: bool = True
 ) -> tuple[ChatDeltas, RequestLog]:
-    """Check a `/chat` body against the policy and start the upstream's streamed answer."""
+    """Check a `/chat` body against the policy and start the upstream's streamed answer
+    (`events`: the answer is an event stream, which can carry tool calls)."""
     state, settings = call.state, call.state.settings
-    params = chat_upstream_params(body, settings)
+    params = chat_upstream_params(body, settings, events=events)
     record = request_log(request.scope)
     record.model = params["model"]
     if settings.log_prompts:

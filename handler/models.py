@@ -27,13 +27,35 @@ from handler.policy import (
     with_system_prompt,
 )
 from handler.settings import Settings
+from handler.tools import offered_tools
+
+
+class ToolCallFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr
+    arguments: StrictStr
+
+
+class ToolCall(BaseModel):
+    """A call the model made, as an assistant message carries it back (OpenAI's shape)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[StrictStr, Field(min_length=1)]
+    type: Literal["function"]
+    function: ToolCallFunction
 
 
 class Message(BaseModel):
+    """A chat message; `tool_calls` and `tool` messages are checked in handler/tools.py."""
+
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    role: Literal["system", "user", "assistant", "tool"]
+    content: StrictStr | None = None
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1)] | None = None
+    tool_call_id: StrictStr | None = None
 
 
 class ChatRequest(BaseModel):
@@ -46,6 +68,7 @@ class ChatRequest(BaseModel):
     model: StrictStr | None = None
     temperature: Annotated[float, Field(ge=0, le=2, strict=True)] | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    tools: list[StrictStr] | None = None
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -67,8 +90,11 @@ def _describe(error: ValidationError) -> RelayError:
     return invalid_request(f"{where}: {message}" if where else message, param=where or None)
 
 
-def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Validate a `/chat` body and build the upstream request (system prompt, caps, usage)."""
+def chat_upstream_params(
+    data: dict[str, Any], settings: Settings, *, events: bool = True
+) -> dict[str, Any]:
+    """Validate a `/chat` body and build the upstream request (system prompt, caps, usage,
+    tools); `events` says whether the answer is an event stream, which tool calls need."""
     try:
         request = ChatRequest.model_validate(data)
     except ValidationError as exc:
@@ -82,11 +108,15 @@ def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, 
     else:
         if not request.messages:
             raise invalid_request("messages is empty", "messages")
-        messages = [m.model_dump() for m in request.messages]
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
         for index, message in enumerate(messages):
             if message["role"] == "system" and not settings.allow_client_system_prompt:
                 raise client_instructions_refused(f"messages[{index}].role")
-    check_prompt_size(string_chars(messages), len(messages), settings, "messages")
+    tools = offered_tools(
+        request.tools, messages, settings.chat_tool_specs, settings.max_tool_steps, events=events
+    )
+    chars = string_chars(messages) + string_chars(tools.get("tools"))
+    check_prompt_size(chars, len(messages), settings, "messages")
     params: dict[str, Any] = {
         "model": check_model(request.model, settings),
         "messages": with_system_prompt(messages, settings),
@@ -98,6 +128,7 @@ def chat_upstream_params(data: dict[str, Any], settings: Settings) -> dict[str, 
     }
     if request.temperature is not None:
         params["temperature"] = request.temperature
+    params.update(tools)
     return params
 
 
