@@ -47,7 +47,7 @@ from handler.settings import Settings
 from handler.sources import StreamSource
 from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
 from handler.streaming import invocation_time_left, start_stream
-from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages
+from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages, response_message_id
 
 log = logging.getLogger("relay")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -153,7 +153,7 @@ async def ui_chat(request: Request, call: RelayCall) -> Response:
     """`POST /api/chat`: `useChat`'s UI messages in, the AI SDK's UI message stream out, under
     the same policy as `/chat` (the body is checked as the `/chat` body it amounts to)."""
     deltas, record = await _open_chat(request, call, chat_body_from_ui_messages(call.body))
-    wire = UiMessageStreamWire(f"msg-{record.request_id}")
+    wire = UiMessageStreamWire(response_message_id(call.body, record.request_id))
     return await _stream(wire, deltas, record, call.state.settings)
 
 

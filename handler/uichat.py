@@ -78,6 +78,20 @@ def chat_body_from_ui_messages(data: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def response_message_id(data: dict[str, Any], request_id: str) -> str:
+    """The id of the answer's UI message: `msg-` and the relay's request id, so a message in
+    the UI leads to its log line; but a request whose last message is the assistant's (tool
+    results going back) continues that message, under its id, as the AI SDK's own servers do
+    (`getResponseUIMessageId`): a new id would make the chat show a second message."""
+    messages = data.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if isinstance(last, dict) and last.get("role") == "assistant":
+        message_id = last.get("id")
+        if isinstance(message_id, str) and message_id:
+            return message_id
+    return f"msg-{request_id}"
+
+
 def _message_text(parts: list, where: str) -> str:
     texts = []
     for index, part in enumerate(parts):
@@ -199,7 +213,7 @@ class UiMessageStreamWire(WireFormat):
     ping = PING
 
     def __init__(self, message_id: str) -> None:
-        # The answer's id is the relay's request id, so a message in the UI leads to its log line.
+        # The answer's id: see `response_message_id`.
         self._start = ui_part({"type": "start", "messageId": message_id})
 
     async def frames(self, deltas: StreamSource[list[str]]) -> AsyncIterator[bytes]:
