@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from devtools.scripts import Script, ScriptedToolCall
 from handler.settings import Settings
-from tests.helpers import SSE, stream
+from tests.helpers import SSE, parse_sse, stream
 from tests.test_quota import dynamodb, quota_table, request_lines, tokens_today  # noqa: F401
+from tests.test_runtime import CHAT_EVENT
 from tests.test_tools_ui_chat import ARGUMENT_PIECES, CHAT_TOOLS, TIME_ZONE_TOOL
 
 CALL_ID = "call_tz1"
@@ -215,3 +216,25 @@ def test_an_empty_chat_tools_setting_offers_none():
         json.loads(CHAT_TOOLS)[0]["name"]
         in Settings(_env_file=None, chat_tools=CHAT_TOOLS).chat_tool_specs
     )
+
+
+def test_the_lambda_deadline_cuts_a_tool_call_short_cleanly(start_runtime, runtime_api, upstream):
+    pieces = [f'{{"n{i}": {i}, ' for i in range(100)]
+    call = ScriptedToolCall("get_time_zone", pieces)
+    upstream.enqueue(Script(tokens=[], tool_calls=[call], delay_s=0.1))
+    runtime = start_runtime(CHAT_TOOLS=CHAT_TOOLS)
+    assert runtime_api.emulator.polled.wait(30)
+    invocation = runtime.invoke(CHAT_EVENT, deadline_in_s=1.5)
+    _, body = invocation.prelude_and_body()
+    events = parse_sse(body.decode())
+    assert [name for name, _ in events[:2]] == ["tool_call", "tool_call"]  # pieces came through
+    assert events[-1] == (
+        "error",
+        {
+            "error": {
+                "type": "upstream_timeout",
+                "message": "the answer was cut short by the function's time limit",
+            }
+        },
+    )
+    assert upstream.last.hung_up.wait(1)
