@@ -320,7 +320,7 @@ class ChatDeltas:
         self.deltas = 0
         # The completion text, kept only for the request log when LOG_PROMPTS=true.
         self.transcript: list[str] | None = [] if settings.log_prompts else None
-        # Tool calls by their index in the answer: [id, name, argument pieces].
+        # Tool calls by their index in the answer: (id, name, argument pieces).
         self._calls: dict[int, tuple[str, str, list[str]]] = {}
         self._pieces_in_batch = False
 

@@ -29,7 +29,7 @@ class ChatTool(BaseModel):
     # OpenAI's rule for function names.
     name: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: StrictStr | None = None
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
     @field_validator("parameters")
     @classmethod
@@ -50,9 +50,7 @@ class ChatTool(BaseModel):
 def check_schema(schema: object, where: str) -> None:
     """The structure of a JSON Schema as far as a model reads it: each keyword that holds
     schemas holds schemas, `type` names JSON Schema types, `required` lists property names.
-
-    (Not a full meta-schema check: `jsonschema` would do that, but importing it cost about a
-    quarter of a second of init here, for a check made once at startup.)"""
+    Not a full meta-schema check (why: docs/architecture.md, "Tools cost text nothing")."""
     pending = [(schema, where)]
     while pending:
         node, at = pending.pop()
