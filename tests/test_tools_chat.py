@@ -238,3 +238,33 @@ def test_the_lambda_deadline_cuts_a_tool_call_short_cleanly(start_runtime, runti
         },
     )
     assert upstream.last.hung_up.wait(1)
+
+
+def test_parallel_calls_stream_apart_and_complete_in_order(upstream, tool_relay):
+    calls = [
+        ScriptedToolCall("get_time_zone", ['{"city": "Oslo"}'], "call_a"),
+        ScriptedToolCall("get_language", ["{", "}"], "call_b"),
+    ]
+    upstream.enqueue(Script(tokens=[], tool_calls=calls))
+    events = sse_events(f"{tool_relay.url}/chat", {"prompt": "hi"})
+    complete = [data for name, data in events if name == "tool_call" and "arguments" in data]
+    assert complete == [
+        {"id": "call_a", "name": "get_time_zone", "arguments": '{"city": "Oslo"}'},
+        {"id": "call_b", "name": "get_language", "arguments": "{}"},
+    ]
+    pieces = [(d["id"], d["delta"]) for name, d in events if name == "tool_call" and "delta" in d]
+    assert pieces == [
+        ("call_a", ""),
+        ("call_a", '{"city": "Oslo"}'),
+        ("call_b", ""),
+        ("call_b", "{"),
+        ("call_b", "}"),
+    ]
+
+
+def test_the_logged_completion_is_the_text_beside_a_tool_call(upstream, make_relay, caplog):
+    relay = make_relay(chat_tools=CHAT_TOOLS, log_prompts=True)
+    upstream.enqueue(time_zone_call(tokens=["Let me ", "look."]))
+    sse_events(f"{relay.url}/chat", {"prompt": "hi"})
+    [line] = request_lines(caplog)
+    assert line["completion"] == "Let me look."

@@ -211,3 +211,23 @@ def test_a_tool_step_is_logged_and_charged_with_its_usage(upstream, make_relay, 
     assert line["outcome"] == "ok"
     assert line["usage"]["completion_tokens"] == len(ARGUMENT_PIECES)
     assert line["chunks"] == len(ARGUMENT_PIECES) + 1  # the call's opening piece and its three
+
+
+def test_parallel_calls_are_all_run_and_answered_in_one_request(upstream, make_relay, use_chat):
+    relay = tool_relay(make_relay)
+    calls = [
+        ScriptedToolCall("get_time_zone", ['{"city": "Oslo"}'], "call_a"),
+        ScriptedToolCall("get_language", ["{}"], "call_b"),
+    ]
+    upstream.enqueue(Script(tokens=[], tool_calls=calls), Script(tokens=["Oslo, Norwegian."]))
+    outputs = {"get_time_zone": "Europe/Oslo", "get_language": {"language": "nb"}}
+    chat = use_chat(f"{relay.url}/api/chat", ["Where and what?"], toolOutputs=outputs)
+    assert [call["toolCallId"] for call in chat["toolCalls"]] == ["call_a", "call_b"]
+    assert answer_text(chat["messages"][-1]) == "Oslo, Norwegian."
+    assert len(upstream.requests) == 2  # both results went back in one request
+    sent = upstream.last.body["messages"]
+    assert [call["id"] for call in sent[-3]["tool_calls"]] == ["call_a", "call_b"]
+    assert sent[-2:] == [
+        {"role": "tool", "tool_call_id": "call_a", "content": "Europe/Oslo"},
+        {"role": "tool", "tool_call_id": "call_b", "content": '{"language":"nb"}'},
+    ]
