@@ -268,3 +268,13 @@ def test_the_logged_completion_is_the_text_beside_a_tool_call(upstream, make_rel
     sse_events(f"{relay.url}/chat", {"prompt": "hi"})
     [line] = request_lines(caplog)
     assert line["completion"] == "Let me look."
+
+
+def test_the_console_client_asks_for_no_tools(upstream, tool_relay):
+    from tests.test_console_client import chat
+
+    upstream.enqueue(Script(tokens=["Plain."]))
+    result = chat("--url", tool_relay.url, "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Plain."
+    assert "tools" not in upstream.last.body
