@@ -108,8 +108,9 @@ def tool_steps(messages: list[dict[str, Any]]) -> int:
         if role == "tool":
             call_id = message.get("tool_call_id")
             if call_id is None or message.get("content") is None:
-                message_text = "a tool message needs tool_call_id and content"
-                raise invalid_request(f"{where}: {message_text}", where)
+                raise invalid_request(
+                    f"{where}: a tool message needs tool_call_id and content", where
+                )
             if call_id not in waiting:
                 raise invalid_request(
                     f"{where}.tool_call_id: answers no open tool call of the assistant message "
@@ -125,8 +126,9 @@ def tool_steps(messages: list[dict[str, Any]]) -> int:
         calls = message.get("tool_calls")
         if calls:
             if role != "assistant":
-                message_text = "only assistant messages have them"
-                raise invalid_request(f"{where}.tool_calls: {message_text}", where)
+                raise invalid_request(
+                    f"{where}.tool_calls: only assistant messages have them", where
+                )
             ids = {call["id"] for call in calls}
             if len(ids) < len(calls):
                 raise invalid_request(f"{where}.tool_calls: two calls have the same id", where)
