@@ -74,10 +74,26 @@ class ChatCompletionEvents:
     def delta(self, token: str) -> bytes:
         return self._chunk([{"index": 0, "delta": {"content": token}, "finish_reason": None}])
 
-    def closing(self, tokens: list[str]) -> bytes:
+    def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
+        """A tool call's first chunk, as OpenAI sends it: id, type and name, no arguments."""
+        call = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        delta = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None}])
+
+    def tool_call_arguments(self, index: int, piece: str) -> bytes:
+        """The next piece of a tool call's arguments."""
+        delta = {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": None}])
+
+    def closing(self, tokens: list[str], extra_tokens: int = 0) -> bytes:
         tail = self._chunk([{"index": 0, "delta": {}, "finish_reason": self.finish_reason}])
         if self.include_usage:
-            tail += self._chunk([], usage=self.usage(len(tokens)))
+            tail += self._chunk([], usage=self.usage(len(tokens) + extra_tokens))
         return tail + b"data: [DONE]\n\n"
 
     def failure(self, message: str) -> bytes:
@@ -183,7 +199,7 @@ class ResponsesEvents:
             logprobs=[],
         )
 
-    def closing(self, tokens: list[str]) -> bytes:
+    def closing(self, tokens: list[str], extra_tokens: int = 0) -> bytes:
         text = "".join(tokens)
         done = "incomplete" if self.finish_reason == "length" else "completed"
         item = self.message(text, done)

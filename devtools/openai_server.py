@@ -108,7 +108,7 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         if script.status != 200:
             await self._send_error(writer, script.status, script.error_message, script.headers)
             return True
-        events = api(script.model or body.get("model", "gpt-5.4-mini"), body, script.finish_reason)
+        events = api(script.model or body.get("model", "gpt-5.4-mini"), body, script.finish)
         if body.get("stream"):
             return await self._stream(reader, writer, script, events, record)
         await self._send_json(writer, 200, events.answer(script.tokens))
@@ -144,7 +144,20 @@ class OpenAICompatibleServer(LoopbackHttpServer):
                     record.first_token_at = time.monotonic()
                 if record.hung_up.is_set():
                     return False
-            writer.write(_http_chunk(events.closing(script.tokens)) + b"0\r\n\r\n")
+            pieces = 0
+            for index, call in enumerate(script.tool_calls):
+                # Chat Completions only: the Responses API's tool events are not scripted.
+                await self._write_event(
+                    writer, events.tool_call_start(index, call.id, call.name), False
+                )
+                for piece in call.arguments:
+                    if script.delay_s and not await self._pause(script.delay_s, record):
+                        return False
+                    await self._write_event(
+                        writer, events.tool_call_arguments(index, piece), script.split_writes
+                    )
+                    pieces += 1
+            writer.write(_http_chunk(events.closing(script.tokens, pieces)) + b"0\r\n\r\n")
             await writer.drain()
             record.finished_at = time.monotonic()
             return True

@@ -22,6 +22,15 @@ def words_of(text: str) -> list[str]:
 
 
 @dataclass
+class ScriptedToolCall:
+    """A tool call the fake model makes after its text: its arguments in the pieces given."""
+
+    name: str
+    arguments: list[str] = field(default_factory=lambda: ["{}"])
+    id: str = "call_demo_1"
+
+
+@dataclass
 class Script:
     """What the server does with one chat completion request."""
 
@@ -36,8 +45,15 @@ class Script:
     die_after: int | None = None  # drop the connection after this many tokens
     error_after: int | None = None  # after this many tokens, send an error event and end
     split_writes: bool = False  # send every event in two writes, cut mid-character
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # `tool_calls` when the script makes tool calls
     model: str | None = None  # defaults to the requested model
+    tool_calls: list[ScriptedToolCall] = field(default_factory=list)  # after the tokens
+
+    @property
+    def finish(self) -> str:
+        if self.tool_calls and self.finish_reason == "stop":
+            return "tool_calls"
+        return self.finish_reason
 
 
 def demo_script() -> Script:

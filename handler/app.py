@@ -63,7 +63,7 @@ from handler.settings import Settings
 from handler.sources import StreamSource
 from handler.sse import PassthroughWire, SseWire, TextWire, WireFormat
 from handler.streaming import invocation_time_left, start_stream
-from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages
+from handler.uichat import UiMessageStreamWire, chat_body_from_ui_messages, response_message_id
 
 log = logging.getLogger("relay")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -254,7 +254,8 @@ async def checked_chat(
     request: Request, body: Annotated[ChatRequest, body_as(ChatRequest)], caller: CallerDep
 ) -> RelayCall:
     """`/chat`'s body, as its model and under the cost policy."""
-    return _checked(request, caller, chat_upstream_params(body, caller.state.settings))
+    params = chat_upstream_params(body, caller.state.settings, events=_wants_sse(request))
+    return _checked(request, caller, params)
 
 
 async def checked_ui_chat(
@@ -376,11 +377,13 @@ async def chat(
         {"text/event-stream": _TEXT},
     ),
 )
-async def ui_chat(call: Annotated[RelayCall, admitted_after(checked_ui_chat)]) -> Response:
+async def ui_chat(
+    call: Annotated[RelayCall, admitted_after(checked_ui_chat)], data: JsonBody
+) -> Response:
     """The Vercel AI SDK's `useChat`: UI messages in, its UI message stream out, under the
     `/chat` policy."""
     deltas = await _open_chat(call)
-    wire = UiMessageStreamWire(f"msg-{call.record.request_id}")
+    wire = UiMessageStreamWire(response_message_id(data, call.record.request_id))
     return await _stream(wire, deltas, call.record, call.caller.state.settings)
 
 

@@ -47,6 +47,8 @@ INVALID_JSON = _request_kind("invalid_json", 400)
 INVALID_REQUEST = _request_kind("invalid_request", 422)
 BODY_TOO_LARGE = _request_kind("body_too_large", 413)
 UNSUPPORTED_MEDIA_TYPE = _request_kind("unsupported_media_type", 415)
+# A plain-text answer cannot carry a tool call: a request that needs one must ask for events.
+TOOLS_NEED_EVENTS = _request_kind("tools_need_events", 400)
 UNAUTHORIZED = ErrorKind("unauthorized", 401, "rejected", OPENAI_INVALID_REQUEST, 401)
 NOT_FOUND = ErrorKind("not_found", 404, "rejected", OPENAI_INVALID_REQUEST, 404)
 METHOD_NOT_ALLOWED = ErrorKind("method_not_allowed", 405, "rejected", OPENAI_INVALID_REQUEST, 405)

@@ -45,6 +45,7 @@ from handler.policy import (
     with_system_prompt,
 )
 from handler.settings import Settings
+from handler.tools import offered_tools
 
 # A number as JSON has it: an int is a float here, a boolean is not.
 Number = Annotated[float, Strict()]
@@ -77,11 +78,32 @@ Closed = ConfigDict(extra="forbid")
 # --- /chat and /api/chat --------------------------------------------------------------------
 
 
-class Message(BaseModel):
+class ToolCallFunction(BaseModel):
     model_config = Closed
 
-    role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    name: StrictStr
+    arguments: StrictStr
+
+
+class ToolCall(BaseModel):
+    """A call the model made, as an assistant message carries it back (OpenAI's shape)."""
+
+    model_config = Closed
+
+    id: Annotated[StrictStr, Field(min_length=1)]
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
+class Message(BaseModel):
+    """A chat message; `tool_calls` and `tool` messages are checked in handler/tools.py."""
+
+    model_config = Closed
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: StrictStr | None = None
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1)] | None = None
+    tool_call_id: StrictStr | None = None
 
 
 class ChatOptions(BaseModel):
@@ -90,6 +112,8 @@ class ChatOptions(BaseModel):
     model: StrictStr | None = None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    # Narrows CHAT_TOOLS by name (the AI SDK's `body` option on /api/chat).
+    tools: list[StrictStr] | None = None
 
 
 class ChatRequest(ChatOptions):
@@ -326,9 +350,11 @@ def validated(model: Callable[[dict[str, Any]], BaseModel], data: dict[str, Any]
         raise invalid_field(first, openai_style=False) from exc
 
 
-def chat_upstream_params(request: ChatRequest, settings: Settings) -> dict[str, Any]:
+def chat_upstream_params(
+    request: ChatRequest, settings: Settings, *, events: bool = True
+) -> dict[str, Any]:
     """Apply the policy to a `/chat` body and build the upstream request (system prompt, caps,
-    usage)."""
+    usage, tools); `events` says whether the answer is an event stream, which tool calls need."""
     if (request.prompt is None) == (request.messages is None):
         raise invalid_request("give exactly one of `prompt` or `messages`")
     if request.prompt is not None:
@@ -338,11 +364,15 @@ def chat_upstream_params(request: ChatRequest, settings: Settings) -> dict[str, 
     else:
         if not request.messages:
             raise invalid_request("messages is empty", "messages")
-        messages = [m.model_dump() for m in request.messages]
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
         for index, message in enumerate(messages):
             if message["role"] == "system" and not settings.allow_client_system_prompt:
                 raise client_instructions_refused(f"messages[{index}].role")
-    check_prompt_size(string_chars(messages), len(messages), settings, "messages")
+    tools = offered_tools(
+        request.tools, messages, settings.chat_tool_specs, settings.max_tool_steps, events=events
+    )
+    chars = string_chars(messages) + string_chars(tools.get("tools"))
+    check_prompt_size(chars, len(messages), settings, "messages")
     params: dict[str, Any] = {
         "model": check_model(request.model, settings),
         "messages": with_system_prompt(messages, settings),
@@ -354,6 +384,7 @@ def chat_upstream_params(request: ChatRequest, settings: Settings) -> dict[str, 
     }
     if request.temperature is not None:
         params["temperature"] = request.temperature
+    params.update(tools)
     return params
 
 

@@ -29,7 +29,7 @@ from handler.errors import (
     invalid_request,
 )
 from handler.settings import Settings
-from handler.sources import StreamSummary
+from handler.sources import StreamSummary, ToolCall, ToolCallPiece, WithToolCalls
 
 log = logging.getLogger("relay.upstream")
 
@@ -320,6 +320,9 @@ class ChatDeltas:
         self.deltas = 0
         # The completion text, kept only for the request log when LOG_PROMPTS=true.
         self.transcript: list[str] | None = [] if settings.log_prompts else None
+        # Tool calls by their index in the answer: (id, name, argument pieces).
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
+        self._pieces_in_batch = False
 
     async def __aiter__(self) -> AsyncIterator[list[str]]:
         pending = b""
@@ -340,7 +343,12 @@ class ChatDeltas:
                         data = []
                 if batch:
                     self.deltas += len(batch)
-                    if self.transcript is not None:
+                    if self._pieces_in_batch:
+                        self._pieces_in_batch = False
+                        batch = WithToolCalls(batch)
+                        if self.transcript is not None:
+                            self.transcript.extend(t for t in batch if t.__class__ is str)
+                    elif self.transcript is not None:
                         self.transcript.extend(batch)
                     yield batch
         except Exception as exc:
@@ -361,6 +369,10 @@ class ChatDeltas:
             finish_reason=self.finish_reason,
             chunks=self.deltas,
             completion="".join(transcript) if transcript is not None else None,
+            tool_calls=tuple(
+                ToolCall(call_id, name, "".join(pieces))
+                for call_id, name, pieces in self._calls.values()
+            ),
         )
 
     def _take_event(self, payload: bytes, batch: list[str]) -> bool:
@@ -381,6 +393,8 @@ class ChatDeltas:
                 content = delta.get("content")
                 if content:
                     batch.append(content)
+                elif delta.get("tool_calls"):  # never looked for beside text: OpenAI sends
+                    self._take_tool_calls(delta["tool_calls"], batch)  # them apart
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         if chunk.get("usage"):
@@ -388,6 +402,37 @@ class ChatDeltas:
         if self.model is None:
             self.model = chunk.get("model")
         return False
+
+    def _take_tool_calls(self, calls: object, batch: list) -> None:
+        """Fold the `tool_calls` of one delta into `batch` as `ToolCallPiece`s. A call's first
+        piece has its id and name (OpenAI's order); the later ones, only more arguments."""
+        if not isinstance(calls, list):
+            raise _broken_stream("the model sent malformed tool calls")
+        for call in calls:
+            if not isinstance(call, dict):
+                raise _broken_stream("the model sent malformed tool calls")
+            index = call.get("index", 0)
+            function = call.get("function") or {}
+            arguments = function.get("arguments") or ""
+            if not isinstance(arguments, str):
+                raise _broken_stream("the model sent tool call arguments that are not text")
+            known = self._calls.get(index)
+            if known is None:
+                name = function.get("name")
+                if not isinstance(name, str) or not name:
+                    raise _broken_stream("the model sent a tool call without a name")
+                call_id = call.get("id")
+                if not isinstance(call_id, str) or not call_id:
+                    call_id = f"call_{index}"  # compatible servers that send none
+                known = self._calls[index] = (call_id, name, [])
+                first = True
+            elif not arguments:
+                continue
+            else:
+                first = False
+            known[2].append(arguments)
+            batch.append(ToolCallPiece(known[0], known[1], arguments, first))
+            self._pieces_in_batch = True
 
 
 class PassthroughBytes:

@@ -5,6 +5,7 @@ Every variable has a documented default; tests build their own `Settings` instea
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from functools import cached_property
@@ -16,6 +17,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from handler.aws import AwsEnvironment
+from handler.tools import ChatTool, check_unique_names
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
 
@@ -67,6 +69,17 @@ class Settings(BaseSettings):
         default=frozenset(),
         description="Comma-separated request fields `/v1` passes on beyond its allow-list "
         "(docs/api.md); each one is the operator's explicit choice to pay for what it does.",
+    )
+    chat_tools: Annotated[list[ChatTool], NoDecode] = Field(
+        default=[],
+        description="Function tools offered to the model on /chat and /api/chat, run by the "
+        "caller's frontend: a JSON array of {name, description, parameters (JSON Schema)}.",
+    )
+    max_tool_steps: int = Field(
+        default=8,
+        ge=1,
+        description="Tool round trips a conversation may hold; at this many the model may "
+        "call no more tools, beyond it the request is refused.",
     )
     max_prompt_chars: int = Field(default=16000, ge=1)
     allow_images: bool = Field(
@@ -222,6 +235,20 @@ class Settings(BaseSettings):
         mode="before",
     )(_split_csv)
 
+    @field_validator("chat_tools", mode="before")
+    @classmethod
+    def _tools_from_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return []  # the template passes an empty parameter as an empty string
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("CHAT_TOOLS must be a JSON array of tools") from None
+        return value
+
+    _unique_tools = field_validator("chat_tools")(check_unique_names)
+
     @field_validator("jwt_issuer", "jwks_url", "page_relay_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -276,6 +303,11 @@ class Settings(BaseSettings):
         return bool(self.quota_table) and bool(
             self.rate_limit_per_minute or self.token_budget_per_day
         )
+
+    @cached_property
+    def chat_tool_specs(self) -> dict[str, dict]:
+        """`CHAT_TOOLS` as Chat Completions' `tools` entries, by name."""
+        return {tool.name: tool.upstream() for tool in self.chat_tools}
 
     @cached_property
     def model_allow_list(self) -> frozenset[str]:

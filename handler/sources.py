@@ -25,6 +25,34 @@ class StreamSummary(NamedTuple):
     chunks: int
     # The completion text, only when LOG_PROMPTS=true and the source decodes text.
     completion: str | None = None
+    # The tool calls the model made, complete, in order (`ChatDeltas` only).
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+class ToolCall(NamedTuple):
+    """A tool call as the model made it: `arguments` is the JSON text it wrote, unchecked."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ToolCallPiece(NamedTuple):
+    """The next piece of a tool call's arguments as the model streams them; `first` marks the
+    call's first piece, which announces its id and name."""
+
+    id: str
+    name: str
+    arguments: str
+    first: bool
+
+
+class WithToolCalls(list):
+    """A batch of `ChatDeltas` that holds `ToolCallPiece`s among its text deltas. Batches of
+    text alone are plain lists, so a wire format tells them apart with one class check per
+    batch, and text pays nothing for tools."""
+
+    __slots__ = ()
 
 
 class StreamSource(Protocol[Item]):

@@ -1,6 +1,8 @@
 """Wire formats of a streamed answer: SSE frames, plain text, and OpenAI passthrough.
 
 Each `WireFormat` knows how its frames look, whether it can ping, and how a failure ends it.
+A batch of `ChatDeltas` is a plain list of text, or a `WithToolCalls` list that also holds
+tool-call pieces (handler/sources.py): one class check per batch picks the frames.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 import orjson
 
 from handler.errors import RelayError, error_json
-from handler.sources import StreamSource
+from handler.sources import StreamSource, ToolCall, ToolCallPiece
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 PING = b": ping\n\n"
@@ -23,6 +25,24 @@ def sse_delta_frames(batch: list[str]) -> bytes:
     if len(batch) == 1:
         return b'data: {"delta":' + orjson.dumps(batch[0]) + b"}\n\n"
     return b"".join([b'data: {"delta":' + orjson.dumps(text) + b"}\n\n" for text in batch])
+
+
+def sse_tool_frames(batch: list[str | ToolCallPiece]) -> bytes:
+    """A batch with tool calls in it: text as `data` frames, and each piece of a call's
+    arguments as `event: tool_call` with the call's id, name and the piece as `delta`."""
+    frames = []
+    for item in batch:
+        if item.__class__ is str:
+            frames.append(b'data: {"delta":' + orjson.dumps(item) + b"}\n\n")
+        else:
+            piece = {"id": item.id, "name": item.name, "delta": item.arguments}
+            frames.append(sse_event("tool_call", piece))
+    return b"".join(frames)
+
+
+def sse_complete_tool_call(call: ToolCall) -> bytes:
+    """A tool call once it is complete: `arguments` is the model's whole JSON text."""
+    return sse_event("tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments})
 
 
 def sse_event(event: str, data: Any) -> bytes:
@@ -55,9 +75,12 @@ class SseWire(WireFormat):
 
     async def frames(self, deltas: StreamSource[list[str]]) -> AsyncIterator[bytes]:
         async for batch in deltas:
-            yield sse_delta_frames(batch)
+            if batch.__class__ is list:
+                yield sse_delta_frames(batch)
+            else:
+                yield sse_tool_frames(batch)
         summary = deltas.summary()
-        yield sse_event(
+        yield b"".join(map(sse_complete_tool_call, summary.tool_calls)) + sse_event(
             "done",
             {
                 "finish_reason": summary.finish_reason,
@@ -78,6 +101,8 @@ class TextWire(WireFormat):
 
     async def frames(self, deltas: StreamSource[list[str]]) -> AsyncIterator[bytes]:
         async for batch in deltas:
+            if batch.__class__ is not list:  # no tools are offered here; text only
+                batch = [item for item in batch if item.__class__ is str]
             yield "".join(batch).encode()
 
 

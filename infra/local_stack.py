@@ -18,6 +18,12 @@ from devtools.scripts import demo_script
 LOCAL_SECRET_ID = "local/openai"
 LOCAL_QUOTA_TABLE = "local-quota"
 DEMO_KEY = "sk-local-demo"
+# The page's one tool (handler/static/app.js runs it in the browser), offered unless told
+# otherwise (CHAT_TOOLS='' make dev offers none).
+DEMO_TOOLS = (
+    '[{"name": "get_time_zone", "description": "The time zone of the user\'s browser, such as '
+    'Europe/Paris.", "parameters": {"type": "object", "properties": {}}}]'
+)
 
 
 def start_secrets_manager(api_key: str) -> str:
@@ -57,6 +63,7 @@ def main() -> None:
         if anonymous
         else "ALLOW_ANONYMOUS=false: only JWT sign-in (JWT_ISSUER, JWT_AUDIENCE) gets in"
     )
+    os.environ.setdefault("CHAT_TOOLS", DEMO_TOOLS)
     os.environ["QUOTA_TABLE"] = create_quota_table(endpoint, LOCAL_QUOTA_TABLE)
     # The API's own description, for the developer at hand (a deployed relay leaves it off).
     os.environ.setdefault("OPENAPI_DOCS", "true")

@@ -280,7 +280,16 @@ def test_every_mode_comes_through_with_its_status(
         assert prelude["headers"]["x-vercel-ai-ui-message-stream"] == "v1"
         parts = [json.loads(line[6:]) for line in body.split(b"\n") if line[:7] == b"data: {"]
         kinds = [part["type"] for part in parts]
-        assert kinds == ["start", "text-start", "text-delta", "text-delta", "text-end", "finish"]
+        assert kinds == [
+            "start",
+            "start-step",
+            "text-start",
+            "text-delta",
+            "text-delta",
+            "text-end",
+            "finish-step",
+            "finish",
+        ]
         assert "".join(part.get("delta", "") for part in parts) == "Hello there"
         assert body.endswith(b"data: [DONE]\n\n")
     elif event is RESPONSES_EVENT:

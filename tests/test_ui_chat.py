@@ -77,7 +77,16 @@ def test_the_stream_follows_the_protocol_part_by_part(upstream, relay, use_chat)
     raw = use_chat(f"{relay.url}/api/chat", ["hi"], raw=True)
     assert raw["failure"] is None
     kinds = [chunk["type"] for chunk in raw["chunks"]]
-    assert kinds == ["start", "text-start", "text-delta", "text-delta", "text-end", "finish"]
+    assert kinds == [
+        "start",
+        "start-step",
+        "text-start",
+        "text-delta",
+        "text-delta",
+        "text-end",
+        "finish-step",
+        "finish",
+    ]
     assert raw["chunks"][-1]["finishReason"] == "stop"
     response = stream(f"{relay.url}/api/chat", {"messages": [user_message("hi")]})
     assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
@@ -152,7 +161,8 @@ def user_message(text: str, *parts: dict) -> dict:
             },
             "messages.0.parts.1",
         ),
-        ({"messages": [user_message("hi")], "tools": []}, "tools"),
+        ({"messages": [user_message("hi")], "tools": ["not_offered"]}, "tools"),
+        ({"messages": [user_message("hi")], "stream": True}, "stream"),
         ({"messages": [{"id": "s", "role": "tool", "parts": []}]}, "messages.0.role"),
     ],
 )

@@ -53,7 +53,8 @@ class Chat:
 
     def ask(self, messages: list[dict]) -> str:
         """Stream one answer to stdout; returns its text."""
-        body: dict = {"messages": messages}
+        # The console runs no tools, so it asks the relay to offer the model none (CHAT_TOOLS).
+        body: dict = {"messages": messages, "tools": []}
         if self.args.model:
             body["model"] = self.args.model
         content = json.dumps(body).encode()

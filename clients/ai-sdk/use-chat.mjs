@@ -3,10 +3,19 @@
 //
 // Usage: node use-chat.mjs '<json>' where the JSON is
 //   {"api": "http://127.0.0.1:PORT/api/chat", "headers": {...}, "body": {...},
-//    "turns": ["first question", "second question"], "regenerate": false, "raw": false}
+//    "turns": ["first question", "second question"], "regenerate": false, "raw": false,
+//    "toolOutputs": {"tool_name": <output>, ...}}
 // Prints one JSON object: the chat's status, error message, messages and finish callbacks;
 // with "raw": true, the UI message chunks of one request as the transport parsed them.
-import { AbstractChat, DefaultChatTransport } from "ai";
+// With "toolOutputs", the chat runs client-side tools as `useChat` apps do: `onToolCall`
+// answers each call with `addToolOutput` (the tool's output, or an output-error for a tool
+// it does not know), and `sendAutomaticallyWhen` sends the results back; the calls it saw
+// are printed as `toolCalls`.
+import {
+  AbstractChat,
+  DefaultChatTransport,
+  lastAssistantMessageIsCompleteWithToolCalls,
+} from "ai";
 
 class ArrayChatState {
   constructor() {
@@ -59,14 +68,38 @@ if (options.raw) {
 } else {
   const finishes = [];
   const errors = [];
+  const toolCalls = [];
+  const tools = options.toolOutputs;
   const chat = new Chat({
     transport,
     onFinish: ({ message, isError, finishReason }) =>
       finishes.push({ id: message.id, isError, finishReason, metadata: message.metadata ?? null }),
     onError: (error) => errors.push(error.message),
+    ...(tools && {
+      sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+      onToolCall: ({ toolCall }) => {
+        const { toolName, toolCallId, input } = toolCall;
+        toolCalls.push({ toolName, toolCallId, input });
+        // Not awaited, as the SDK's documentation says (the chat is busy with the stream).
+        if (Object.hasOwn(tools, toolName)) {
+          chat.addToolOutput({ tool: toolName, toolCallId, output: tools[toolName] });
+        } else {
+          chat.addToolOutput({ state: "output-error", toolCallId, errorText: "no such tool" });
+        }
+      },
+    }),
   });
+  // An automatic send may start after `sendMessage` has returned: wait until the chat has
+  // been idle for a while.
+  const settled = async () => {
+    for (let quiet = 0; quiet < 5; ) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      quiet = chat.status === "ready" || chat.status === "error" ? quiet + 1 : 0;
+    }
+  };
   for (const text of options.turns) {
     await chat.sendMessage({ text });
+    if (tools) await settled();
     if (chat.status === "error") break;
   }
   if (options.regenerate && chat.status !== "error") await chat.regenerate();
@@ -76,6 +109,7 @@ if (options.raw) {
       error: chat.error ? { name: chat.error.name, message: chat.error.message } : null,
       errors,
       finishes,
+      toolCalls,
       messages: chat.messages.map(({ id, role, parts }) => ({ id, role, parts })),
     }),
   );

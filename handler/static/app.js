@@ -22,6 +22,20 @@ export function setTokenGetter(getToken) {
   tokenGetter = getToken;
 }
 
+/**
+ * The demo's one tool, harmless: the browser's time zone. The model can call it when the relay
+ * offers it (`CHAT_TOOLS` declares `get_time_zone`, as `make dev` does); a tool the relay offers
+ * that this page does not have gets an error for an answer, which the model reads.
+ */
+const pageTools = {
+  get_time_zone: () => Intl.DateTimeFormat().resolvedOptions().timeZone,
+};
+
+async function runPageTool({ name, input }) {
+  if (!Object.hasOwn(pageTools, name)) throw new Error(`this page has no tool named ${name}`);
+  return pageTools[name](input);
+}
+
 const settings = {
   get endpoint() { return localStorage.getItem("relay.endpoint") || "/chat"; },
   get token() { return localStorage.getItem("relay.token") || ""; },
@@ -77,8 +91,17 @@ async function send(question) {
       token: settings.token,
       getToken: tokenGetter,
       signal: controller.signal,
+      onToolCall: runPageTool,
     });
+    const toolLines = new Map();
     for await (const part of stream) {
+      if (part.type === "tool_call") {
+        toolLines.set(part.id, addLine(answer, "tool", `Tool ${part.name}: running…`));
+      } else if (part.type === "tool_result") {
+        toolLines.get(part.id).textContent = `Tool ${part.name}: ${part.content}`;
+      } else if (part.type === "done") {
+        history.push(...part.messages); // the answer, with its tool calls and results
+      }
       if (part.type !== "delta") continue;
       const now = performance.now();
       firstAt ??= now;
@@ -89,7 +112,6 @@ async function send(question) {
       const rate = seconds >= 0.05 ? ((pieces - 1) / seconds).toFixed(1) : "…";
       metrics.textContent = `first token ${Math.round(firstAt - started)} ms · ${rate} tokens/s`;
     }
-    history.push({ role: "assistant", content: text });
   } catch (error) {
     if (text) history.push({ role: "assistant", content: text });
     if (firstAt === null) metrics.remove();

@@ -2,8 +2,9 @@
 // browser frontend. No dependencies; `EventSource` cannot POST, so this reads the fetch body.
 //
 //   import { streamChat } from "/static/chat-client.js";
-//   for await (const part of streamChat({ url: "/chat", messages, getToken })) {
+//   for await (const part of streamChat({ url: "/chat", messages, getToken, onToolCall })) {
 //     if (part.type === "delta") output.textContent += part.text;
+//     if (part.type === "done") messages.push(...part.messages);
 //   }
 //
 // `getToken` is any async function returning the current access token (an OIDC client
@@ -104,19 +105,87 @@ async function bearerFor(token, getToken) {
 
 /**
  * Stream one answer. Yields `{type: "delta", text}` for each piece of text and finally
- * `{type: "done", finish_reason, model, usage}`; throws `ChatError` for an error response, an
- * `event: error`, or a stream that stops before `done`. Pass an AbortSignal to stop it (the
- * relay then closes its upstream request). Credentials: `getToken` (an async function that
- * returns the current access token) or `token` (a fixed client token).
+ * `{type: "done", finish_reason, model, usage, messages}`, where `messages` are the turns this
+ * answer adds to the conversation (the assistant's text, and its tool calls and their
+ * results); throws `ChatError` for an error response, an `event: error`, or a stream that stops
+ * before `done`. Pass an AbortSignal to stop it (the relay then closes its upstream request).
+ * Credentials: `getToken` (an async function that returns the current access token) or `token`
+ * (a fixed client token).
+ *
+ * Tools (the relay's `CHAT_TOOLS`): the model's calls arrive as `{type: "tool_input", id, name,
+ * delta}` while their arguments stream, then `{type: "tool_call", id, name, arguments, input}`
+ * (`input` is the parsed arguments, `undefined` when they are not JSON). With `onToolCall`, an
+ * async function of the call that returns the tool's output, each call is run, its result
+ * yielded as `{type: "tool_result", id, name, content, error}` and sent back, and the answer
+ * goes on, for at most `maxToolSteps` round trips. `tools` narrows the relay's tools by name.
  */
 export async function* streamChat({
-  url = "/chat", messages, prompt, token, getToken, signal, model,
+  url = "/chat", messages, prompt, token, getToken, signal, model, tools, onToolCall,
+  maxToolSteps = 8,
 } = {}) {
+  const conversation = messages ?? [{ role: "user", content: prompt }];
+  const added = [];
+  for (let step = 0; ; step++) {
+    const body = messages || added.length ? { messages: [...conversation, ...added] } : { prompt };
+    if (model) body.model = model;
+    if (tools) body.tools = tools;
+    let text = "";
+    const calls = [];
+    let done;
+    for await (const part of streamOneAnswer(url, body, token, getToken, signal)) {
+      if (part.type === "done") {
+        done = part;
+        break;
+      }
+      if (part.type === "delta") text += part.text;
+      else if (part.type === "tool_call") calls.push(part);
+      yield part;
+    }
+    if (text || calls.length) added.push(assistantTurn(text, calls));
+    if (!calls.length || !onToolCall || step >= maxToolSteps) {
+      yield { ...done, messages: added };
+      return;
+    }
+    for (const call of calls) {
+      const result = await runTool(onToolCall, call);
+      yield { type: "tool_result", id: call.id, name: call.name, ...result };
+      added.push({ role: "tool", tool_call_id: call.id, content: result.content });
+    }
+  }
+}
+
+/** The assistant's turn as the relay takes it back: its text and its tool calls. */
+function assistantTurn(text, calls) {
+  if (!calls.length) return { role: "assistant", content: text };
+  const tool_calls = calls.map(({ id, name, arguments: args }) => ({
+    id, type: "function", function: { name, arguments: args },
+  }));
+  return { role: "assistant", content: text || null, tool_calls };
+}
+
+/** Run one tool call; a tool that throws answers with its error, so the model can read it. */
+async function runTool(onToolCall, call) {
+  try {
+    const output = await onToolCall(call);
+    return { content: typeof output === "string" ? output : JSON.stringify(output ?? null) };
+  } catch (error) {
+    return { content: `Error: ${error.message}`, error: error.message };
+  }
+}
+
+function parsedArguments(text) {
+  try {
+    return text.trim() ? JSON.parse(text) : {};
+  } catch {
+    return undefined;
+  }
+}
+
+/** One request's stream of parts (`delta`, `tool_input`, `tool_call`, then `done`). */
+async function* streamOneAnswer(url, body, token, getToken, signal) {
   const headers = { "content-type": "application/json", accept: "text/event-stream" };
   const bearer = await bearerFor(token, getToken);
   if (bearer) headers.authorization = `Bearer ${bearer}`;
-  const body = messages ? { messages } : { prompt };
-  if (model) body.model = model;
   let response;
   try {
     response = await fetch(url, { method: "POST", headers, body: JSON.stringify(body), signal });
@@ -142,7 +211,12 @@ export async function* streamChat({
         if (event === undefined) continue; // a comment (keep-alive ping)
         const payload = JSON.parse(data);
         if (event === "message") yield { type: "delta", text: payload.delta };
-        else if (event === "done") {
+        else if (event === "tool_call" && "arguments" in payload) {
+          const { id, name, arguments: args } = payload;
+          yield { type: "tool_call", id, name, arguments: args, input: parsedArguments(args) };
+        } else if (event === "tool_call") {
+          yield { type: "tool_input", id: payload.id, name: payload.name, delta: payload.delta };
+        } else if (event === "done") {
           yield { type: "done", ...payload };
           return;
         } else if (event === "error") {
