@@ -47,6 +47,8 @@ class RequestLog:
     # Who is calling (handler/access.py): `token:<8 hex>`, `jwt:<sub>`, `iam:<arn>`, `anonymous`.
     caller: str = "anonymous"
     trace_id: str | None = None  # the invocation's X-Ray trace id, on Lambda
+    # The upstream's id of its answer (OpenAI's `x-request-id`): what OpenAI's support asks for.
+    upstream_request_id: str | None = None
     started: float = field(default_factory=time.perf_counter)
     status: int | None = None
     model: str | None = None
