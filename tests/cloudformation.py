@@ -125,6 +125,9 @@ def evaluate(cfn: dict, parameters: dict[str, str]) -> dict:
             if key == "Fn::Split":
                 separator, text = argument[0], resolve(argument[1])
                 return text.split(separator) if isinstance(text, str) else node
+            if key == "Fn::Select":
+                index, items = int(resolve(argument[0])), resolve(argument[1])
+                return items[index] if isinstance(items, list) else node
         return {k: r for k, v in node.items() if (r := resolve(v)) is not _NO_VALUE}
 
     result = dict(cfn)
