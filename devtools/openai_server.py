@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from devtools.loopback import LoopbackHttpServer, ServerThread, read_request_head
 from devtools.openai_events import ChatCompletionEvents, ResponsesEvents
@@ -96,7 +97,9 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         record = RecordedRequest(method, path, headers, body, writer.get_extra_info("peername"))
         self.requests.append(record)
 
-        if not path.startswith(self.api_root + "/"):
+        # (A proxy's request names the whole URL: absolute-form.)
+        local_path = urlsplit(path).path if "://" in path else path
+        if not local_path.startswith(self.api_root + "/"):
             await self._send_error(writer, record, 404, "not found", {})
             return True
         if method == "GET" and path.rstrip("/").endswith("/models"):
