@@ -15,6 +15,8 @@ Adding a setting to handler/settings.py? This test fails until you do one of the
 
 from __future__ import annotations
 
+import copy
+
 from handler.settings import DEFAULT_SYSTEM_PROMPT, Settings
 from tests.cloudformation import ROOT, TEMPLATE, deployed
 
@@ -46,21 +48,22 @@ SWITCHES = [
 ]
 
 
-def function_variables(**parameters: str) -> dict:
-    function = deployed(**parameters)["Resources"]["RelayFunction"]["Properties"]
+def function_variables(template: dict | None = None, **parameters: str) -> dict:
+    function = deployed(template, **parameters)["Resources"]["RelayFunction"]["Properties"]
     return function["Environment"]["Variables"]
 
 
-def template_variables() -> set[str]:
-    return {name for switches in SWITCHES for name in function_variables(**switches)}
+def unreachable_settings(template: dict | None = None) -> list[str]:
+    """Settings neither written by the template (under any of the switches) nor exempt."""
+    written = {name for switches in SWITCHES for name in function_variables(template, **switches)}
+    exempt = LOCAL_ONLY.keys() | SET_BY_LAMBDA.keys()
+    return [
+        name for name in Settings.model_fields if name.upper() not in written and name not in exempt
+    ]
 
 
 def test_every_setting_is_a_template_variable_or_on_the_local_only_list():
-    written = template_variables()
-    exempt = LOCAL_ONLY.keys() | SET_BY_LAMBDA.keys()
-    missing = [
-        name for name in Settings.model_fields if name.upper() not in written and name not in exempt
-    ]
+    missing = unreachable_settings()
     assert not missing, (
         f"Settings {missing} cannot be set through template.yaml. For each, add a template "
         "parameter (Description, AllowedValues/AllowedPattern/MinValue, one ParameterGroup) "
@@ -69,9 +72,17 @@ def test_every_setting_is_a_template_variable_or_on_the_local_only_list():
         "tests/test_template_settings.py with the reason, and to the README's local-only list."
     )
     # The exemptions stay true: none of them is written by the template after all.
+    written = {name for switches in SWITCHES for name in function_variables(**switches)}
+    exempt = LOCAL_ONLY.keys() | SET_BY_LAMBDA.keys()
     assert not {name.upper() for name in exempt} & written
     stale = exempt - Settings.model_fields.keys()
     assert not stale, f"{sorted(stale)} are no longer settings: drop them from the lists"
+
+
+def test_the_check_catches_a_setting_the_template_stopped_passing():
+    broken = copy.deepcopy(TEMPLATE)
+    del broken["Globals"]["Function"]["Environment"]["Variables"]["LOG_PROMPTS"]
+    assert unreachable_settings(broken) == ["log_prompts"]
 
 
 def test_the_local_only_settings_are_documented_in_the_readme():
