@@ -51,7 +51,11 @@ def transformed(template: dict | None = None, **parameters: str) -> dict:
     `samtranslator.translator.transform.transform` does, with the region given, not looked up)."""
     template = copy.deepcopy(template or TEMPLATE)
     for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
+        # (a packaged template's own CodeUri, an S3 location, stays)
+        if (
+            resource["Type"] == "AWS::Serverless::Function"
+            and resource["Properties"].get("CodeUri") == "."
+        ):
             resource["Properties"]["CodeUri"] = "s3://artifacts/relay.zip"
     parameters = dict(parameters)
     to_py27_compatible_template(template, parameters)

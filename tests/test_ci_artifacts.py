@@ -180,3 +180,22 @@ def _stack_with(outputs: dict[str, str]) -> str:
             "Outputs": {name: {"Value": value} for name, value in outputs.items()},
         }
     )
+
+
+def test_the_pinned_template_is_still_the_relays_sam_template(tmp_path, bucket, moto_endpoint):
+    """The real template as `sam package` leaves it, pinned: SAM turns the pinned location into
+    the function's code at that exact object version."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    from tests.cloudformation import transformed
+
+    packaged = (
+        (ROOT / "template.yaml").read_text().replace("CodeUri: .", f"CodeUri: s3://{bucket}/{KEY}")
+    )
+    template = tmp_path / "packaged.yaml"
+    template.write_text(packaged)
+    assert tool("artifacts.py", "pin", str(template), endpoint=moto_endpoint).returncode == 0
+    cfn = transformed(yaml_parse(template.read_text()))
+    version = client("s3", moto_endpoint).head_object(Bucket=bucket, Key=KEY)["VersionId"]
+    code = cfn["Resources"]["RelayFunction"]["Properties"]["Code"]
+    assert code == {"S3Bucket": bucket, "S3Key": KEY, "S3ObjectVersion": version}
