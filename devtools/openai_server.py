@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from devtools.loopback import LoopbackHttpServer, ServerThread, read_request_head
 from devtools.openai_events import ChatCompletionEvents, ResponsesEvents
@@ -30,6 +32,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: dict
     peer: tuple = ()  # the client's address: the same one again means a reused connection
+    # The `x-request-id` the answer carried, as OpenAI sends one with every answer.
+    request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(16)}")
     received_at: float = field(default_factory=time.monotonic)
     tokens_sent: int = 0
     first_token_at: float | None = None
@@ -48,7 +52,12 @@ def _http_chunk(data: bytes) -> bytes:
 
 class OpenAICompatibleServer(LoopbackHttpServer):
     """`POST /v1/chat/completions` and `POST /v1/responses` (streamed or JSON) answered by
-    queued or default scripts; the events of each API are in `devtools/openai_events.py`."""
+    queued or default scripts; the events of each API are in `devtools/openai_events.py`.
+    Every answer carries an `x-request-id`, as OpenAI's do."""
+
+    # Where the API lives (`base_url`), and the header the key comes in.
+    api_root = "/v1"
+    key_header = "authorization"
 
     def __init__(self, default: Script | None = None, accepted_keys: set[str] | None = None):
         super().__init__()
@@ -72,7 +81,7 @@ class OpenAICompatibleServer(LoopbackHttpServer):
     @property
     def base_url(self) -> str:
         """What to give an OpenAI client as its base URL."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self.port}{self.api_root}"
 
     def stop(self) -> None:
         self._thread.stop()
@@ -88,37 +97,56 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         record = RecordedRequest(method, path, headers, body, writer.get_extra_info("peername"))
         self.requests.append(record)
 
+        # (A proxy's request names the whole URL: absolute-form.)
+        local_path = urlsplit(path).path if "://" in path else path
+        if not local_path.startswith(self.api_root + "/"):
+            await self._send_error(writer, record, 404, "not found", {})
+            return True
         if method == "GET" and path.rstrip("/").endswith("/models"):
             models = {"object": "list", "data": [{"id": "gpt-5.4-mini", "object": "model"}]}
-            await self._send_json(writer, 200, models)
+            await self._send_json(writer, record, 200, models)
             return True
         api = API_EVENTS.get(path.rstrip("/").rsplit("/v1", 1)[-1]) if method == "POST" else None
         if api is None:
-            await self._send_error(writer, 404, "not found", {})
+            await self._send_error(writer, record, 404, "not found", {})
             return True
-        key = headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if self.accepted_keys is not None and key not in self.accepted_keys:
+        key = self._key(headers)
+        if key is None or (self.accepted_keys is not None and key not in self.accepted_keys):
             # Like OpenAI, the message echoes part of the key: the relay must never pass it on.
-            masked = f"{key[:3]}*****{key[-4:]}"
-            await self._send_error(writer, 401, f"Incorrect API key provided: {masked}.", {})
+            masked = f"{(key or '')[:3]}*****{(key or '')[-4:]}"
+            message = f"Incorrect API key provided: {masked}."
+            await self._send_error(writer, record, 401, message, {})
             return True
         script = self._next_script()
         if script.headers_delay_s:
             await asyncio.sleep(script.headers_delay_s)
         if script.status != 200:
-            await self._send_error(writer, script.status, script.error_message, script.headers)
+            await self._send_error(
+                writer,
+                record,
+                script.status,
+                script.error_message,
+                script.headers,
+                code=script.error_code,
+            )
             return True
         events = api(script.model or body.get("model", "gpt-5.4-mini"), body, script.finish)
         if body.get("stream"):
             return await self._stream(reader, writer, script, events, record)
-        await self._send_json(writer, 200, events.answer(script.tokens))
+        await self._send_json(writer, record, 200, events.answer(script.tokens))
         record.finished_at = time.monotonic()
         return True
+
+    def _key(self, headers: dict[str, str]) -> str | None:
+        """The key the request came with (any, even none, when every key is accepted)."""
+        key = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return key if key or self.accepted_keys is None else None
 
     async def _stream(self, reader, writer, script: Script, events, record) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-            b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"
+            b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n"
+            b"x-request-id: " + record.request_id.encode() + b"\r\n\r\n"
         )
         writer.write(_http_chunk(events.opening()))
         await writer.drain()
@@ -200,9 +228,10 @@ class OpenAICompatibleServer(LoopbackHttpServer):
             record.hung_up_at = time.monotonic()
             record.hung_up.set()
 
-    async def _send_json(self, writer, status: int, payload: dict, headers=None) -> None:
+    async def _send_json(self, writer, record, status: int, payload: dict, headers=None) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        headers = {"x-request-id": record.request_id, **(headers or {})}
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(
             f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
             f"content-length: {len(data)}\r\n{extra}\r\n".encode()
@@ -210,9 +239,24 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         )
         await writer.drain()
 
-    async def _send_error(self, writer, status: int, message: str, headers: dict) -> None:
+    async def _send_error(
+        self, writer, record, status: int, message: str, headers: dict, code: str | None = None
+    ) -> None:
         kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(
-            status, "server_error"
+            status, "invalid_request_error" if code else "server_error"
         )
-        payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-        await self._send_json(writer, status, payload, headers)
+        payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        await self._send_json(writer, record, status, payload, headers)
+
+
+class AzureOpenAIServer(OpenAICompatibleServer):
+    """Azure OpenAI's v1 API as the relay meets it: under `/openai/v1/` of the resource's
+    endpoint, the key in an `api-key` header. A key sent as `Authorization: Bearer` is refused
+    (Azure reads a bearer as a Microsoft Entra token), as is any request outside `/openai/v1/`."""
+
+    api_root = "/openai/v1"
+
+    def _key(self, headers: dict[str, str]) -> str | None:
+        if "authorization" in headers:
+            return None
+        return headers.get("api-key") or None

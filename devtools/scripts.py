@@ -41,6 +41,7 @@ class Script:
     jitter_s: float = 0.0  # random extra pause per token (seeded, so runs repeat)
     status: int = 200
     error_message: str = "scripted failure"
+    error_code: str | None = None  # the error body's `code` (OpenAI's `model_not_found` ...)
     headers: dict[str, str] = field(default_factory=dict)
     die_after: int | None = None  # drop the connection after this many tokens
     error_after: int | None = None  # after this many tokens, send an error event and end

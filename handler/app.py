@@ -56,7 +56,14 @@ from handler.models import (
 )
 from handler.policy import worst_case_tokens
 from handler.quota import ADMISSION_KEY, Quota, QuotaChargeMiddleware
-from handler.relay import ChatDeltas, PassthroughBytes, Upstream, UpstreamRejected, answer_usage
+from handler.relay import (
+    ChatDeltas,
+    PassthroughBytes,
+    Upstream,
+    UpstreamRejected,
+    answer_usage,
+    upstream_request_id,
+)
 from handler.requestlog import RequestLog, RequestLogMiddleware, request_log
 from handler.responses import ResponseEvents, ResponsesWire, responses_upstream_params
 from handler.settings import Settings
@@ -391,6 +398,7 @@ async def _open_chat(call: RelayCall) -> ChatDeltas:
     """Start the upstream's streamed answer to a checked `/chat` request."""
     state = call.caller.state
     response = await state.upstream.open(call.params, call.caller.identity)
+    call.record.upstream_request_id = upstream_request_id(response)
     return ChatDeltas(response, state.settings)
 
 
@@ -460,6 +468,7 @@ async def _forward(
     response = await state.upstream.open(
         params, call.caller.identity, answer_within_s=answer_within_s, endpoint=endpoint
     )
+    call.record.upstream_request_id = upstream_request_id(response)
     if not stream:
         content = await state.upstream.read_answer(response)
         call.record.usage = answer_usage(content)
@@ -594,14 +603,17 @@ def _openai_style(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
-def _note_failure(request: Request, outcome: str, error_type: str) -> None:
+def _note_failure(request: Request, outcome: str, error: RelayError, error_type: str) -> None:
     record = request.scope.get("state", {}).get("request_log")
     if record is not None:
         record.outcome, record.error_type = outcome, error_type
+        # The upstream answer's id, whichever of the two learnt it first.
+        record.upstream_request_id = record.upstream_request_id or error.upstream_request_id
+        error.upstream_request_id = record.upstream_request_id
 
 
 def _error_response(request: Request, error: RelayError) -> JSONResponse:
-    _note_failure(request, error.outcome, error.type)
+    _note_failure(request, error.outcome, error, error.type)
     openai_style = _openai_style(request)
     return JSONResponse(
         error_payload(error, openai_style), error_status(error, openai_style), error.headers
@@ -627,7 +639,8 @@ async def _upstream_rejected(request: Request, exc: UpstreamRejected) -> Respons
     OpenAI clients expect verbatim. On /chat an `upstream_error` like any other."""
     if not _openai_style(request):
         return _error_response(request, exc)
-    _note_failure(request, "rejected", "upstream_rejected")
+    outcome, error_type = exc.passed_on
+    _note_failure(request, outcome, exc, error_type)
     return Response(exc.upstream_body, exc.upstream_status, media_type="application/json")
 
 
@@ -724,8 +737,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.relay.access.log_startup()
     app.include_router(router)
     app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")
-    if settings.cors_origins and not settings.aws_lambda_function_name:
-        # Local server only: on Lambda the function URL's own CORS settings apply.
+    if settings.cors_origins:
+        # Off Lambda, and on Lambda behind the REST API, the only door the template gives
+        # CORS_ORIGINS to: a function URL answers CORS itself (doubled headers break it).
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(

@@ -60,6 +60,10 @@ UPSTREAM_ERROR = _relay_kind("upstream_error", 502, "upstream_error")
 UPSTREAM_AUTH = _relay_kind("upstream_auth", 502, "upstream_error")
 # The upstream refused the request itself; on /v1/* its own answer is passed on instead.
 UPSTREAM_REJECTED = ErrorKind("upstream_error", 502, "upstream_error", "upstream_error", 502)
+# The upstream no longer serves (or never served) an allowed model: a retired model is the
+# operator's to fix, not the caller's mistake, so it has an outcome (and an alarm) of its own.
+# On /v1/* the upstream's own 404 `model_not_found` is passed on, as for any rejection.
+MODEL_UNAVAILABLE = _relay_kind("model_unavailable", 502, "model_unavailable")
 UPSTREAM_TIMEOUT = _relay_kind("upstream_timeout", 504, "upstream_timeout")
 CREDENTIALS_UNAVAILABLE = _relay_kind("credentials_unavailable", 503, "credentials_unavailable")
 SIGN_IN_UNAVAILABLE = _relay_kind("sign_in_unavailable", 503, "sign_in_unavailable")
@@ -93,6 +97,9 @@ class RelayError(Exception):
         self.message = message
         self.param = param
         self.headers = headers or {}
+        # OpenAI's `x-request-id` of the upstream answer this failure came with, if any: the id
+        # OpenAI's support asks for. In the log line, and in a 5xx body on /chat.
+        self.upstream_request_id: str | None = None
 
     @property
     def type(self) -> str:
@@ -128,7 +135,10 @@ def error_payload(error: RelayError, openai_style: bool) -> dict:
     """The JSON error object: ours on /chat, OpenAI's shape on /v1/*."""
     kind = error.kind
     if not openai_style:
-        return {"error": {"type": kind.type, "message": error.message}}
+        body = {"type": kind.type, "message": error.message}
+        if error.upstream_request_id and kind.status >= 500:
+            body["upstream_request_id"] = error.upstream_request_id
+        return {"error": body}
     code = kind.type if kind.openai_type != kind.type else None
     return {
         "error": {

@@ -19,11 +19,13 @@ import orjson
 from handler.access import safety_identifier
 from handler.credentials import Credentials, CredentialStore
 from handler.errors import (
+    MODEL_UNAVAILABLE,
     UPSTREAM_AUTH,
     UPSTREAM_ERROR,
     UPSTREAM_RATE_LIMITED,
     UPSTREAM_REJECTED,
     UPSTREAM_TIMEOUT,
+    ErrorKind,
     RelayError,
     failure_from,
     invalid_request,
@@ -44,16 +46,29 @@ _DONE = b"[DONE]"
 
 
 class UpstreamRejected(RelayError):
-    """The upstream refused the request itself (a 4xx other than auth and rate limits)."""
+    """The upstream refused the request itself (a 4xx other than auth and rate limits); a
+    model it does not serve (`model_not_found`) is `MODEL_UNAVAILABLE`, the operator's to fix."""
 
-    def __init__(self, status: int, body: bytes, message: str) -> None:
-        super().__init__(UPSTREAM_REJECTED, message)
+    def __init__(
+        self, status: int, body: bytes, message: str, kind: ErrorKind = UPSTREAM_REJECTED
+    ) -> None:
+        super().__init__(kind, message)
         self.upstream_status = status
         self.upstream_body = body
+
+    @property
+    def passed_on(self) -> tuple[str, str]:
+        """(outcome, error type) for the log when the upstream's answer is passed on (/v1/*):
+        the caller's mistake as OpenAI judged it, unless the model itself is gone."""
+        if self.kind is MODEL_UNAVAILABLE:
+            return self.kind.outcome, self.kind.type
+        return "rejected", "upstream_rejected"
 
 
 class _Unauthorized(Exception):
     """The upstream answered 401: the key may have been rotated."""
+
+    upstream_request_id: str | None = None
 
 
 class Upstream:
@@ -87,7 +102,7 @@ class Upstream:
         session = self._pool()
         if self._headers_for is not creds:
             headers = {
-                "Authorization": f"Bearer {creds.api_key}",
+                **_key_header(self._settings, creds.api_key),
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "Accept-Encoding": "identity",
@@ -171,16 +186,16 @@ class Upstream:
         params = {k: v for k, v in params.items() if k not in CALLER_FIELDS}
         try:
             return await self._send(creds, url, params, caller, timeout)
-        except _Unauthorized:
+        except _Unauthorized as refused:
             if not self._credentials.refreshable:
-                raise _upstream_auth(401) from None
+                raise _upstream_auth(401, refused) from None
             fresh = await self._credentials.refreshed(creds)
             if fresh is creds:  # re-read moments ago already: the key is simply wrong
-                raise _upstream_auth(401) from None
+                raise _upstream_auth(401, refused) from None
             try:
                 return await self._send(fresh, url, params, caller, timeout)
-            except _Unauthorized:
-                raise _upstream_auth(401) from None
+            except _Unauthorized as again:
+                raise _upstream_auth(401, again) from None
 
     async def read_answer(self, response: aiohttp.ClientResponse) -> bytes:
         """The whole body of a non-streamed answer, within the limit `open` was given."""
@@ -235,23 +250,59 @@ class Upstream:
             body = b""
         finally:
             response.close()
-        if status == 401:
-            raise _Unauthorized
-        if status == 403:
-            raise _upstream_auth(403)
-        # The upstream's answer is the cause; its body is not logged (an auth error quotes
-        # part of the key, a rejection may quote the prompt).
-        log.warning("upstream answered HTTP %d", status)
-        if status == 429:
-            retry_after = response.headers.get("retry-after")
-            raise RelayError(
-                UPSTREAM_RATE_LIMITED,
-                "the model is rate limited; retry later",
-                headers={"Retry-After": retry_after} if retry_after else None,
-            )
-        if status >= 500:
-            raise RelayError(UPSTREAM_ERROR, f"the model's server failed (HTTP {status})")
-        raise UpstreamRejected(status, body, f"the model rejected the request (HTTP {status})")
+        refusal = _refusal(status, response.headers, body)
+        refusal.upstream_request_id = upstream_request_id(response)
+        raise refusal
+
+
+def _refusal(status: int, headers: Any, body: bytes) -> RelayError | _Unauthorized:
+    """What an upstream answer of `status` (not 2xx) means for the relay."""
+    if status == 401:
+        return _Unauthorized()
+    if status == 403:
+        return _upstream_auth(403)
+    # The upstream's answer is the cause; its body is not logged (an auth error quotes
+    # part of the key, a rejection may quote the prompt).
+    log.warning("upstream answered HTTP %d", status)
+    if status == 429:
+        retry_after = headers.get("retry-after")
+        return RelayError(
+            UPSTREAM_RATE_LIMITED,
+            "the model is rate limited; retry later",
+            headers={"Retry-After": retry_after} if retry_after else None,
+        )
+    if status >= 500:
+        return RelayError(UPSTREAM_ERROR, f"the model's server failed (HTTP {status})")
+    if _error_code(body) == "model_not_found":
+        return UpstreamRejected(
+            status, body, "the model is not available upstream", kind=MODEL_UNAVAILABLE
+        )
+    return UpstreamRejected(status, body, f"the model rejected the request (HTTP {status})")
+
+
+def _error_code(body: bytes) -> object:
+    """The `error.code` of an OpenAI error body, or None."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def upstream_request_id(response: aiohttp.ClientResponse) -> str | None:
+    """OpenAI's id of its answer (`x-request-id`), what its support asks for; at most 200
+    printable characters of it, as a header from any compatible server may hold anything."""
+    value = response.headers.get("x-request-id")
+    if not value or len(value) > 200 or not value.isprintable():
+        return None
+    return value
+
+
+def _key_header(settings: Settings, api_key: str) -> dict[str, str]:
+    """The key as the upstream wants it: OpenAI's bearer, or Azure OpenAI's `api-key`."""
+    if settings.openai_key_header == "api-key":
+        return {"api-key": api_key}
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 def _environment_proxy(url: str) -> str | None:
@@ -266,9 +317,11 @@ def _environment_proxy(url: str) -> str | None:
     return proxies[scheme]
 
 
-def _upstream_auth(status: int) -> RelayError:
+def _upstream_auth(status: int, refused: _Unauthorized | None = None) -> RelayError:
     log.warning("upstream answered HTTP %d to the relay's key", status)
-    return RelayError(UPSTREAM_AUTH, "the model provider rejected the relay's key")
+    error = RelayError(UPSTREAM_AUTH, "the model provider rejected the relay's key")
+    error.upstream_request_id = refused.upstream_request_id if refused else None
+    return error
 
 
 _WHOLE_ANSWER_LATE = "the model's answer did not come before the function's time limit"

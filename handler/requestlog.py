@@ -48,6 +48,8 @@ class RequestLog:
     caller: str = "anonymous"
     caller_arn: str | None = None  # an IAM caller's full ARN (`caller` is keyed by its role)
     trace_id: str | None = None  # the invocation's X-Ray trace id, on Lambda
+    # The upstream's id of its answer (OpenAI's `x-request-id`): what OpenAI's support asks for.
+    upstream_request_id: str | None = None
     started: float = field(default_factory=time.perf_counter)
     status: int | None = None
     model: str | None = None

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     openai_secret_id: str | None = None
     openai_api_key: str | None = Field(default=None, repr=False)
     openai_base_url: str | None = None
+    openai_key_header: Literal["authorization", "api-key"] = Field(
+        default="authorization",
+        description="How the key goes upstream: `authorization` (`Bearer <key>`, OpenAI and "
+        "most compatible servers) or `api-key` (Azure OpenAI's v1 API).",
+    )
     default_model: str = "gpt-5.4-mini"
     allowed_models: Annotated[list[str], NoDecode] = []
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -154,7 +159,12 @@ class Settings(BaseSettings):
     jwt_leeway_s: int = Field(
         default=30, ge=0, le=60, description="Sign-in: clock skew allowed on `exp` and `nbf`."
     )
-    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Origins the app answers CORS for, preflights included. The template sets "
+        "it only for the REST API door: a function URL answers CORS itself, from its own "
+        "settings, and the app's headers would come twice.",
+    )
     page_relay_url: str | None = Field(
         default=None,
         description="The one other relay the demo page may call (its Settings endpoint): its "
@@ -173,8 +183,7 @@ class Settings(BaseSettings):
     )
     aws_lambda_function_name: str | None = Field(
         default=None,
-        description="Set by Lambda itself: the function's name. When present the app is on "
-        "Lambda, where the function URL's CORS settings apply instead of CORS_ORIGINS.",
+        description="Set by Lambda itself: the function's name (the app is on Lambda).",
     )
     relay_runtime_debug: bool = Field(
         default=False,

@@ -51,7 +51,11 @@ def transformed(template: dict | None = None, **parameters: str) -> dict:
     `samtranslator.translator.transform.transform` does, with the region given, not looked up)."""
     template = copy.deepcopy(template or TEMPLATE)
     for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
+        # (a packaged template's own CodeUri, an S3 location, stays)
+        if (
+            resource["Type"] == "AWS::Serverless::Function"
+            and resource["Properties"].get("CodeUri") == "."
+        ):
             resource["Properties"]["CodeUri"] = "s3://artifacts/relay.zip"
     parameters = dict(parameters)
     to_py27_compatible_template(template, parameters)
@@ -125,6 +129,9 @@ def evaluate(cfn: dict, parameters: dict[str, str]) -> dict:
             if key == "Fn::Split":
                 separator, text = argument[0], resolve(argument[1])
                 return text.split(separator) if isinstance(text, str) else node
+            if key == "Fn::Select":
+                index, items = int(resolve(argument[0])), resolve(argument[1])
+                return items[index] if isinstance(items, list) else node
         return {k: r for k, v in node.items() if (r := resolve(v)) is not _NO_VALUE}
 
     result = dict(cfn)

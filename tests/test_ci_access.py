@@ -42,6 +42,7 @@ def context(environment: str) -> dict[str, str]:
     return {
         "iam:PassedToService": "lambda.amazonaws.com",
         "iam:PermissionsBoundary": boundary_arn(environment),
+        "aws:ResourceAccount": ACCOUNT,
     }
 
 
@@ -89,11 +90,10 @@ NOT_NEEDED = {
     "lambda:GetCodeSigningConfig": "no code signing config",
     "lambda:PutProvisionedConcurrencyConfig": "no provisioned concurrency (it costs by the hour)",
     "lambda:DeleteProvisionedConcurrencyConfig": "no provisioned concurrency",
-    "codedeploy:CreateDeployment": "no gradual deployment (DeploymentPreference)",
-    "codedeploy:GetDeployment": "no gradual deployment",
-    "codedeploy:GetDeploymentConfig": "no gradual deployment",
-    "codedeploy:GetDeploymentGroup": "no gradual deployment",
-    "codedeploy:StopDeployment": "no gradual deployment",
+    "codedeploy:RegisterOnPremisesInstance": "no on-premises instances (Lambda deployments)",
+    "apigateway:UpdateRestApiPolicy": "no resource policy on the REST API",
+    "wafv2:GetPermissionPolicy": "no WAF policy shared with other accounts",
+    "wafv2:PutPermissionPolicy": "no WAF policy shared with other accounts",
     "logs:AssociateKmsKey": "no customer key on the log group",
     "logs:DisassociateKmsKey": "no customer key on the log group",
     "logs:PutDataProtectionPolicy": "no data protection policy",
@@ -110,6 +110,38 @@ NOT_NEEDED = {
     "iam:DeleteRolePermissionsBoundary": "never: it would lift the boundary",
 }
 
+# WAF association handlers list the calls for every kind of resource a web ACL can protect;
+# the relay associates one with its REST API stage only.
+NOT_NEEDED |= {
+    permission: "the web ACL protects a REST API stage only"
+    for permission in (
+        "amplify:AssociateWebACL",
+        "amplify:DisassociateWebACL",
+        "amplify:GetWebACLForResource",
+        "apprunner:AssociateWebAcl",
+        "apprunner:DescribeWebAclForService",
+        "apprunner:DisassociateWebAcl",
+        "appsync:AssociateWebACL",
+        "appsync:DisassociateWebACL",
+        "appsync:GetWebACLForResource",
+        "appsync:SetWebACL",
+        "bedrock-agentcore:GatewayAssociateWebACL",
+        "bedrock-agentcore:GatewayDisassociateWebACL",
+        "bedrock-agentcore:GatewayGetWebACLForResource",
+        "cognito-idp:AssociateWebACL",
+        "cognito-idp:DisassociateWebACL",
+        "cognito-idp:GetWebACLForResource",
+        "ec2:AssociateVerifiedAccessInstanceWebAcl",
+        "ec2:DescribeVerifiedAccessInstanceWebAclAssociations",
+        "ec2:DisassociateVerifiedAccessInstanceWebAcl",
+        "ec2:GetVerifiedAccessInstanceWebAcl",
+        "elasticloadbalancing:CreateWebACLAssociation",
+        "elasticloadbalancing:DeleteWebACLAssociation",
+        "elasticloadbalancing:GetLoadBalancerWebACL",
+        "elasticloadbalancing:SetWebACL",
+    )
+}
+
 # What `sam deploy` itself calls, besides what CloudFormation's handlers call.
 SAM_DEPLOY = [
     "cloudformation:CreateChangeSet",
@@ -121,10 +153,14 @@ SAM_DEPLOY = [
 ]
 
 
-def ci_stack(template: dict | None = None) -> dict:
+def ci_stack(template: dict | None = None, rest_api_door: str = "true") -> dict:
     return evaluate(
         template or CI_ACCESS,
-        {"GitHubRepository": REPOSITORY, "ArtifactBucket.Arn": BUCKET_ARN},
+        {
+            "GitHubRepository": REPOSITORY,
+            "ArtifactBucket.Arn": BUCKET_ARN,
+            "RestApiDoor": rest_api_door,
+        },
     )
 
 
@@ -132,12 +168,23 @@ def role(environment: str) -> dict:
     return ci_stack()["Resources"][f"{environment.title()}DeployRole"]["Properties"]
 
 
-def deploy_policy(environment: str, template: dict | None = None) -> list[dict]:
-    """The deploy policy as IAM applies it to this environment's role (by the role's tag)."""
-    document = ci_stack(template)["Resources"]["DeployPolicy"]["Properties"]["PolicyDocument"]
+def deploy_policy(
+    environment: str, template: dict | None = None, rest_api_door: str = "true"
+) -> list[dict]:
+    """The deploy policies as IAM applies them to this environment's role (by the role's tag):
+    the deploy policy, and the REST API door's when the CI stack grants it."""
+    resources = ci_stack(template, rest_api_door)["Resources"]
+    found = statements(resources["DeployPolicy"]["Properties"]["PolicyDocument"])
+    rest = resources.get("RestApiDeployPolicy")
+    if rest is not None:
+        assert {r["Ref"] for r in rest["Properties"]["Roles"]} == {
+            "DevDeployRole",
+            "ProdDeployRole",
+        }
+        found += statements(rest["Properties"]["PolicyDocument"])
     tags = {tag["Key"]: tag["Value"] for tag in role(environment)["Tags"]}
     assert tags == {"relay-environment": environment}
-    return as_principal(statements(document), tags)
+    return as_principal(found, tags)
 
 
 def boundary_policy(environment: str) -> list[dict]:
@@ -148,6 +195,28 @@ def boundary_policy(environment: str) -> list[dict]:
 def examples(permission: str, stack: str) -> list[str]:
     """The ARNs a handler's call with this permission authorizes against, for `stack`."""
     service = permission.split(":")[0]
+    if service == "codedeploy":
+        if permission == "codedeploy:GetDeploymentConfig":
+            return [
+                f"arn:aws:codedeploy:{REGION}:{ACCOUNT}:deploymentconfig:CodeDeployDefault.LambdaAllAtOnce"
+            ]
+        application = f"{stack}-ServerlessDeploymentApplication-1A2B3C"
+        return [
+            f"arn:aws:codedeploy:{REGION}:{ACCOUNT}:application:{application}",
+            f"arn:aws:codedeploy:{REGION}:{ACCOUNT}:deploymentgroup:{application}/"
+            f"{stack}-RelayFunctionDeploymentGroup-4D5E6F",
+        ]
+    if permission == "apigateway:SetWebACL":
+        return [f"arn:aws:apigateway:{REGION}::/restapis/a1b2c3d4e5/stages/live"]
+    if service == "apigateway":
+        # API Gateway's ids are random: nothing in them names the stack.
+        return [
+            f"arn:aws:apigateway:{REGION}::/restapis/a1b2c3d4e5",
+            f"arn:aws:apigateway:{REGION}::/restapis/a1b2c3d4e5/stages/live",
+            f"arn:aws:apigateway:{REGION}::/usageplans/x9y8z7",
+        ]
+    if service == "wafv2":
+        return [f"arn:aws:wafv2:{REGION}:{ACCOUNT}:regional/webacl/relay/0a1b2c3d"]
     if permission == "lambda:GetLayerVersion":
         return [f"arn:aws:lambda:{REGION}:753240598075:layer:LambdaAdapterLayerArm64:25"]
     alarm = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{stack}-ErrorsAlarm-1A2B3C"
@@ -175,7 +244,7 @@ def examples(permission: str, stack: str) -> list[str]:
         ],
         "cloudwatch": [alarm],
         "dynamodb": [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{stack}-quota"],
-        "s3": [f"{BUCKET_ARN}/{stack}/0123456789abcdef"],
+        "s3": [f"{BUCKET_ARN}/{stack}/packages/0a1b2c3/0123456789abcdef"],
         "cloudformation": [f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{stack}/0a1b2c3d"],
     }.get(service, [f"arn:aws:{service}:{REGION}:{ACCOUNT}:unknown/{stack}"])
 
@@ -186,7 +255,14 @@ def resource_types() -> frozenset[str]:
     combinations = [
         {},
         {"UrlAuthType": "AWS_IAM", "StreamingMode": "lwa", "EnableSnapStart": "true"},
-        {"TokenAlarmPerHour": "1000000"},
+        {"TokenAlarmPerHour": "1000000", "Tracing": "Active"},
+        {
+            "FrontDoor": "RestApi",
+            "AllowedOrigins": "https://chat.example.com",
+            "WebAclArn": f"arn:aws:wafv2:{REGION}:{ACCOUNT}:regional/webacl/relay/0a1b2c3d",
+            "DomainName": "chat.example.com",
+            "CertificateArn": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/1234abcd-12ab",
+        },
         {
             "OpenAISecretArn": (
                 f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:chat-relay-dev/x-AbCdEf"
@@ -259,11 +335,18 @@ def test_neither_role_can_touch_the_other_environment(environment, other):
     shared = {
         "s3:GetObject",
         "s3:GetObjectVersion",
-        "s3:PutObject",
         "s3:ListBucket",  # listed by the quota table's handlers (for imports we never do)
         "lambda:GetLayerVersion",
+        "codedeploy:GetDeploymentConfig",  # AWS's predefined configurations
     }
-    assert {p for p, _ in reachable} <= shared | UNSCOPABLE
+    # With the REST API door granted: API Gateway's ids name no stack (docs/deploy.md).
+    rest_door = {p for p in REST_API_DOOR if p.startswith(("apigateway:", "wafv2:"))}
+    assert {p for p, _ in reachable} <= shared | UNSCOPABLE | rest_door
+    without_rest_door = deploy_policy(environment, rest_api_door="false")
+    assert not any(allows(without_rest_door, p, arn) for p in rest_door for arn in examples(p, "x"))
+    # Neither writes a package of the other, or the other's uploads.
+    other_upload = f"{BUCKET_ARN}/{STACK_OF[other]}/packages/0a1b2c3/0123456789abcdef"
+    assert not allows(policy, "s3:PutObject", other_upload)
     secret = examples("secretsmanager:x", STACK_OF[other])[0]
     assert not allows(policy, "secretsmanager:GetSecretValue", secret)
     # Its function roles only with its own boundary, never the other's (which reads the
@@ -273,11 +356,16 @@ def test_neither_role_can_touch_the_other_environment(environment, other):
     assert allows(policy, "iam:CreateRole", own_role, context(environment))
 
 
-def test_the_package_bucket_keeps_every_version():
+def test_the_package_bucket_keeps_versions_by_count_not_age():
+    """A rollback needs the package of the version it returns to, however old: nothing current
+    expires, and an overwritten key keeps its last versions whatever their age."""
     bucket = ci_stack()["Resources"]["ArtifactBucket"]["Properties"]
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
-    [rule] = bucket["LifecycleConfiguration"]["Rules"]
-    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 30
+    rules = bucket["LifecycleConfiguration"]["Rules"]
+    assert not any("ExpirationInDays" in r or "ExpirationDate" in r for r in rules)
+    [kept] = [r for r in rules if "NoncurrentVersionExpiration" in r]
+    assert int(kept["NoncurrentVersionExpiration"]["NewerNoncurrentVersions"]) >= 5
+    assert CI_ACCESS["Parameters"]["PackageVersionsKept"]["Default"] >= 5
 
 
 def test_the_template_creates_only_resource_types_the_role_was_checked_for():
@@ -293,6 +381,17 @@ def test_the_template_creates_only_resource_types_the_role_was_checked_for():
         "AWS::CloudWatch::Alarm",
         "AWS::CloudWatch::Dashboard",
         "AWS::DynamoDB::Table",
+        "AWS::CodeDeploy::Application",
+        "AWS::CodeDeploy::DeploymentGroup",
+        "AWS::ApiGateway::RestApi",
+        "AWS::ApiGateway::Deployment",
+        "AWS::ApiGateway::Stage",
+        "AWS::ApiGateway::ApiKey",
+        "AWS::ApiGateway::UsagePlan",
+        "AWS::ApiGateway::UsagePlanKey",
+        "AWS::ApiGateway::DomainName",
+        "AWS::ApiGateway::BasePathMapping",
+        "AWS::WAFv2::WebACLAssociation",
     }
 
 
@@ -355,7 +454,21 @@ def test_the_deploy_role_cannot_widen_its_own_access(environment):
     assert not allows(policy, "iam:PassRole", function_role, to_ec2)
 
 
+REST_API_DOOR = {
+    "apigateway:GET",
+    "apigateway:POST",
+    "apigateway:PUT",
+    "apigateway:PATCH",
+    "apigateway:DELETE",
+    "apigateway:SetWebACL",
+    "wafv2:AssociateWebACL",
+    "wafv2:DisassociateWebACL",
+    "wafv2:GetWebACL",
+    "wafv2:GetWebACLForResource",
+}
+
 UNSCOPABLE = {
+    "codedeploy:ListApplications",
     "secretsmanager:GetRandomPassword",
     "cloudformation:ValidateTemplate",
     "logs:DescribeLogGroups",
@@ -376,10 +489,10 @@ def function_needs(environment: str) -> list[tuple[str, str, dict]]:
     secret = examples("secretsmanager:x", stack)[0]
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     boundary = boundary_arn(environment).rsplit("/", 1)[1]
-    cfn = deployed(PermissionsBoundaryName=boundary, SecretKmsKeyArn=key)
+    cfn = deployed(PermissionsBoundaryName=boundary, SecretKmsKeyArn=key, Tracing="Active")
     table = examples("dynamodb:x", stack)[0]
     cfn = evaluate(cfn, {"OpenAISecret": secret, "QuotaTable.Arn": table, "AWS::StackName": stack})
-    [role] = of_type(cfn, "AWS::IAM::Role").values()
+    role = cfn["Resources"]["RelayFunctionRole"]
     assert role["Properties"]["ManagedPolicyArns"] == [
         "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
     ]
@@ -388,10 +501,18 @@ def function_needs(environment: str) -> list[tuple[str, str, dict]]:
         ("logs:CreateLogStream", f"{group}:*", {}),
         ("logs:PutLogEvents", f"{group}:log-stream:2026/01/01/[$LATEST]0123abcd", {}),
     ]
-    for policy in role["Properties"]["Policies"]:
-        for statement in statements(policy["PolicyDocument"]):
-            context = {k: v for t in statement.get("Condition", {}).values() for k, v in t.items()}
-            needs += [(statement["Action"], statement["Resource"], context)]
+    # CodeDeploy's role for the gradual deployment is capped by the same boundary.
+    for name in ("RelayFunctionRole", "RelayDeploymentRole"):
+        for policy in cfn["Resources"][name]["Properties"]["Policies"]:
+            for statement in statements(policy["PolicyDocument"]):
+                context = {
+                    k: v for t in statement.get("Condition", {}).values() for k, v in t.items()
+                }
+                for action in as_list(statement["Action"]):
+                    for resource in as_list(statement["Resource"]):
+                        # (`deployed` named the stack chat-relay-dev in its own Subs)
+                        resource = resource.replace("chat-relay-dev", stack)
+                        needs += [(action, resource.replace("*", "1A2B"), context)]
     return needs
 
 
@@ -403,6 +524,9 @@ def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(environment
         "secretsmanager:GetSecretValue",
         "kms:Decrypt",
         "dynamodb:UpdateItem",
+        "xray:PutTraceSegments",
+        "lambda:UpdateAlias",
+        "cloudwatch:DescribeAlarms",
     }
     for action, resource, context in needs:
         assert allows(boundary, action, resource, context), (action, resource)
@@ -424,6 +548,26 @@ def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(environment
         boundary, "dynamodb:UpdateItem", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/payments"
     )
     assert not allows(boundary, "dynamodb:Scan", own_table)
+
+
+@pytest.mark.parametrize(("environment", "other"), [("dev", "prod"), ("prod", "dev")])
+def test_a_trust_policy_changes_only_on_bounded_roles_inside_the_account(environment, other):
+    """Who may assume a role is its trust policy: neither deploy role may rewrite one except on
+    a role that carries its own environment's boundary, in this account."""
+    policy = deploy_policy(environment)
+    [own_role] = examples("iam:x", STACK_OF[environment])
+    action = "iam:UpdateAssumeRolePolicy"
+    assert allows(policy, action, own_role, context(environment))
+    assert not allows(policy, action, own_role)  # no boundary on the role
+    assert not allows(policy, action, own_role, context(other))  # the other's boundary
+    elsewhere = context(environment) | {"aws:ResourceAccount": "210987654321"}
+    assert not allows(policy, action, own_role, elsewhere)
+    for statement in policy:
+        if action in as_list(statement["Action"]) or "iam:*" in as_list(statement["Action"]):
+            assert set(statement["Condition"]["StringEquals"]) == {
+                "iam:PermissionsBoundary",
+                "aws:ResourceAccount",
+            }
 
 
 def test_samconfig_deploys_each_stack_with_its_environments_boundary():

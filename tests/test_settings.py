@@ -19,13 +19,19 @@ def _preflight(settings: Settings) -> httpx.Response:
     return asgi_request(create_app(settings), "OPTIONS", "/chat", headers=headers)
 
 
-@pytest.mark.parametrize(("function_name", "served"), [(None, True), ("relay", False)])
-def test_cors_origins_apply_only_off_lambda(function_name, served):
+@pytest.mark.parametrize("function_name", [None, "relay"])
+def test_cors_origins_apply_wherever_they_are_set(function_name):
+    """Off Lambda, and on Lambda behind the REST API (the template gives CORS_ORIGINS to that
+    door only: a function URL answers CORS from its own settings)."""
     settings = Settings(
         _env_file=None,
         openai_api_key=TEST_KEY,
         cors_origins=ORIGIN,
         aws_lambda_function_name=function_name,
     )
-    allowed = _preflight(settings).headers.get("access-control-allow-origin")
-    assert (allowed == ORIGIN) is served
+    assert _preflight(settings).headers.get("access-control-allow-origin") == ORIGIN
+
+
+def test_without_cors_origins_the_relay_sends_no_cors_headers():
+    settings = Settings(_env_file=None, openai_api_key=TEST_KEY, aws_lambda_function_name="relay")
+    assert "access-control-allow-origin" not in _preflight(settings).headers

@@ -225,11 +225,27 @@ def test_native_mode_runs_our_runtime_without_the_adapter():
     assert os.access(ROOT / "handler" / "bin" / "streaming-runtime", os.X_OK)
 
 
-def test_lwa_mode_defaults_to_lambda_web_adapter_1_0():
-    function = deployed(StreamingMode="lwa")["Resources"]["RelayFunction"]["Properties"]
+@pytest.mark.parametrize(("architecture", "layer"), [("arm64", "Arm64"), ("x86_64", "X86")])
+def test_lwa_mode_defaults_to_lambda_web_adapter_1_1(architecture, layer):
+    """Layer version 30 is 1.1.0 for both architectures (29 was skipped)."""
+    cfn = deployed(StreamingMode="lwa", Architecture=architecture)
+    function = cfn["Resources"]["RelayFunction"]["Properties"]
     assert function["Layers"] == [
-        "arn:aws:lambda:us-east-1:753240598075:layer:LambdaAdapterLayerArm64:27"
+        f"arn:aws:lambda:us-east-1:753240598075:layer:LambdaAdapterLayer{layer}:30"
     ]
+
+
+def test_lwa_mode_with_snapstart_asks_the_adapter_for_its_after_restore_hook():
+    """Lambda Web Adapter 1.1.0 calls the app after a SnapStart restore, before any traffic;
+    handler/lwa.py serves that path (tests/test_lwa_snapstart.py)."""
+    from handler.lwa import AFTER_RESTORE_PATH
+
+    variables = deployed(StreamingMode="lwa", EnableSnapStart="true")["Resources"]
+    variables = variables["RelayFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH"] == AFTER_RESTORE_PATH
+    for other in ({"StreamingMode": "lwa"}, {"EnableSnapStart": "true"}):
+        variables = deployed(**other)["Resources"]["RelayFunction"]["Properties"]
+        assert "AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH" not in variables["Environment"]["Variables"]
 
 
 @pytest.mark.parametrize(("architecture", "layer"), [("arm64", "Arm64"), ("x86_64", "X86")])
@@ -310,7 +326,11 @@ def test_the_secret_the_stack_creates_is_refused_until_the_key_is_put_in():
 def test_alarms_cover_errors_throttles_and_p99_duration():
     topic = "arn:aws:sns:us-east-1:123456789012:relay-alarms"
     alarms = of_type(deployed(AlarmTopicArn=topic), "AWS::CloudWatch::Alarm").values()
-    metrics = {a["Properties"]["MetricName"]: a["Properties"] for a in alarms}
+    metrics = {
+        a["Properties"]["MetricName"]: a["Properties"]
+        for a in alarms
+        if a["Properties"].get("Namespace") == "AWS/Lambda"
+    }
     assert set(metrics) == {"Errors", "Throttles", "Duration"}
     assert metrics["Duration"]["ExtendedStatistic"] == "p99"
     for alarm in metrics.values():
@@ -318,16 +338,22 @@ def test_alarms_cover_errors_throttles_and_p99_duration():
         assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "RelayFunction"}}]
     for alarm in of_type(deployed(), "AWS::CloudWatch::Alarm").values():
         assert "AlarmActions" not in alarm["Properties"]  # no topic: alarms without actions
+    for alarm in of_type(deployed(AlarmTopicArn=topic), "AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["AlarmActions"] == [topic]
 
 
 def test_the_function_role_carries_the_boundary_when_one_is_named():
+    """Both roles the stack makes: the function's and CodeDeploy's (the CI role may create
+    roles only with its boundary)."""
     cfn = deployed(PermissionsBoundaryName="chat-relay-dev-function-boundary")
-    [role] = of_type(cfn, "AWS::IAM::Role").values()
-    assert role["Properties"]["PermissionsBoundary"] == (
-        "arn:aws:iam::123456789012:policy/chat-relay-dev-function-boundary"
-    )
-    [role] = of_type(deployed(), "AWS::IAM::Role").values()
-    assert "PermissionsBoundary" not in role["Properties"]
+    roles = of_type(cfn, "AWS::IAM::Role")
+    assert set(roles) == {"RelayFunctionRole", "RelayDeploymentRole"}
+    for role in roles.values():
+        assert role["Properties"]["PermissionsBoundary"] == (
+            "arn:aws:iam::123456789012:policy/chat-relay-dev-function-boundary"
+        )
+    for role in of_type(deployed(), "AWS::IAM::Role").values():
+        assert "PermissionsBoundary" not in role["Properties"]
 
 
 def test_every_parameter_is_described_bounded_and_used():
@@ -341,8 +367,12 @@ def test_every_parameter_is_described_bounded_and_used():
 
 def test_outputs():
     always = {"SecretArn", "FunctionName", "LogGroupName", "QuotaTableName", "DashboardUrl"}
-    assert set(deployed()["Outputs"]) == always | {"FunctionUrl"}
-    assert set(deployed(FrontDoor="RestApi")["Outputs"]) == always | {"RestApiUrl", "RestApiKeyId"}
+    topic = {"AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:relay-alarms"}
+    assert set(deployed(**topic)["Outputs"]) == always | {"FunctionUrl"}
+    rest = deployed(FrontDoor="RestApi", **topic)["Outputs"]
+    assert set(rest) == always | {"RestApiUrl", "RestApiKeyId"}
+    # Without a topic, every deploy says so (tests/test_alarms.py).
+    assert set(deployed()["Outputs"]) == always | {"FunctionUrl", "AlarmTopicMissing"}
     with_domain = deployed(FrontDoor="RestApi", DomainName="chat.example.com", CertificateArn=CERT)
     assert with_domain["Outputs"]["RestApiUrl"]["Value"] == "https://chat.example.com/"
     assert "RestApiDomainTarget" in with_domain["Outputs"]
@@ -367,7 +397,7 @@ def test_the_quota_table_is_on_demand_keyed_by_pk_with_ttl():
 
 
 def test_the_function_may_only_update_items_of_its_quota_table():
-    [role] = of_type(deployed(), "AWS::IAM::Role").values()
+    role = deployed()["Resources"]["RelayFunctionRole"]
     found = [
         s
         for policy in role["Properties"]["Policies"]
@@ -391,8 +421,10 @@ def test_limits_and_the_metrics_namespace_come_from_parameters():
     assert int(defaults["RATE_LIMIT_PER_MINUTE"]) > 0 and int(defaults["TOKEN_BUDGET_PER_DAY"]) > 0
 
 
-def test_the_token_alarm_exists_only_when_a_threshold_is_set_and_notifies_the_topic():
-    assert "TokensPerHourAlarm" not in deployed()["Resources"]
+def test_the_token_alarm_is_on_by_default_off_only_at_zero_and_notifies_the_topic():
+    assert "TokensPerHourAlarm" not in deployed(TokenAlarmPerHour="0")["Resources"]
+    default = deployed()["Resources"]["TokensPerHourAlarm"]["Properties"]
+    assert int(default["Threshold"]) == TEMPLATE["Parameters"]["TokenAlarmPerHour"]["Default"] > 0
     topic = "arn:aws:sns:us-east-1:123456789012:relay-alarms"
     cfn = deployed(TokenAlarmPerHour="2000000", AlarmTopicArn=topic)
     alarm = cfn["Resources"]["TokensPerHourAlarm"]["Properties"]
@@ -556,6 +588,8 @@ def test_managed_instances_run_the_function_on_a_capacity_provider_in_the_given_
     [url] = of_type(cfn, "AWS::Lambda::Url").values()
     assert url["Properties"]["TargetFunctionArn"] == {"Ref": "RelayFunctionOnInstancesAliaslive"}
     for alarm in of_type(cfn, "AWS::CloudWatch::Alarm").values():
-        assert alarm["Properties"]["Dimensions"][0]["Value"] == {"Ref": "RelayFunctionOnInstances"}
+        if alarm["Properties"].get("Namespace") == "AWS/Lambda":
+            value = alarm["Properties"]["Dimensions"][0]["Value"]
+            assert value == {"Ref": "RelayFunctionOnInstances"}
     # Off by default.
     assert of_type(deployed(), "AWS::Lambda::CapacityProvider") == {}
