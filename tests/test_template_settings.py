@@ -25,6 +25,7 @@ LOCAL_ONLY = {
     "openai_api_key": "a key in a variable is for local runs; on Lambda it is in the secret",
     "client_tokens": "with a secret (always, on Lambda) its `client_tokens` apply instead",
     "aws_endpoint_url_dynamodb": "another DynamoDB endpoint, for moto in local runs and tests",
+    "openapi_docs": "a deployed relay does not describe itself; docs/openapi.json is the copy",
 }
 # Settings Lambda itself sets in the function's environment.
 SET_BY_LAMBDA = {
