@@ -94,7 +94,6 @@ SSE_WIRE, TEXT_WIRE, PASSTHROUGH_WIRE = SseWire(), TextWire(), PassthroughWire()
 RESPONSES_WIRE = ResponsesWire()
 DEADLINE_MARGIN_S = 1.0
 LAMBDA_MAX_TIMEOUT_S = 900.0
-T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -150,33 +149,40 @@ async def _admit(request: Request, caller: Caller, reserve_tokens: int) -> None:
 Admitted = Annotated[Caller, Depends(admit)]
 
 
-def admitted_after(check: Callable[..., Awaitable[T]]) -> Any:
-    """A dependency that runs `check` (the body against the cost policy), then `admit`: the
-    last step before the upstream call, so a request the policy refuses (and init's warm-up
-    request, which is one) uses none of the caller's limit. `check`'s failure, a body that
-    does not fit its model included, skips the admission."""
+class RelayCall(NamedTuple):
+    """A checked model request: who is calling, the body as sent, what goes upstream."""
+
+    caller: Caller
+    data: dict[str, Any]
+    params: dict[str, Any]
+    record: RequestLog
+
+
+def admitted_after(check: Callable[..., Awaitable[RelayCall]]) -> Any:
+    """A dependency that runs `check` (the route's body: its model, then the cost policy),
+    then `admit`: the last step before the upstream call, so a request the policy refuses (and
+    init's warm-up request, which is one) uses none of the caller's limit. `check`'s failure,
+    a body that does not fit its model included, skips the admission."""
 
     async def checked_and_admitted(
-        request: Request, checked: Annotated[T, Depends(check)], caller: CallerDep
-    ) -> T:
+        request: Request, call: Annotated[RelayCall, Depends(check)]
+    ) -> RelayCall:
         # A model request reserves its worst case (prompt and completion limit), so a stream
-        # cut short is charged what it may have cost; a route of your own reserves nothing.
-        reserve = 0
-        if isinstance(checked, RelayCall):
-            reserve = worst_case_tokens(checked.params, caller.state.settings)
-        await _admit(request, caller, reserve)
-        return checked
+        # cut short is charged what it may have cost (handler/quota.py settles it).
+        reserve = worst_case_tokens(call.params, call.caller.state.settings)
+        await _admit(request, call.caller, reserve)
+        return call
 
     return Depends(checked_and_admitted)
 
 
-async def json_body(request: Request, caller: CallerDep) -> dict[str, Any]:
-    """The request body as the relay takes it, once the caller is known: `application/json`
-    within `MAX_BODY_BYTES`, a JSON object (415, 413, 400 otherwise)."""
+async def read_json_body(request: Request, settings: Settings) -> dict[str, Any]:
+    """The request body as the relay takes it: `application/json` within `MAX_BODY_BYTES`, a
+    JSON object (415, 413, 400 otherwise). Read only once the caller is known."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise RelayError(UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
-    limit = caller.state.settings.max_body_bytes
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _body_too_large(limit)
@@ -194,32 +200,35 @@ def _body_too_large(limit: int) -> RelayError:
     return RelayError(BODY_TOO_LARGE, f"the body is over {limit} bytes")
 
 
-JsonBody = Annotated[dict[str, Any], Depends(json_body)]
+def as_model(model: type[M], data: dict[str, Any]) -> M:
+    """`data` as `model`, or FastAPI's `RequestValidationError` (the error table's
+    `invalid_request`, naming the field).
+
+    A route's model is checked here, not declared as a FastAPI body parameter: FastAPI would
+    then read and parse the body before any dependency, so before the caller is known and
+    without the relay's size limit, and its parameter fields import `pydantic.v1` during init.
+    The OpenAPI document names the model all the same (`request_body`)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
 
 
 def body_as(model: type[M]) -> Any:
-    """A dependency: the JSON body checked against `model`, or FastAPI's
-    `RequestValidationError` (the error table's `invalid_request`, naming the field).
+    """A dependency for routes of your own: the JSON body as `model`, read once the caller is
+    known (`identify`), within `MAX_BODY_BYTES`."""
 
-    The model is not declared as a FastAPI body parameter: FastAPI would then read and parse
-    the body before any dependency, so before the caller is known and without the relay's
-    size limit, and its parameter fields import `pydantic.v1` during init. The OpenAPI
-    document names the model all the same (`request_body`)."""
+    async def read_body(request: Request, caller: CallerDep) -> M:
+        return as_model(model, await read_json_body(request, caller.state.settings))
 
-    async def checked_body(data: JsonBody) -> M:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_input=False)
-            raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in errors]
-            ) from None
-
-    return Depends(checked_body)
+    return Depends(read_body)
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI `requestBody` of a route whose body is `body_as(model)`."""
+    """The OpenAPI `requestBody` of a route whose body is checked against `model`."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
@@ -240,66 +249,52 @@ class RelayRoute(APIRoute):
         return scope
 
 
-class RelayCall(NamedTuple):
-    """A checked model request: who is calling and what goes upstream."""
-
-    caller: Caller
-    params: dict[str, Any]
-    record: RequestLog
-
-
-def _checked(request: Request, caller: Caller, params: dict[str, Any]) -> RelayCall:
+def _checked(
+    request: Request, caller: Caller, data: dict[str, Any], params: dict[str, Any]
+) -> RelayCall:
     record = request_log(request.scope)
     record.model = params["model"]
     if caller.state.settings.log_prompts:
         # Chat Completions' prompt, or the Responses API's.
         record.prompt = params.get("messages", params.get("input"))
-    return RelayCall(caller, params, record)
+    return RelayCall(caller, data, params, record)
 
 
-async def checked_chat(
-    request: Request, body: Annotated[ChatRequest, body_as(ChatRequest)], caller: CallerDep
-) -> RelayCall:
-    """`/chat`'s body, as its model and under the cost policy."""
-    params = chat_upstream_params(body, caller.state.settings, events=_wants_sse(request))
-    return _checked(request, caller, params)
+# Each route's body, one dependency after `identify`: read, checked against the route's model,
+# then against the cost policy (handler/policy.py), which builds the upstream request. The
+# policy reads the body as sent, which is what goes upstream; the model has typed what it reads.
 
 
-async def checked_ui_chat(
-    request: Request,
-    body: Annotated[UiChatRequest, body_as(UiChatRequest)],
-    data: JsonBody,
-    caller: CallerDep,
-) -> RelayCall:
-    """`/api/chat`'s UI messages, checked as the `/chat` body they amount to. (`body` is the
-    model's check; the conversion reads `data`, the same body as sent.)"""
-    chat_body = chat_body_from_ui_messages(data)
-    chat = validated(ChatRequest.model_validate, chat_body)
-    return _checked(request, caller, chat_upstream_params(chat, caller.state.settings))
+async def checked_chat(request: Request, caller: CallerDep) -> RelayCall:
+    """`/chat`'s body."""
+    data = await read_json_body(request, caller.state.settings)
+    chat = as_model(ChatRequest, data)
+    params = chat_upstream_params(chat, caller.state.settings, events=_wants_sse(request))
+    return _checked(request, caller, data, params)
 
 
-async def checked_completions(
-    request: Request,
-    body: Annotated[ChatCompletionsRequest, body_as(ChatCompletionsRequest)],
-    data: JsonBody,
-    caller: CallerDep,
-) -> RelayCall:
-    """A Chat Completions body, as its model and under the cost policy. The policy reads
-    `data`, the body as sent, which is what goes upstream; `body` has typed what it reads."""
+async def checked_ui_chat(request: Request, caller: CallerDep) -> RelayCall:
+    """`/api/chat`'s UI messages, checked as the `/chat` body they amount to."""
+    data = await read_json_body(request, caller.state.settings)
+    as_model(UiChatRequest, data)
+    chat = validated(ChatRequest.model_validate, chat_body_from_ui_messages(data))
+    return _checked(request, caller, data, chat_upstream_params(chat, caller.state.settings))
+
+
+async def checked_completions(request: Request, caller: CallerDep) -> RelayCall:
+    """A Chat Completions body."""
+    data = await read_json_body(request, caller.state.settings)
+    as_model(ChatCompletionsRequest, data)
     params = completions_upstream_params(data, caller.state.settings)
-    return _checked(request, caller, params)
+    return _checked(request, caller, data, params)
 
 
-async def checked_responses(
-    request: Request,
-    body: Annotated[ResponsesRequest, body_as(ResponsesRequest)],
-    data: JsonBody,
-    caller: CallerDep,
-) -> RelayCall:
-    """A Responses API body, as its model and under the cost policy; `data` as for Chat
-    Completions."""
+async def checked_responses(request: Request, caller: CallerDep) -> RelayCall:
+    """A Responses API body."""
+    data = await read_json_body(request, caller.state.settings)
+    as_model(ResponsesRequest, data)
     params = responses_upstream_params(data, caller.state.settings)
-    return _checked(request, caller, params)
+    return _checked(request, caller, data, params)
 
 
 def _wants_sse(request: Request) -> bool:
@@ -384,13 +379,11 @@ async def chat(
         {"text/event-stream": _TEXT},
     ),
 )
-async def ui_chat(
-    call: Annotated[RelayCall, admitted_after(checked_ui_chat)], data: JsonBody
-) -> Response:
+async def ui_chat(call: Annotated[RelayCall, admitted_after(checked_ui_chat)]) -> Response:
     """The Vercel AI SDK's `useChat`: UI messages in, its UI message stream out, under the
     `/chat` policy."""
     deltas = await _open_chat(call)
-    wire = UiMessageStreamWire(response_message_id(data, call.record.request_id))
+    wire = UiMessageStreamWire(response_message_id(call.data, call.record.request_id))
     return await _stream(wire, deltas, call.record, call.caller.state.settings)
 
 
@@ -412,13 +405,11 @@ async def _open_chat(call: RelayCall) -> ChatDeltas:
     ),
 )
 async def chat_completions(
-    call: Annotated[RelayCall, admitted_after(checked_completions)],
-    data: JsonBody,
-    request: Request,
+    call: Annotated[RelayCall, admitted_after(checked_completions)], request: Request
 ) -> Response:
     """OpenAI's Chat Completions; streamed bytes pass through unchanged."""
     settings = call.caller.state.settings
-    drop_usage = not caller_asked_for_usage(data)
+    drop_usage = not caller_asked_for_usage(call.data)
 
     def chunks(response: aiohttp.ClientResponse) -> StreamSource[bytes]:
         return PassthroughBytes(response, settings, drop_usage_chunk=drop_usage)
@@ -668,7 +659,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.relay.quota.close()
 
 
-# The models the OpenAPI document's components describe: the bodies (`body_as`) and errors.
+# The models the OpenAPI document's components describe: the bodies and the errors.
 DOCUMENTED_MODELS = (
     ChatRequest,
     UiChatRequest,
@@ -735,7 +726,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.relay = RelayState(settings)
     app.state.relay.access.log_startup()
-    app.include_router(router)
+    # The relay's routes as the app's own, not `include_router`'s: FastAPI 0.163 includes a
+    # router lazily, deriving the included routes' context on every request (about 130 Python
+    # calls per request more, counted by bench/work.py's method).
+    app.router.routes.extend(router.routes)
     app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins:
         # Off Lambda, and on Lambda behind the REST API, the only door the template gives
