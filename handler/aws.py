@@ -16,6 +16,7 @@ import datetime
 import email.utils
 import io
 import logging
+import os
 import random
 import re
 import ssl
@@ -95,14 +96,17 @@ class CredentialChain:
     """The SDKs' default credential chain, as awscrt builds it: the environment's keys (Lambda),
     a profile's keys, role or `credential_process`, web identity, container credentials
     (`AWS_CONTAINER_CREDENTIALS_FULL_URI` and its token: ECS, and Lambda after a SnapStart
-    restore) or EC2's instance metadata; cached, and refreshed before they expire. The CRT has
-    no SSO provider, so an SSO profile (a laptop) falls through to botocore's chain, imported
-    then and only then. One chain per process (`CREDENTIALS`), for every AWS call."""
+    restore) or EC2's instance metadata; cached, and fetched again before they expire. The CRT
+    has no SSO provider: where the environment names no keys and no container credentials (a
+    laptop) and the CRT's chain finds nothing, botocore's chain is asked (imported then, and
+    only then). One chain per process (`CREDENTIALS`), for every AWS call."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._provider: Any = None
         self._bootstrap: Any = None
+        self._sdk_session: Any = None
+        self.sdk_only = False  # the CRT's chain found nothing and botocore's did
 
     def provider(self) -> Any:
         """awscrt's `AwsCredentialsProvider` (built on first use: it imports awscrt)."""
@@ -114,38 +118,49 @@ class CredentialChain:
                 if self._bootstrap is None:
                     group = EventLoopGroup(1)  # the thread that fetches remote credentials
                     self._bootstrap = ClientBootstrap(group, DefaultHostResolver(group))
-                self._provider = AwsCredentialsProvider.new_chain(
-                    [
-                        AwsCredentialsProvider.new_default_chain(self._bootstrap),
-                        AwsCredentialsProvider.new_delegate(_sdk_credentials),
-                    ]
-                )
+                self._provider = AwsCredentialsProvider.new_default_chain(self._bootstrap)
             return self._provider
+
+    def may_ask_the_sdk(self) -> bool:
+        """Whether botocore's chain may find what the CRT's did not: not where the environment
+        names the credentials (Lambda, ECS), so that a passing failure there is retried, not
+        answered with botocore's import at the function's CPU share."""
+        return not any(
+            os.environ.get(name)
+            for name in (
+                "AWS_ACCESS_KEY_ID",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            )
+        )
+
+    def sdk_provider(self) -> Any:
+        """botocore's chain's current credentials as a CRT provider (a blocking call: a refresh
+        may call AWS), or None when it has none either."""
+        from awscrt.auth import AwsCredentialsProvider
+
+        with self._lock:
+            if self._sdk_session is None:
+                import botocore.session
+
+                self._sdk_session = botocore.session.Session()
+            session = self._sdk_session
+        found = session.get_credentials()
+        if found is None:
+            return None
+        frozen = found.get_frozen_credentials()
+        self.sdk_only = True
+        return AwsCredentialsProvider.new_static(frozen.access_key, frozen.secret_key, frozen.token)
 
     def renew(self) -> None:
         """Forget the cached credentials and which source they came from: after a SnapStart
-        restore the container credentials' address and token are new."""
+        restore the container credentials' address and token may be new."""
         with self._lock:
             self._provider = None
+            self.sdk_only = False
 
 
 CREDENTIALS = CredentialChain()
-_sdk_session: Any = None
-
-
-def _sdk_credentials() -> Any:
-    """botocore's chain, for what the CRT's lacks (SSO): only reached when the CRT's found none."""
-    global _sdk_session
-    import botocore.session
-    from awscrt.auth import AwsCredentials
-
-    if _sdk_session is None:
-        _sdk_session = botocore.session.Session()
-    found = _sdk_session.get_credentials()
-    if found is None:
-        raise RuntimeError("no AWS credentials in any source of the SDKs' chain")
-    frozen = found.get_frozen_credentials()
-    return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 
 # --- Calls and retries --------------------------------------------------------------------------
@@ -322,7 +337,10 @@ class AwsJsonClient:
         if abs(skew - self._skew_s) < MIN_CLOCK_SKEW_S:
             return False
         log.warning(
-            "%s: our clock is %.0f s off the service's; correcting", self.service.title, -skew
+            "%s: our clock is %.0f s %s the service's; signing with its time",
+            self.service.title,
+            abs(skew),
+            "behind" if skew > 0 else "ahead of",
         )
         self._skew_s = skew
         return True
@@ -330,8 +348,31 @@ class AwsJsonClient:
     async def _signed(self, target: str, body: bytes) -> list[tuple[str, str]]:
         """The request's headers, signed by awscrt (a credential fetch, when one is due, runs
         on the CRT's thread while the event loop goes on)."""
-        from awscrt.auth import AwsSigningConfig, aws_sign_request
         from awscrt.exceptions import AwsCrtError
+
+        chain = self._credentials
+        failure = "no credentials"
+        if not chain.sdk_only:
+            try:
+                return await self._signed_with(chain.provider(), target, body)
+            except (AwsCrtError, RuntimeError) as exc:
+                # The CRT names the failure (`AWS_AUTH_CREDENTIALS_PROVIDER_CHAIN_SOURCE_FAILURE`);
+                # its messages carry no key.
+                failure = getattr(exc, "name", None) or type(exc).__name__
+                if not chain.may_ask_the_sdk():
+                    raise AwsCallFailed(f"no AWS credentials to sign with: {failure}") from exc
+        try:
+            provider = await asyncio.to_thread(chain.sdk_provider)
+        except Exception as exc:  # botocore's own failures: name the kind, never a key
+            raise AwsCallFailed(
+                f"no AWS credentials to sign with: {failure}; botocore: {type(exc).__name__}"
+            ) from exc
+        if provider is None:
+            raise AwsCallFailed(f"no AWS credentials to sign with: {failure}, nor in botocore's")
+        return await self._signed_with(provider, target, body)
+
+    async def _signed_with(self, provider: Any, target: str, body: bytes) -> list[tuple[str, str]]:
+        from awscrt.auth import AwsSigningConfig, aws_sign_request
         from awscrt.http import HttpHeaders, HttpRequest
 
         parts = urllib.parse.urlsplit(self.url)
@@ -348,17 +389,12 @@ class AwsJsonClient:
             io.BytesIO(body),
         )
         config = AwsSigningConfig(
-            credentials_provider=self._credentials.provider(),
+            credentials_provider=provider,
             region=self._aws.region or "us-east-1",
             service=self.service.name,
             date=datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self._skew_s),
         )
-        try:
-            await asyncio.wrap_future(aws_sign_request(request, config))
-        except AwsCrtError as exc:
-            # The CRT names the failure (`AWS_AUTH_CREDENTIALS_PROVIDER_CHAIN_SOURCE_FAILURE`);
-            # its messages carry no key.
-            raise AwsCallFailed(f"no AWS credentials to sign with: {exc.name}") from exc
+        await asyncio.wrap_future(aws_sign_request(request, config))
         return list(request.headers)
 
     async def _post(
