@@ -9,6 +9,7 @@ import datetime
 import email.utils
 import json
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -54,7 +55,8 @@ class FakeAws:
     calls: list[Call] = field(default_factory=list)
     url: str = ""
 
-    def start(self) -> FakeAws:
+    def start(self, tls: ssl.SSLContext | None = None) -> FakeAws:
+        """Serve on a loopback port: plain HTTP, or HTTPS with the server context `tls`."""
         fake = self
 
         class Handler(LoopbackHandler):
@@ -66,8 +68,11 @@ class FakeAws:
                 self.answer(200, b"healthy")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_port}"
         return self
 
     def stop(self) -> None:
@@ -190,3 +195,45 @@ class ContainerCredentials:
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.url,
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
         }
+
+
+def self_signed_certificate(directory) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for 127.0.0.1 with a certificate of its own making, and the path of
+    that certificate (the CA bundle a client must be given to trust it)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake aws")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "fake-aws.pem", directory / "fake-aws.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context, str(cert_path)
