@@ -429,9 +429,15 @@ class AwsJsonClient:
 
     async def preconnect(self) -> bool:
         """Open the pool and one kept-alive connection before a request needs it (init, where
-        the TCP and TLS handshakes run at full CPU): `GET /`, unsigned; any answer will do."""
+        the TCP and TLS handshakes run at full CPU): `GET /`, unsigned; any answer will do. The
+        credential chain is built and asked once too, so the first signature finds them cached."""
         if self.url is None:
             return False
+        if not self._credentials.sdk_only:
+            try:
+                await asyncio.wrap_future(self._credentials.provider().get_credentials())
+            except Exception as exc:  # the first call reports it, with its retries
+                log.info("%s: no AWS credentials yet: %s", self.service.title, type(exc).__name__)
         try:
             async with self._pool().get(self.url, proxy=self._proxy, ssl=self._tls) as response:
                 await response.read()
