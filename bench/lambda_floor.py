@@ -1,8 +1,9 @@
 """The floor of the Lambda-shaped benchmark: a Lambda runtime made of the standard library alone.
 
 `python -m bench.lambda_floor` reads the key from Secrets Manager at init (one `GetSecretValue`
-POST with the standard library, unsigned: moto checks no signature, and the floor measures the
-machine, not a signer; the relay signs with awscrt) and relays each function URL
+POST with the standard library, unsigned: moto checks no signature, only routes by the service
+its `Authorization` header names, and the floor measures the machine, not a signer; the relay
+signs with awscrt) and relays each function URL
 event's prompt to the upstream, one SSE frame per upstream line, over Lambda's streaming
 response: the least any relay can do. `python -m bench.lambda_floor handler.app:handler` is
 instead a stand-in for the managed Python runtime: it imports the handler and posts its buffered
@@ -77,6 +78,9 @@ def read_secret(endpoint: str, secret_id: str) -> str:
         {
             "content-type": "application/x-amz-json-1.1",
             "x-amz-target": "secretsmanager.GetSecretValue",
+            # The credential scope moto routes by; no signature (moto checks none).
+            "authorization": "AWS4-HMAC-SHA256 Credential=floor/20260101/us-east-1/"
+            "secretsmanager/aws4_request, SignedHeaders=host, Signature=unsigned",
         },
     )
     answer = connection.getresponse()

@@ -270,7 +270,8 @@ class AwsJsonClient:
             raise AwsCallFailed("no AWS region (AWS_REGION) and no endpoint URL")
         body = orjson.dumps(request)
         deadline = time.monotonic() + self.service.budget_s
-        attempt, cause, corrected = 1, "no attempt", False
+        attempt, cause = 1, "no attempt"
+        skew_corrected = credentials_renewed = False  # each at most once per call
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -296,11 +297,11 @@ class AwsJsonClient:
                         raise AwsCallFailed("HTTP 200 with an unreadable answer") from None
                 code = error_code(answer)
                 cause = f"HTTP {status} ({code})"
-                if not corrected and self._corrected(code, date):
-                    corrected = True
+                if not skew_corrected and self._corrected(code, date):
+                    skew_corrected = True
                     continue  # signed again with the service's time: not an attempt of its own
-                if not corrected and code in EXPIRED_CREDENTIALS_ERRORS:
-                    corrected = True
+                if not credentials_renewed and code in EXPIRED_CREDENTIALS_ERRORS:
+                    credentials_renewed = True
                     log.warning("%s: credentials expired; renewing them", self.service.title)
                     self._credentials.renew()
                     continue

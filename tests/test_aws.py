@@ -4,7 +4,6 @@ variant is the one botocore's endpoint rules give."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import re
@@ -20,6 +19,7 @@ from botocore.endpoint_provider import EndpointProvider
 from handler.aws import PARTITIONS, AwsEnvironment, AwsJsonClient, error_code, regional_endpoint
 from handler.dynamodb import UPDATE_ITEM, dynamodb_service
 from handler.secretsmanager import GET_SECRET_VALUE, SECRETS_MANAGER
+from tests.helpers import run_coroutine
 
 BOTOCORE_DATA = Path(botocore.__file__).parent / "data"
 CALLS = [
@@ -30,7 +30,7 @@ CALLS = [
 
 def signed_by_awscrt(service, target: str, request: dict, url: str) -> dict[str, str]:
     client = AwsJsonClient(service, AwsEnvironment(region="eu-west-1", endpoint_url=url))
-    return dict(asyncio.run(client._signed(target, json.dumps(request).encode())))
+    return dict(run_coroutine(client._signed(target, json.dumps(request).encode())))
 
 
 @pytest.mark.parametrize(("service", "target", "request_body"), CALLS, ids=["secrets", "dynamodb"])

@@ -4,7 +4,6 @@ or recovers on command (tests/aws_fakes.py): counted at the fake, nothing patche
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import replace
 
@@ -13,6 +12,7 @@ import pytest
 from handler.aws import MAX_ATTEMPTS, AwsCallFailed, AwsEnvironment, AwsJsonClient, CredentialChain
 from handler.dynamodb import UPDATE_ITEM, DynamoDB, DynamoDBFailed, dynamodb_service
 from tests.aws_fakes import ContainerCredentials, FakeAws
+from tests.helpers import run_coroutine
 from tests.test_quota import dead_endpoint
 
 ITEM = {"TableName": "quota", "Key": {"pk": {"S": "quota#x"}}}
@@ -61,7 +61,7 @@ def calls(client: AwsJsonClient, count: int = 1) -> list[str]:
         await client.close()
         return outcomes
 
-    return asyncio.run(run())
+    return run_coroutine(run())
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_quota_failures_name_their_cause_and_conditions_are_answers(fake_aws):
             await dynamodb.close()
         return "ok"
 
-    assert asyncio.run(admit()) == "HTTP 503 (InternalFailure), after 3 attempts"
+    assert run_coroutine(admit()) == "HTTP 503 (InternalFailure), after 3 attempts"
 
 
 def test_container_credentials_sign_and_an_expired_token_renews_them(fake_aws, container):

@@ -4,7 +4,6 @@ fake AWS endpoint (tests/aws_fakes.py) and a forward proxy on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,7 +14,7 @@ from handler.aws import AwsEnvironment, AwsJsonClient
 from handler.dynamodb import UPDATE_ITEM, dynamodb_service
 from handler.settings import aws_environment
 from tests.aws_fakes import FakeAws, self_signed_certificate
-from tests.helpers import LoopbackHandler, loopback_server
+from tests.helpers import LoopbackHandler, loopback_server, run_coroutine
 
 ITEM = {"TableName": "quota", "Key": {"pk": {"S": "quota#x"}}}
 
@@ -45,7 +44,7 @@ def update_item(client: AwsJsonClient) -> dict:
         finally:
             await client.close()
 
-    return asyncio.run(call())
+    return run_coroutine(call())
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from handler.credentials import CredentialStore, CredentialsUnavailable
 from handler.settings import Settings
 from tests.aws_fakes import ContainerCredentials, FakeAws
 from tests.conftest import TEST_KEY
+from tests.helpers import run_coroutine
 from tests.test_runtime_concurrency import DEFAULT_MODEL, completions_event
 
 SECRET_ID = "relay/openai"
@@ -56,13 +57,13 @@ def test_concurrent_readers_of_a_cold_cache_share_one_call(fake_aws):
     async def twenty_at_once() -> list[str]:
         return await asyncio.gather(*(outcome(credentials) for _ in range(20)))
 
-    assert asyncio.run(twenty_at_once()) == [TEST_KEY] * 20
+    assert run_coroutine(twenty_at_once()) == [TEST_KEY] * 20
     assert reads(fake_aws) == 1
 
 
 def test_a_throttled_read_is_retried(fake_aws):
     fake_aws.script = deque(["ThrottlingException", 503])
-    assert asyncio.run(outcome(store())) == TEST_KEY
+    assert run_coroutine(outcome(store())) == TEST_KEY
     assert [c.code for c in fake_aws.targets("GetSecretValue")] == [
         "ThrottlingException",
         "InternalFailure",
@@ -79,21 +80,21 @@ def test_an_outage_costs_one_read_per_retry_interval_not_one_per_request(fake_aw
         later = [await outcome(credentials) for _ in range(10)]  # within the interval
         return first + later
 
-    assert asyncio.run(requests_during_an_outage()) == ["503"] * 20
+    assert run_coroutine(requests_during_an_outage()) == ["503"] * 20
     assert reads(fake_aws) == 3  # one read: its three attempts
     time.sleep(0.6)
     fake_aws.fail_always = None
-    assert asyncio.run(outcome(credentials)) == TEST_KEY  # after the interval: read again
+    assert run_coroutine(outcome(credentials)) == TEST_KEY  # after the interval: read again
     assert reads(fake_aws) == 4
     assert any("after 3 attempts" in r.getMessage() for r in caplog.records)
 
 
 def test_a_failed_refresh_keeps_the_last_good_key_for_secret_stale_s_then_503(fake_aws, caplog):
     credentials = store(secret_ttl_s=0.2, secret_retry_after_s=0.3, secret_stale_s=1.5)
-    assert asyncio.run(outcome(credentials)) == TEST_KEY
+    assert run_coroutine(outcome(credentials)) == TEST_KEY
     fake_aws.fail_always = 503
     time.sleep(0.3)  # past the TTL: the refresh fails, the last good key serves
-    assert asyncio.run(outcome(credentials)) == TEST_KEY
+    assert run_coroutine(outcome(credentials)) == TEST_KEY
     stale = [r.getMessage() for r in caplog.records if "SecretServedStale" in r.getMessage()]
     assert len(stale) == 1
     line = json.loads(stale[0])
@@ -102,19 +103,19 @@ def test_a_failed_refresh_keeps_the_last_good_key_for_secret_stale_s_then_503(fa
         {"Name": "SecretServedStale", "Unit": "Count"}
     ]
     calls_then = reads(fake_aws)
-    assert asyncio.run(outcome(credentials)) == TEST_KEY  # remembered: no read, still served
+    assert run_coroutine(outcome(credentials)) == TEST_KEY  # remembered: no read, still served
     assert reads(fake_aws) == calls_then
     time.sleep(1.6)  # past SECRET_STALE_S
-    assert asyncio.run(outcome(credentials)) == "503"
+    assert run_coroutine(outcome(credentials)) == "503"
     fake_aws.fail_always = None
     fake_aws.secrets[SECRET_ID] = ROTATED_KEY
     time.sleep(0.35)
-    assert asyncio.run(outcome(credentials)) == ROTATED_KEY
+    assert run_coroutine(outcome(credentials)) == ROTATED_KEY
 
 
 def test_without_a_good_key_a_failed_read_is_503(fake_aws):
     fake_aws.fail_always = "AccessDeniedException"
-    assert asyncio.run(outcome(store())) == "503"
+    assert run_coroutine(outcome(store())) == "503"
     assert reads(fake_aws) == 1  # an error that is an answer is not retried
 
 
