@@ -146,8 +146,8 @@ def test_after_restore_randomness_is_reseeded(upstream):
 def test_without_keys_in_the_environment_the_sdk_reads_the_secret(
     start_with_secret, runtime_api, secrets, upstream, tmp_path
 ):
-    """Lambda always has keys in the environment; elsewhere boto3's credential chain (here a
-    shared credentials file) is used through Powertools."""
+    """Lambda has keys or container credentials in the environment; elsewhere the SDKs' chain
+    (here a shared credentials file, read by awscrt) signs the read."""
     arn = secrets.create_secret(Name="relay-test/sdk-read", SecretString=TEST_KEY)["ARN"]
     profile = tmp_path / "credentials"
     profile.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
