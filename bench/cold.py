@@ -115,7 +115,8 @@ class CpuQuota:
         group = self.groups.get(memory_mb)
         if group is not None:
             return group
-        group = self.root / f"relay-bench-{memory_mb}mb"
+        # One group per run: two runs at once on a shared machine must not remove each other's.
+        group = self.root / f"relay-bench-{memory_mb}mb-{os.getpid()}"
         group.mkdir(exist_ok=True)
         quota = round(CFS_PERIOD_US * memory_mb / ONE_CPU_MB)
         if self.version == 1:

@@ -1,7 +1,9 @@
 """The floor of the Lambda-shaped benchmark: a Lambda runtime made of the standard library alone.
 
-`python -m bench.lambda_floor` reads the key from Secrets Manager at init (with the relay's own
-signed request, handler/secretsmanager.py, standard library too) and relays each function URL
+`python -m bench.lambda_floor` reads the key from Secrets Manager at init (one `GetSecretValue`
+POST with the standard library, unsigned: moto checks no signature, only routes by the service
+its `Authorization` header names, and the floor measures the machine, not a signer; the relay
+signs with awscrt) and relays each function URL
 event's prompt to the upstream, one SSE frame per upstream line, over Lambda's streaming
 response: the least any relay can do. `python -m bench.lambda_floor handler.app:handler` is
 instead a stand-in for the managed Python runtime: it imports the handler and posts its buffered
@@ -17,9 +19,6 @@ import os
 import sys
 import urllib.parse
 
-from handler.aws import AwsEnvironment
-from handler.secretsmanager import get_secret_value
-
 API_PREFIX = "/2018-06-01/runtime"
 PRELUDE = json.dumps({"statusCode": 200, "headers": {"content-type": "text/event-stream"}})
 
@@ -29,7 +28,7 @@ class Relay:
 
     def __init__(self, runtime: str) -> None:
         self.runtime = runtime
-        self.key = get_secret_value(aws_environment(), os.environ["OPENAI_SECRET_ID"])
+        self.key = read_secret(os.environ["AWS_ENDPOINT_URL"], os.environ["OPENAI_SECRET_ID"])
         base = urllib.parse.urlsplit(os.environ["OPENAI_BASE_URL"])
         self.upstream = http.client.HTTPConnection(base.netloc, timeout=30)
         self.upstream.connect()  # as the relay does at init
@@ -69,16 +68,27 @@ class Relay:
         out.close()
 
 
-def aws_environment() -> AwsEnvironment:
-    """The SDK's variables (handler/settings.py has the same, but imports pydantic)."""
-    env = os.environ
-    return AwsEnvironment(
-        env.get("AWS_ACCESS_KEY_ID"),
-        env.get("AWS_SECRET_ACCESS_KEY"),
-        env.get("AWS_SESSION_TOKEN"),
-        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-        env.get("AWS_ENDPOINT_URL"),
+def read_secret(endpoint: str, secret_id: str) -> str:
+    """The secret's `SecretString` from Secrets Manager's JSON protocol at `endpoint` (moto)."""
+    connection = http.client.HTTPConnection(urllib.parse.urlsplit(endpoint).netloc, timeout=10)
+    connection.request(
+        "POST",
+        "/",
+        json.dumps({"SecretId": secret_id}),
+        {
+            "content-type": "application/x-amz-json-1.1",
+            "x-amz-target": "secretsmanager.GetSecretValue",
+            # The credential scope moto routes by; no signature (moto checks none).
+            "authorization": "AWS4-HMAC-SHA256 Credential=floor/20260101/us-east-1/"
+            "secretsmanager/aws4_request, SignedHeaders=host, Signature=unsigned",
+        },
     )
+    answer = connection.getresponse()
+    value = json.loads(answer.read())
+    connection.close()
+    if answer.status != 200:
+        raise RuntimeError(f"GetSecretValue: HTTP {answer.status}")
+    return value["SecretString"]
 
 
 def _chunk(connection: http.client.HTTPConnection, data: bytes) -> None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from handler.aws import AwsEnvironment
 from handler.errors import CREDENTIALS_UNAVAILABLE, RelayError
-from handler.secretsmanager import SecretReadFailed, get_secret_value
+from handler.metrics import embedded_count
+from handler.secretsmanager import SecretReadFailed, SecretsManager
 from handler.settings import Settings, aws_environment
 
 log = logging.getLogger("relay.credentials")
@@ -129,23 +129,27 @@ def _checked_key(api_key: str) -> str:
 class CredentialStore:
     """Credentials for one process: from `OPENAI_API_KEY` locally, else the cached secret.
 
-    The value is kept for `SECRET_TTL_S`, so a warm request makes no Secrets Manager call. With
-    AWS keys in the environment (always so on Lambda) it is read by one signed request
-    (secretsmanager.py); otherwise through Powertools' SecretsProvider (boto3's credential chain).
+    The value is kept for `SECRET_TTL_S`, so a warm request makes no Secrets Manager call; it is
+    read with the SDKs' credential chain (secretsmanager.py). A failed read is remembered for
+    `SECRET_RETRY_AFTER_S`: during an outage the process calls Secrets Manager once per that
+    interval, not once per request (requests meanwhile get the last good value, or the 503).
+    While a refresh fails, the last good value keeps serving for up to `SECRET_STALE_S` past
+    its TTL (logged, and counted in a metric), then 503.
     Client tokens come from one place: `CLIENT_TOKENS` with `OPENAI_API_KEY`, the secret's
     `client_tokens` otherwise (then `CLIENT_TOKENS` is ignored, and the app says so at startup).
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._provider = None  # Powertools, when the environment has no AWS keys
-        self._aws: AwsEnvironment | None = None
-        self._parsed: tuple[object, Credentials] | None = None
+        self._secrets: SecretsManager | None = None
+        self._parsed: tuple[object, Credentials] | None = None  # the last good value, read
         self._fresh_until = 0.0
+        self._read_at: float | None = None  # wall clock: a SnapStart restore must see the age
+        self._failure: str | None = None  # the last failed read's reason, while remembered
+        self._failed_until = 0.0
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
         self._reading: asyncio.Future[Credentials] | None = None
-        self._read_at: float | None = None  # wall clock: a SnapStart restore must see the age
         if settings.openai_api_key:
             self._static = Credentials(
                 api_key=settings.openai_api_key,
@@ -159,27 +163,33 @@ class CredentialStore:
     def refreshable(self) -> bool:
         return self._static is None
 
-    def get(self, refresh: bool = False) -> Credentials:
-        """The credentials, reading the secret when the cache is stale (a blocking call)."""
+    async def read(self) -> Credentials:
+        """One Secrets Manager read, its outcome remembered: the new value, or after a failure
+        the last good one while it may still serve, or `CredentialsUnavailable`."""
         if self._static is not None:
             return self._static
         try:
-            raw = self._read_secret(refresh)
-            if self._parsed is None or self._parsed[0] is not raw:
-                self._parsed = (raw, parse_secret(raw))
+            raw = await self._read_secret()
+            self._parsed = (raw, parse_secret(raw))
         except CredentialsUnavailable as exc:
             # The one place this failure is logged: the reason names the cause, never the value.
             log.error("credentials unavailable: %s", exc.reason)
-            raise
+            self._failure = exc.reason
+            self._failed_until = time.monotonic() + self._settings.secret_retry_after_s
+            return self._last_good(exc.reason, just_failed=True)
+        self._failure = None
         self._fresh_until = time.monotonic() + self._settings.secret_ttl_s
         self._read_at = time.time()
         return self._parsed[1]
 
     def adopt(self, other: CredentialStore) -> None:
-        """Take over the client and the value `other` (a store for the same settings) has read:
-        the runtime reads the secret in a thread while the app's modules are still importing."""
-        self._provider, self._aws, self._parsed = other._provider, other._aws, other._parsed
-        self._fresh_until, self._read_at = other._fresh_until, other._read_at
+        """Take over the value `other` (a store for the same settings) has read: the runtime
+        reads the secret in a thread while the app's modules are still importing."""
+        self._parsed, self._fresh_until, self._read_at = (
+            other._parsed,
+            other._fresh_until,
+            other._read_at,
+        )
 
     def older_than_ttl(self) -> bool:
         """True when the secret was read longer than `SECRET_TTL_S` ago by the wall clock, which
@@ -189,18 +199,20 @@ class CredentialStore:
         return time.time() - self._read_at > self._settings.secret_ttl_s
 
     async def aget(self) -> Credentials:
-        """`get` for the event loop: a cached value at once, a Secrets Manager read in a thread
-        (so one slow read never stalls the other streams of the process)."""
+        """The credentials: a cached value at once; else one Secrets Manager read on the event
+        loop, shared by every request that needs it meanwhile."""
         if self._static is not None:
             return self._static
         if self._parsed is not None and time.monotonic() < self._fresh_until:
             return self._parsed[1]
+        if self._failure is not None and time.monotonic() < self._failed_until:
+            return self._last_good(self._failure, just_failed=False)
         # One read at a time: many invocations at once on a cold or stale cache (Lambda Managed
         # Instances) share it instead of each calling Secrets Manager. Shielded, so a caller
         # that goes away does not cancel the read the others wait for.
         reading = self._reading
         if reading is None or reading.done():
-            reading = self._reading = asyncio.ensure_future(asyncio.to_thread(self.get))
+            reading = self._reading = asyncio.ensure_future(self.read())
         return await asyncio.shield(reading)
 
     async def refreshed(self, rejected: Credentials) -> Credentials:
@@ -215,37 +227,46 @@ class CredentialStore:
                 return current or rejected
             log.info("upstream answered 401; re-reading the secret")
             try:
-                return await asyncio.to_thread(self.get, True)
+                return await self.read()
             finally:
                 self._refreshed_at = time.monotonic()
 
-    def _read_secret(self, refresh: bool) -> str | bytes | None:
+    def _last_good(self, reason: str, just_failed: bool) -> Credentials:
+        """The last good value while `SECRET_STALE_S` past its TTL has not run out (a
+        rotation-time failure keeps the relay serving); else the failure as a 503."""
+        stale_for = self._stale_for()
+        if stale_for is None or stale_for > self._settings.secret_stale_s:
+            raise CredentialsUnavailable(reason)
+        if just_failed:  # once per failed read, not once per request served meanwhile
+            log.warning(secret_stale_line(self._settings.metrics_namespace, stale_for))
+        return self._parsed[1]
+
+    def _stale_for(self) -> float | None:
+        """Seconds the last good value is past its TTL (wall clock, so time on a SnapStart
+        shelf counts), or None without one."""
+        if self._parsed is None or self._read_at is None:
+            return None
+        return max(0.0, time.time() - self._read_at - self._settings.secret_ttl_s)
+
+    async def _read_secret(self) -> str | bytes:
         secret_id = self._settings.openai_secret_id
         if not secret_id:
             raise CredentialsUnavailable("neither OPENAI_SECRET_ID nor OPENAI_API_KEY is set")
-        if self._aws is None:
-            self._aws = aws_environment()
-        if self._aws.signs:
-            # The keys Lambda gives every function: one signed request, no SDK to import.
-            try:
-                return get_secret_value(self._aws, secret_id)
-            except SecretReadFailed as exc:
-                raise CredentialsUnavailable(f"reading the secret failed: {exc}") from exc
+        if self._secrets is None:
+            self._secrets = SecretsManager(aws_environment())
         try:
-            if self._provider is None:
-                # Imported here: boto3 costs ~0.3 s of import time that most runs skip.
-                from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
-                self._provider = SecretsProvider()
-            return self._provider.get(
-                secret_id, max_age=int(self._settings.secret_ttl_s), force_fetch=refresh
-            )
-        except Exception as exc:  # any SDK or network failure: report its kind, never its payload
-            raise CredentialsUnavailable(_describe_failure(exc)) from exc
+            return await self._secrets.get_secret_value(secret_id)
+        except SecretReadFailed as exc:
+            raise CredentialsUnavailable(f"reading the secret failed: {exc}") from exc
 
 
-def _describe_failure(exc: BaseException) -> str:
-    """The SDK or network failure's class and message (Powertools wraps it in its own error).
-    Neither carries the secret's value: the read failed, so there is none."""
-    cause = exc.__cause__ or exc.__context__ or exc
-    return f"reading the secret failed: {type(cause).__name__}: {cause}"
+def secret_stale_line(namespace: str, stale_for_s: float) -> str:
+    """The log line of a failed refresh answered with the last good value: its words, and a
+    CloudWatch embedded-metric document (`SecretServedStale`), as the request lines are."""
+    return orjson.dumps(
+        {
+            "message": "refreshing the secret failed; serving the last good value, "
+            f"{stale_for_s:.0f} s past SECRET_TTL_S",
+            **embedded_count(namespace, "SecretServedStale"),
+        }
+    ).decode()

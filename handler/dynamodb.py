@@ -1,4 +1,5 @@
-"""DynamoDB's `UpdateItem` as one SigV4-signed POST on the event loop, over aiohttp.
+"""DynamoDB's `UpdateItem` on the event loop, through handler/aws.py (awscrt signs, aiohttp
+carries, retries as the SDKs' standard mode).
 
 The quota check sits before every first token, so it is one HTTP round trip and a few tens of
 microseconds of signing: no boto3 to import at init, no worker thread, no SDK serialisation per
@@ -7,26 +8,11 @@ call. Only `quota.py` calls this.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import urllib.parse
-from dataclasses import replace
 from typing import Any
 
-import aiohttp
-import orjson
+from handler.aws import AwsCallFailed, AwsEnvironment, AwsJsonClient, JsonService
 
-from handler.aws import AwsEnvironment, JsonApi, error_code
-
-DYNAMODB = JsonApi("dynamodb", "application/x-amz-json-1.0")
 UPDATE_ITEM = "DynamoDB_20120810.UpdateItem"
-# A dropped connection, a timeout, a 5xx or a throttle is tried once more, as the SDK's
-# standard retry mode would.
-ATTEMPTS = 2
-THROTTLES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
-THROTTLE_PAUSE_S = 0.05  # at most, jittered: the SDK backs off before it retries a throttle
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -44,24 +30,37 @@ class ConditionFailed(Exception):
         self.item = item
 
 
+def dynamodb_service(
+    connect_timeout_s: float, read_timeout_s: float, budget_s: float
+) -> JsonService:
+    """DynamoDB's JSON protocol with these waits; pauses between attempts start under 25 ms
+    (the SDKs' base delay for DynamoDB) and double."""
+    return JsonService(
+        "dynamodb",
+        "DynamoDB",
+        "application/x-amz-json-1.0",
+        connect_timeout_s=connect_timeout_s,
+        read_timeout_s=read_timeout_s,
+        budget_s=budget_s,
+        base_backoff_s=0.025,
+    )
+
+
 class DynamoDB:
-    """`UpdateItem` over one small aiohttp pool per process, signed with the environment's keys
-    (always there on Lambda) or, where it holds none (a profile, SSO), with the SDK credential
-    chain's (botocore imported then, and only then)."""
+    """`UpdateItem` over one small aiohttp pool per process. All attempts of one call, and the
+    pauses between them, end within `budget_s`."""
 
     def __init__(
-        self, aws: AwsEnvironment, connect_timeout_s: float, read_timeout_s: float
+        self,
+        aws: AwsEnvironment,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        budget_s: float | None = None,
     ) -> None:
-        self._aws = aws
-        self._url = DYNAMODB.endpoint(aws) if aws.region or aws.endpoint_url else None
-        self._timeout = aiohttp.ClientTimeout(
-            total=connect_timeout_s + read_timeout_s,
-            sock_connect=connect_timeout_s,
-            sock_read=read_timeout_s,
+        budget = budget_s if budget_s is not None else connect_timeout_s + read_timeout_s
+        self._client = AwsJsonClient(
+            dynamodb_service(connect_timeout_s, read_timeout_s, budget), aws
         )
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sdk: Any = None  # botocore's session, when the environment holds no keys
 
     async def update_item(self, request: dict[str, Any]) -> dict[str, Any]:
         """DynamoDB's answer to `request` (UpdateItem's JSON), or `ConditionFailed`, or
@@ -71,97 +70,26 @@ class DynamoDB:
         received) is applied twice: a request counted twice, or tokens charged twice. The SDK
         retries the same way; for a rate limit and a budget that rare over-count is the safe
         side."""
-        aws = self._aws if self._aws.signs else await self._sdk_credentials()
-        url = self._url or DYNAMODB.endpoint(aws)
-        host = urllib.parse.urlsplit(url).netloc
-        body = orjson.dumps(request)
-        session = self._pool()
-        cause = "no attempt"
-        for attempt in range(ATTEMPTS):
-            headers = DYNAMODB.signed_headers(aws, host, UPDATE_ITEM, body)
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    status, answer = response.status, await response.read()
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                # A timeout's message is empty; a refused connection's names the address.
-                cause = f"{type(exc).__name__} reaching DynamoDB" + (f": {exc}" if str(exc) else "")
-                continue
-            if status == 200:
-                try:
-                    return orjson.loads(answer)
-                except orjson.JSONDecodeError:
-                    raise DynamoDBFailed("HTTP 200 with an unreadable answer") from None
-            code = error_code(answer)
-            if code == CONDITION_FAILED:
-                raise ConditionFailed(_old_item(answer))
-            cause = f"HTTP {status} ({code})"
-            if status < 500 and code not in THROTTLES:
-                break
-            if code in THROTTLES and attempt + 1 < ATTEMPTS:
-                await asyncio.sleep(random.uniform(0, THROTTLE_PAUSE_S))
-        raise DynamoDBFailed(cause)
+        try:
+            return await self._client.call(UPDATE_ITEM, request)
+        except AwsCallFailed as exc:
+            if exc.code == CONDITION_FAILED:
+                raise ConditionFailed(_old_item(exc.answer)) from None
+            raise DynamoDBFailed(str(exc)) from exc
 
     async def preconnect(self) -> bool:
         """Open the pool and one kept-alive connection to DynamoDB before any request needs it
-        (at init the TCP and TLS handshakes run at full CPU): `GET /`, DynamoDB's health check,
-        unsigned; any answer will do. True when a connection is now pooled."""
-        if self._url is None:
-            return False
-        try:
-            async with self._pool().get(self._url) as response:
-                await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            return False
-        return True
+        (`GET /` is DynamoDB's health check); True when a connection is now pooled."""
+        return await self._client.preconnect()
 
     async def close(self) -> None:
         """Close the pool (server shutdown, SnapStart restore); the next call opens a new one."""
-        session, self._session = self._session, None
-        if session is not None and self._loop is asyncio.get_running_loop():
-            await session.close()
-
-    def _pool(self) -> aiohttp.ClientSession:
-        session, loop = self._session, asyncio.get_running_loop()
-        if session is None or self._loop is not loop:
-            # As the upstream's pool (relay.py): one per event loop, made inside it.
-            self._loop = loop
-            session = self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100),
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return session
-
-    async def _sdk_credentials(self) -> AwsEnvironment:
-        """The SDK credential chain's current keys (a profile, SSO, a container role), in a
-        thread: the first call imports botocore, and a refresh may call AWS."""
-        try:
-            return await asyncio.to_thread(self._read_sdk_credentials)
-        except DynamoDBFailed:
-            raise
-        except Exception as exc:  # botocore's own failures: name the kind, never a key
-            raise DynamoDBFailed(f"{type(exc).__name__} reading the SDK's credentials") from exc
-
-    def _read_sdk_credentials(self) -> AwsEnvironment:
-        if self._sdk is None:
-            import botocore.session
-
-            self._sdk = botocore.session.Session()
-        credentials = self._sdk.get_credentials()
-        region = self._aws.region or self._sdk.get_config_variable("region")
-        if credentials is None or not region:
-            raise DynamoDBFailed("no AWS credentials or region, in the environment or the SDK's")
-        frozen = credentials.get_frozen_credentials()
-        return replace(
-            self._aws,
-            access_key_id=frozen.access_key,
-            secret_access_key=frozen.secret_key,
-            session_token=frozen.token,
-            region=region,
-        )
+        await self._client.close()
 
 
 def _old_item(answer: bytes) -> dict[str, Any]:
+    import orjson
+
     try:
         item = orjson.loads(answer).get("Item")
     except (orjson.JSONDecodeError, AttributeError):

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from handler.aws import CREDENTIALS
 from handler.credentials import CredentialStore, CredentialsUnavailable
 from handler.settings import Settings
 
@@ -51,8 +52,9 @@ class InitSteps:
 
 
 class SecretRead:
-    """The secret, read in a thread of its own: importing boto3, building its client and the
-    round trip to Secrets Manager overlap with the app's own imports on the main thread."""
+    """The secret, read in a thread of its own (with an event loop of its own): importing
+    awscrt, building the credential chain and the round trip to Secrets Manager overlap with the
+    app's own imports on the main thread."""
 
     def __init__(self, settings: Settings) -> None:
         self.store = CredentialStore(settings)
@@ -62,7 +64,7 @@ class SecretRead:
 
     def _read(self) -> None:
         try:
-            self.store.get()
+            asyncio.run(self.store.read())
         except CredentialsUnavailable as exc:
             self.error = exc
 
@@ -161,9 +163,12 @@ def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
 
 async def after_restore(app: Any) -> None:
     """What a SnapStart restore makes stale: every environment restored from one snapshot shares
-    its memory, so randomness is re-seeded; connections in the snapshot are dead, so the pools
-    are dropped and opened again; a secret older than its TTL is read again."""
+    its memory, so randomness is re-seeded; the AWS credentials (and where they come from: the
+    container credentials' address and token) are the restored environment's, so they are
+    looked up again; connections in the snapshot are dead, so the pools are dropped and opened
+    again; a secret older than its TTL is read again."""
     random.seed()
+    CREDENTIALS.renew()
     relay = app.state.relay
     await relay.upstream.close()
     await relay.upstream.preconnect()
@@ -171,8 +176,7 @@ async def after_restore(app: Any) -> None:
     await relay.quota.preconnect()
     if relay.credentials.older_than_ttl():
         try:
-            await asyncio.to_thread(relay.credentials.get, True)
+            await relay.credentials.read()
         except CredentialsUnavailable:
-            # The snapshot's value stays in use: most likely still valid, and a 401 from the
-            # upstream reads the secret again (relay.py).
-            log.warning("re-reading the secret after restore failed; keeping the snapshot's")
+            # Past SECRET_STALE_S too: the first request reads it again, or answers 503.
+            log.warning("re-reading the secret after restore failed")

@@ -70,3 +70,17 @@ def _directives(namespace: str, first_token: bool, tokens: bool) -> list[dict[st
 
 def _metric(name: str, unit: str) -> dict[str, str]:
     return {"Name": name, "Unit": unit}
+
+
+def embedded_count(namespace: str, metric: str) -> dict[str, Any]:
+    """The members that make a log line of its own count once in `metric` (no dimension): for
+    events outside any request, such as a secret served past its TTL (credentials.py)."""
+    return {
+        metric: 1,
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {"Namespace": namespace, "Dimensions": [[]], "Metrics": [_metric(metric, "Count")]}
+            ],
+        },
+    }

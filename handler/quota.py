@@ -32,7 +32,9 @@ log = logging.getLogger("relay.quota")
 DAY_S = 86_400
 # A day's item stays readable for a while after the day (TTL deletes it within days).
 ITEM_TTL_S = 2 * DAY_S
-# One DynamoDB call must not hold a request for long: fail (closed or open) instead.
+# One DynamoDB call must not hold a request for long: fail (closed or open) instead. Its
+# attempts (up to 3, handler/aws.py) and the pauses between them all end within
+# CONNECT_TIMEOUT_S + READ_TIMEOUT_S = 3 s: the most the check can delay a first token.
 CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 2.0
 # Where `relay_call` leaves the `Admission` for the middleware: the request's ASGI state.

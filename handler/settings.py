@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=30.0, gt=0)
     ping_interval_s: float = Field(default=10.0, gt=0)
     secret_ttl_s: float = Field(default=300.0, ge=0)
+    secret_retry_after_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="A failed read of the secret is remembered this long: while Secrets Manager "
+        "fails, a process calls it once per this interval, not once per request.",
+    )
+    secret_stale_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="How long past SECRET_TTL_S the last good secret keeps serving while "
+        "reading it again fails (logged, metric `SecretServedStale`); then 503. 0 = never.",
+    )
     client_tokens: Annotated[list[str], NoDecode] = Field(
         default=[],
         repr=False,
@@ -324,14 +336,19 @@ class Settings(BaseSettings):
         return frozenset(self.allowed_models or [self.default_model])
 
 
-def aws_environment() -> AwsEnvironment:
-    """The AWS SDK's standard variables (Lambda sets the keys and the region): not the relay's
-    settings, so not in its table, but read here like every other variable."""
+def aws_environment(service: str = "SECRETS_MANAGER") -> AwsEnvironment:
+    """The AWS SDKs' standard variables for `service` (as in `AWS_ENDPOINT_URL_<SERVICE>`):
+    not the relay's settings, so not in its table, but read here like every other variable.
+    The credentials are the SDKs' chain's (handler/aws.py), read by awscrt itself."""
     env = os.environ
     return AwsEnvironment(
-        access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-        secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-        session_token=env.get("AWS_SESSION_TOKEN"),
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-        endpoint_url=env.get("AWS_ENDPOINT_URL_SECRETS_MANAGER") or env.get("AWS_ENDPOINT_URL"),
+        endpoint_url=env.get(f"AWS_ENDPOINT_URL_{service}") or env.get("AWS_ENDPOINT_URL"),
+        use_fips=_true(env.get("AWS_USE_FIPS_ENDPOINT")),
+        use_dualstack=_true(env.get("AWS_USE_DUALSTACK_ENDPOINT")),
+        ca_bundle=env.get("AWS_CA_BUNDLE") or None,
     )
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() == "true"

@@ -1,83 +1,115 @@
-"""The SDK-free AWS calls' signature (handler/aws.py): for both services the relay calls, with
-and without a session token, it is the SigV4 signature botocore computes for the same request."""
+"""The AWS calls' signature and endpoints (handler/aws.py): awscrt's SigV4 signature of both
+calls is the one botocore computes for the same request, and the endpoint of every partition and
+variant is the one botocore's endpoint rules give."""
 
 from __future__ import annotations
 
-import datetime
+import gzip
+import json
 import re
+from pathlib import Path
 
+import botocore
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.endpoint_provider import EndpointProvider
 
-from handler.aws import AwsEnvironment, JsonApi, error_code
-from handler.dynamodb import DYNAMODB, UPDATE_ITEM
-from handler.secretsmanager import SECRETS_MANAGER
+from handler.aws import PARTITIONS, AwsEnvironment, AwsJsonClient, error_code, regional_endpoint
+from handler.dynamodb import UPDATE_ITEM, dynamodb_service
+from handler.secretsmanager import GET_SECRET_VALUE, SECRETS_MANAGER
+from tests.helpers import run_coroutine
 
-# AWS's documented example keys (the SigV4 test suite's).
-KEYS = {
-    "access_key_id": "AKIDEXAMPLE",
-    "secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-}
+BOTOCORE_DATA = Path(botocore.__file__).parent / "data"
 CALLS = [
-    (SECRETS_MANAGER, "secretsmanager.GetSecretValue", b'{"SecretId": "relay/openai"}'),
-    (DYNAMODB, UPDATE_ITEM, b'{"TableName": "quota", "Key": {"pk": {"S": "quota#x"}}}'),
+    (SECRETS_MANAGER, GET_SECRET_VALUE, {"SecretId": "relay/openai"}),
+    (dynamodb_service(1, 2, 3), UPDATE_ITEM, {"TableName": "quota", "Key": {"pk": {"S": "q#x"}}}),
 ]
 
 
-def botocore_signature(
-    aws: AwsEnvironment, service: str, host: str, headers: dict[str, str], body: bytes
-) -> str:
-    """The signature botocore's SigV4Auth gives the same request at the same moment."""
-    request = AWSRequest("POST", f"https://{host}/", data=body, headers=dict(headers))
-    del request.headers["authorization"]
-    request.context["timestamp"] = headers["x-amz-date"]
-    credentials = Credentials(aws.access_key_id, aws.secret_access_key, aws.session_token)
-    signer = SigV4Auth(credentials, service, aws.region)
+def signed_by_awscrt(service, target: str, request: dict, url: str) -> dict[str, str]:
+    client = AwsJsonClient(service, AwsEnvironment(region="eu-west-1", endpoint_url=url))
+    return dict(run_coroutine(client._signed(target, json.dumps(request).encode())))
+
+
+@pytest.mark.parametrize(("service", "target", "request_body"), CALLS, ids=["secrets", "dynamodb"])
+@pytest.mark.parametrize("url", ["https://example.amazonaws.com", "http://127.0.0.1:5000/aws/"])
+def test_signature_is_the_one_botocore_computes(service, target, request_body, url):
+    """The test session's environment keys (the chain's first source) sign; botocore, given the
+    same keys, headers and moment, computes the same signature."""
+    headers = signed_by_awscrt(service, target, request_body, url)
+    body = json.dumps(request_body).encode()
+    request = AWSRequest(
+        "POST",
+        url,
+        data=body,
+        headers={k: v for k, v in headers.items() if k.lower() not in ("authorization",)},
+    )
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(Credentials("testing", "testing"), service.name, "eu-west-1")
     canonical = signer.canonical_request(request)
-    return signer.signature(signer.string_to_sign(request, canonical), request)
-
-
-@pytest.mark.parametrize("session_token", [None, "session-token-example"])
-@pytest.mark.parametrize(("api", "target", "body"), CALLS, ids=lambda v: getattr(v, "service", ""))
-def test_signature_matches_botocore(api: JsonApi, target: str, body: bytes, session_token):
-    aws = AwsEnvironment(**KEYS, session_token=session_token, region="eu-west-1")
-    host = f"{api.service}.eu-west-1.amazonaws.com"
-    at = datetime.datetime(2026, 11, 25, 23, 59, 59, tzinfo=datetime.UTC)
-    headers = api.signed_headers(aws, host, target, body, now=at)
-    ours = re.search(r"Signature=([0-9a-f]{64})", headers["authorization"]).group(1)
-    assert ours == botocore_signature(aws, api.service, host, headers, body)
-    assert headers["x-amz-date"] == "20261125T235959Z"
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    assert re.search(r"Signature=([0-9a-f]{64})", headers["Authorization"])[1] == expected
     assert (
-        f"Credential=AKIDEXAMPLE/20261125/eu-west-1/{api.service}/aws4_request"
-        in (headers["authorization"])
+        f"Credential=testing/{headers['X-Amz-Date'][:8]}/eu-west-1/{service.name}/"
+        in (headers["Authorization"])
     )
-    assert ("x-amz-security-token" in headers["authorization"]) is bool(session_token)
-    assert headers["content-type"] == api.content_type and headers["x-amz-target"] == target
 
 
-def test_another_body_or_moment_is_another_signature():
-    aws = AwsEnvironment(**KEYS, region="us-east-1")
-    at = datetime.datetime(2026, 11, 25, 12, tzinfo=datetime.UTC)
-    host = "dynamodb.us-east-1.amazonaws.com"
-    one = DYNAMODB.signed_headers(aws, host, UPDATE_ITEM, b"{}", now=at)["authorization"]
-    other = DYNAMODB.signed_headers(aws, host, UPDATE_ITEM, b"{ }", now=at)["authorization"]
-    later = DYNAMODB.signed_headers(
-        aws, host, UPDATE_ITEM, b"{}", now=at + datetime.timedelta(seconds=1)
-    )["authorization"]
-    assert len({one, other, later}) == 3
+def test_partitions_are_botocores():
+    data = json.loads((BOTOCORE_DATA / "partitions.json").read_text())
+    theirs = {
+        (p["id"], p["regionRegex"], p["outputs"]["dnsSuffix"], p["outputs"]["dualStackDnsSuffix"])
+        for p in data["partitions"]
+    }
+    assert set(PARTITIONS) == theirs
 
 
-def test_endpoints_follow_the_region_unless_one_is_set():
-    assert DYNAMODB.endpoint(AwsEnvironment(region="eu-west-1")) == (
-        "https://dynamodb.eu-west-1.amazonaws.com"
+REGIONS = [
+    "us-east-1",
+    "eu-west-1",
+    "ap-southeast-5",
+    "cn-north-1",
+    "us-gov-west-1",
+    "us-gov-east-1",
+    "us-iso-east-1",
+    "us-isob-east-1",
+    "eu-isoe-west-1",
+    "us-isof-south-1",
+    "eusc-de-east-1",
+    "xx-nowhere-1",
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "version"), [("secretsmanager", "2017-10-17"), ("dynamodb", "2012-08-10")]
+)
+def test_regional_endpoints_are_the_ones_botocores_rules_give(service, version):
+    rules = json.loads(
+        gzip.decompress(
+            (BOTOCORE_DATA / service / version / "endpoint-rule-set-1.json.gz").read_bytes()
+        )
     )
-    assert SECRETS_MANAGER.endpoint(AwsEnvironment(region="cn-north-1")) == (
-        "https://secretsmanager.cn-north-1.amazonaws.com.cn"
+    partitions = json.loads((BOTOCORE_DATA / "partitions.json").read_text())
+    provider = EndpointProvider(rules, partitions)
+    for region in REGIONS:
+        for fips in (False, True):
+            for dualstack in (False, True):
+                expected = provider.resolve_endpoint(
+                    Region=region, UseFIPS=fips, UseDualStack=dualstack
+                ).url
+                ours = regional_endpoint(service, region, fips, dualstack)
+                assert ours == expected, (region, fips, dualstack)
+
+
+def test_an_endpoint_url_is_used_as_given_with_its_path():
+    client = AwsJsonClient(
+        SECRETS_MANAGER, AwsEnvironment(region="us-east-1", endpoint_url="http://10.0.0.1:4566/aws")
     )
-    local = AwsEnvironment(region="us-east-1", endpoint_url="http://127.0.0.1:5000")
-    assert DYNAMODB.endpoint(local) == "http://127.0.0.1:5000"
+    assert client.url == "http://10.0.0.1:4566/aws"
+    fips = AwsJsonClient(SECRETS_MANAGER, AwsEnvironment(region="us-gov-west-1", use_fips=True))
+    assert fips.url == "https://secretsmanager-fips.us-gov-west-1.amazonaws.com"
 
 
 def test_error_code_is_the_last_part_of_type():

@@ -74,15 +74,18 @@ def test_secret_unreadable_during_init_is_read_by_the_first_request(
     assert "reading the secret during init failed" in runtime.stop()
 
 
-def test_secret_unreadable_during_init_and_after_is_503_then_recovers(
+def test_secret_unreadable_during_init_and_after_is_503_remembered_briefly_then_recovers(
     start_with_secret, runtime_api, secrets
 ):
-    runtime = start_with_secret("relay-test/missing-secret")
+    runtime = start_with_secret("relay-test/missing-secret", SECRET_RETRY_AFTER_S="1")
     status, body = _status(runtime.invoke(CHAT_EVENT))
     assert status == 503
     assert json.loads(body)["error"]["type"] == "credentials_unavailable"
     secrets.create_secret(Name="relay-test/missing-secret", SecretString=TEST_KEY)
-    assert _status(runtime.invoke(CHAT_EVENT))[0] == 200  # a failure is not cached
+    # The failure is remembered for SECRET_RETRY_AFTER_S: no read, the same 503.
+    assert _status(runtime.invoke(CHAT_EVENT))[0] == 503
+    time.sleep(1.1)
+    assert _status(runtime.invoke(CHAT_EVENT))[0] == 200
 
 
 def test_snapstart_runtime_takes_no_event_before_the_restore(start_runtime, runtime_api):
@@ -143,8 +146,8 @@ def test_after_restore_randomness_is_reseeded(upstream):
 def test_without_keys_in_the_environment_the_sdk_reads_the_secret(
     start_with_secret, runtime_api, secrets, upstream, tmp_path
 ):
-    """Lambda always has keys in the environment; elsewhere boto3's credential chain (here a
-    shared credentials file) is used through Powertools."""
+    """Lambda has keys or container credentials in the environment; elsewhere the SDKs' chain
+    (here a shared credentials file, read by awscrt) signs the read."""
     arn = secrets.create_secret(Name="relay-test/sdk-read", SecretString=TEST_KEY)["ARN"]
     profile = tmp_path / "credentials"
     profile.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")

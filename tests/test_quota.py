@@ -357,25 +357,25 @@ def test_a_request_the_policy_refuses_uses_none_of_the_limit(upstream, make_rela
     assert len(upstream.requests) == 1
 
 
-def test_a_failed_call_is_tried_once_more_and_a_refusal_is_not(quota_table, moto_endpoint):
-    """As the SDK's standard retry mode: a 5xx is tried again (once), a failed condition is an
-    answer, and two failures in a row are a failure."""
+def test_a_failed_call_is_tried_up_to_three_times_and_a_refusal_is_not(quota_table, moto_endpoint):
+    """As the SDK's standard retry mode: a 5xx is tried again (up to three attempts), a failed
+    condition is an answer, and three failures in a row are a failure."""
     fresh_minute()
-    with counting_proxy(moto_endpoint, failures=1) as (endpoint, calls):
-        quota = quota_for(quota_table, endpoint, rate_limit_per_minute=1)
-        assert admissions(quota, ["jwt:frank", "jwt:frank"]) == ["ok", "rate_limited"]
-    assert calls == ["DynamoDB_20120810.UpdateItem"] * 3
     with counting_proxy(moto_endpoint, failures=2) as (endpoint, calls):
         quota = quota_for(quota_table, endpoint, rate_limit_per_minute=1)
+        assert admissions(quota, ["jwt:frank", "jwt:frank"]) == ["ok", "rate_limited"]
+    assert calls == ["DynamoDB_20120810.UpdateItem"] * 4
+    with counting_proxy(moto_endpoint, failures=3) as (endpoint, calls):
+        quota = quota_for(quota_table, endpoint, rate_limit_per_minute=1)
         assert admissions(quota, ["jwt:grace"]) == ["quota_unavailable"]
-    assert len(calls) == 2
+    assert len(calls) == 3
 
 
 def test_without_keys_in_the_environment_the_sdk_credential_chain_signs(
     quota_table, moto_endpoint, dynamodb
 ):
-    """A laptop with a profile or SSO: the environment the relay reads has a region but no keys,
-    so botocore's credential chain supplies them (here it finds the test session's)."""
+    """The environment the quota's client is given has a region and no keys: they come from the
+    SDKs' credential chain of the process (here the test session's environment keys)."""
     quota = quota_for(
         quota_table, moto_endpoint, AwsEnvironment(region="us-east-1"), token_budget_per_day=10
     )

@@ -1,17 +1,19 @@
-"""The boto3-free `GetSecretValue` (handler/secretsmanager.py) reads moto's real server; its
-signature is tested with DynamoDB's in test_aws.py."""
+"""`GetSecretValue` (handler/secretsmanager.py) against moto's real server: awscrt signs with
+the process's credential chain (the test session's environment keys), aiohttp carries it."""
 
 from __future__ import annotations
 
 import pytest
 
 from handler.aws import AwsEnvironment
-from handler.secretsmanager import SecretReadFailed, get_secret_value
+from handler.secretsmanager import SecretReadFailed, SecretsManager
+from tests.helpers import run_coroutine
 
 
 def test_reads_the_secret_and_names_a_missing_one(secrets, moto_endpoint):
-    aws = AwsEnvironment("testing", "testing", None, "us-east-1", moto_endpoint)
+    client = SecretsManager(AwsEnvironment(region="us-east-1", endpoint_url=moto_endpoint))
     secrets.create_secret(Name="relay-test/direct", SecretString="sk-direct-read-0123456789")
-    assert get_secret_value(aws, "relay-test/direct") == "sk-direct-read-0123456789"
+    value = run_coroutine(client.get_secret_value("relay-test/direct"))
+    assert value == "sk-direct-read-0123456789"
     with pytest.raises(SecretReadFailed, match=r"^HTTP 4\d\d \(ResourceNotFoundException\)$"):
-        get_secret_value(aws, "relay-test/absent")
+        run_coroutine(client.get_secret_value("relay-test/absent"))
