@@ -52,6 +52,7 @@ NOT_FOUND = ErrorKind("not_found", 404, "rejected", OPENAI_INVALID_REQUEST, 404)
 METHOD_NOT_ALLOWED = ErrorKind("method_not_allowed", 405, "rejected", OPENAI_INVALID_REQUEST, 405)
 RATE_LIMITED = _relay_kind("rate_limited", 429, "rejected")
 QUOTA_EXCEEDED = _relay_kind("quota_exceeded", 429, "rejected")
+CONCURRENCY_LIMITED = _relay_kind("concurrency_limited", 429, "rejected")
 QUOTA_UNAVAILABLE = _relay_kind("quota_unavailable", 503, "quota_unavailable")
 UPSTREAM_RATE_LIMITED = _relay_kind("upstream_rate_limited", 429, "upstream_error")
 UPSTREAM_ERROR = _relay_kind("upstream_error", 502, "upstream_error")
@@ -61,6 +62,8 @@ UPSTREAM_REJECTED = ErrorKind("upstream_error", 502, "upstream_error", "upstream
 UPSTREAM_TIMEOUT = _relay_kind("upstream_timeout", 504, "upstream_timeout")
 CREDENTIALS_UNAVAILABLE = _relay_kind("credentials_unavailable", 503, "credentials_unavailable")
 SIGN_IN_UNAVAILABLE = _relay_kind("sign_in_unavailable", 503, "sign_in_unavailable")
+# PLANS is invalid, or a client token names a plan it lacks: every caller is refused.
+CONFIGURATION_ERROR = _relay_kind("configuration_error", 503, "configuration_error")
 INTERNAL_ERROR = _relay_kind("internal_error", 500, "error")
 # `GET /v1/models/{id}` for a model outside the allow-list: OpenAI's `model_not_found`.
 MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "rejected", OPENAI_INVALID_REQUEST, 404)
