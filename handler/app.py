@@ -150,7 +150,8 @@ async def _admit(
     if quota.enabled:
         hold_s = None
         if model_call:
-            hold_s = invocation_time_left(request.scope, 0.0) or LAMBDA_MAX_TIMEOUT_S
+            hold_s = invocation_time_left(request.scope, 0.0)
+            hold_s = LAMBDA_MAX_TIMEOUT_S if hold_s is None else hold_s
         admission = await quota.admit(caller.identity, reserve_tokens, caller.settings, hold_s)
         request.scope["state"][ADMISSION_KEY] = admission
 

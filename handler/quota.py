@@ -225,7 +225,7 @@ class Quota:
                         await self._drop_slots(caller, window, expired)
                     same_minute = item.get("minute", {}).get("S") == minute_label(window.minute)
             else:
-                raise self._refusal({}, window, now, limits, slot, race=True)  # type: ignore[misc]
+                raise self._contended(window, now, limits, slot)
         except DynamoDBFailed as exc:
             if not self._fail_open:
                 log.error("quota check failed, request refused: %s", exc)
@@ -306,35 +306,36 @@ class Quota:
         )
 
     def _refusal(
-        self,
-        item: dict[str, Any],
-        window: Window,
-        now: float,
-        limits: Settings,
-        slot: str | None,
-        race: bool = False,
+        self, item: dict[str, Any], window: Window, now: float, limits: Settings, slot: str | None
     ) -> RelayError | None:
         """The 429 for an admission refused on `item` (the item as it was): `quota_exceeded`
         when the day's tokens are used up (whatever else), `rate_limited` when this minute's
         count is full, `concurrency_limited` when the caller's live streams fill its slots.
         None when no limit is reached: the write assumed the wrong minute, or counted dead
-        slots. `race`: the retries ran out; the limit most likely to be contended."""
+        slots."""
         budget, rate_limit = limits.token_budget_per_day, limits.rate_limit_per_minute
-        cap = limits.max_concurrent_streams
-        if race:
-            if rate_limit:
-                return rate_limited(max(1, math.ceil(window.minute_ends - now)), rate_limit)
-            if slot is not None:
-                return concurrency_limited(cap)
-        if (budget and int(item.get("tokens", {}).get("N", "0")) >= budget) or race:
+        if budget and int(item.get("tokens", {}).get("N", "0")) >= budget:
             return quota_exceeded(max(1, math.ceil(window.day_ends - now)), budget)
         this_minute = item.get("minute", {}).get("S") == minute_label(window.minute)
         minute_requests = int(item.get("minute_requests", {}).get("N", "0"))
         if rate_limit and this_minute and minute_requests >= rate_limit:
             return rate_limited(max(1, math.ceil(window.minute_ends - now)), rate_limit)
+        cap = limits.max_concurrent_streams
         if slot is not None and len(stream_slots(item, now)[0]) >= cap:
             return concurrency_limited(cap)
         return None
+
+    def _contended(
+        self, window: Window, now: float, limits: Settings, slot: str | None
+    ) -> RelayError:
+        """The 429 when every try lost a race: the limit other requests are racing for."""
+        if limits.rate_limit_per_minute:
+            seconds = max(1, math.ceil(window.minute_ends - now))
+            return rate_limited(seconds, limits.rate_limit_per_minute)
+        if slot is not None:
+            return concurrency_limited(limits.max_concurrent_streams)
+        budget = limits.token_budget_per_day
+        return quota_exceeded(max(1, math.ceil(window.day_ends - now)), budget)
 
     async def usage(self, caller: str, limits: Settings) -> Usage | None:
         """What `caller` has used now (for `GET /me`), from one read of their item; None when

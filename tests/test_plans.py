@@ -280,7 +280,9 @@ def open_stream(relay, token: str, results: list, release: threading.Event) -> N
     ) as response:
         if response.status_code == 200:
             results.append((200, None, None))
-            next(response.iter_raw())
+            # Keep the reader: a generator dropped after `next` closes the response with it.
+            chunks = response.iter_raw()
+            next(chunks)
             release.wait(60)
             return
         response.read()
@@ -327,7 +329,7 @@ def test_two_stream_slots_admit_exactly_two_of_twenty_streams_over_two_relays(
     after: list[tuple] = []
     with ThreadPoolExecutor(2) as pool:
         for relay in relays:
-            pool.submit(open_stream, relay, AGENT, after, threading.Event())
+            pool.submit(open_stream, relay, AGENT, after, release)
     assert after == [(200, None, None)] * 2
 
 
@@ -357,3 +359,22 @@ def caller_of(token: str) -> str:
     import hashlib
 
     return f"token:{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+
+
+def test_secret_and_client_tokens_name_plans_and_a_malformed_entry_is_refused():
+    from handler.credentials import (
+        CredentialsUnavailable,
+        parse_secret,
+        split_token_plan,
+        token_id,
+    )
+
+    value = {"api_key": TEST_KEY, "client_tokens": [BROWSER, {"token": AGENT, "plan": "agents"}]}
+    creds = parse_secret(json.dumps(value))
+    assert creds.client_tokens == (BROWSER.encode(), AGENT.encode())
+    assert creds.token_plans == {token_id(AGENT.encode()): "agents"}
+    assert split_token_plan("a:b:agents") == ("a:b", "agents")
+    assert split_token_plan(BROWSER) == (BROWSER, None)
+    for entry in ({"token": AGENT, "plan": 1}, {"token": AGENT, "tier": "x"}, {"plan": "x"}):
+        with pytest.raises(CredentialsUnavailable):
+            parse_secret(json.dumps({"api_key": TEST_KEY, "client_tokens": [entry]}))
