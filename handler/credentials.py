@@ -52,7 +52,7 @@ class Credentials:
     project: str | None = None
     client_tokens: tuple[bytes, ...] = field(default=(), repr=False)
     # The plan each client token names, by its id (`token:<8 hex>`); absent: `default`.
-    token_plans: Mapping[str, str] = field(default_factory=dict)
+    token_plans: Mapping[str, str] = field(default_factory=dict, hash=False)
     # Where the client tokens came from, for the startup and access log lines.
     source: str = "secret"
 
