@@ -58,8 +58,7 @@ class Plan:
     @property
     def limited(self) -> bool:
         """Whether a request on this plan is counted in the quota table at all."""
-        s = self.settings
-        return bool(s.rate_limit_per_minute or s.token_budget_per_day or s.max_concurrent_streams)
+        return self.settings.limited
 
     def models(self) -> list[str]:
         """The plan's models, its default first."""
