@@ -378,3 +378,28 @@ def test_secret_and_client_tokens_name_plans_and_a_malformed_entry_is_refused():
     for entry in ({"token": AGENT, "plan": 1}, {"token": AGENT, "tier": "x"}, {"plan": "x"}):
         with pytest.raises(CredentialsUnavailable):
             parse_secret(json.dumps({"api_key": TEST_KEY, "client_tokens": [entry]}))
+
+
+def test_the_limits_are_the_callers_plans_and_a_plan_without_limits_is_not_counted(
+    upstream, make_relay, quota_table, dynamodb
+):
+    relay = make_relay(
+        allow_anonymous=False,
+        client_tokens=[BROWSER, f"{AGENT}:agents"],
+        plans={"agents": {"rate_limit_per_minute": 1}},
+        quota_table=quota_table,
+    )
+    if time.time() % 60 > 55:  # the requests share one clock minute
+        time.sleep(60.5 - time.time() % 60)
+
+    def ask(token: str) -> httpx.Response:
+        return httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=bearer(token))
+
+    assert ask(AGENT).status_code == 200
+    refused = ask(AGENT)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limited"
+    assert [ask(BROWSER).status_code for _ in range(3)] == [200] * 3
+    assert "Item" not in dynamodb.get_item(
+        TableName=quota_table, Key=todays_key(caller_of(BROWSER))
+    )
+    assert len(upstream.requests) == 4
