@@ -13,12 +13,13 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from handler.credentials import Credentials
 from handler.errors import SIGN_IN_UNAVAILABLE, UNAUTHORIZED, RelayError
+from handler.plans import Plan, Plans
 from handler.settings import Settings
 from handler.signin import JwtVerifier, KeysUnavailable, SignInRejected, looks_like_jwt
 
@@ -93,11 +94,19 @@ def _bearer(authorization: str | None) -> str | None:
     return value if scheme.lower() == "bearer" and value else None
 
 
+class Who(NamedTuple):
+    """A caller as the access rule knows them: their identity and their plan."""
+
+    identity: str
+    plan: Plan
+
+
 class Access:
-    """The access rules of one process (built once from `Settings`)."""
+    """The access rules of one process (built once from `Settings`), and the plans callers get."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.plans = Plans(settings)
         self._iam = settings.url_auth_type == "AWS_IAM"
         self._lwa = bool(settings.aws_lwa_invoke_mode)
         self._jwt: JwtVerifier | None = None
@@ -107,7 +116,8 @@ class Access:
 
     def log_startup(self) -> None:
         """One line saying who may call; a warning when that is nobody (or a setting is
-        ignored), so an operator sees it before the first 401."""
+        ignored), so an operator sees it before the first 401. An invalid PLANS: an error."""
+        self.plans.log_startup()
         settings = self._settings
         secret = not settings.openai_api_key
         if secret and settings.client_tokens:
@@ -133,8 +143,9 @@ class Access:
         else:
             log.warning("access: refusing every caller: %s", NO_ACCESS_CONFIGURED)
 
-    async def identify(self, scope: Mapping[str, Any], creds: Credentials) -> str:
-        """The caller's identity, or `401 unauthorized` (`503` when sign-in keys are down)."""
+    async def identify(self, scope: Mapping[str, Any], creds: Credentials) -> Who:
+        """The caller's identity and plan, or `401 unauthorized` (`503` when sign-in keys are
+        down or the plans are misconfigured)."""
         if self._iam:
             arn = iam_caller_arn(scope, self._lwa)
             if arn is None:
@@ -142,14 +153,15 @@ class Access:
             record = scope.get("state", {}).get("request_log")
             if record is not None:
                 record.caller_arn = arn  # the log keeps who exactly, session name included
-            return f"iam:{iam_identity(arn)}"
+            identity = f"iam:{iam_identity(arn)}"
+            return Who(identity, self.plans.for_role(identity))
         headers = dict(scope.get("headers") or ())
         authorization = headers.get(b"authorization")
         bearer = _bearer(authorization.decode("latin-1") if authorization else None)
         if bearer is not None and (creds.client_tokens or self._jwt is not None):
             return await self._check_bearer(bearer, creds)
         if self._settings.allow_anonymous:
-            return ANONYMOUS
+            return Who(ANONYMOUS, self.plans.named(None))
         if creds.client_tokens or self._jwt is not None:
             raise unauthorized(
                 "a bearer token is required: a client token or a signed-in user's access token"
@@ -157,10 +169,10 @@ class Access:
         self._warn_closed(creds)
         raise unauthorized(NO_ACCESS_CONFIGURED)
 
-    async def _check_bearer(self, bearer: str, creds: Credentials) -> str:
+    async def _check_bearer(self, bearer: str, creds: Credentials) -> Who:
         caller = creds.caller_for(bearer)
         if caller is not None:
-            return caller
+            return Who(caller, self.plans.named(creds.token_plans.get(caller)))
         if self._jwt is None or not looks_like_jwt(bearer):
             raise unauthorized("the bearer token is not valid", invalid_token=True)
         try:
@@ -172,7 +184,8 @@ class Access:
         except KeysUnavailable as exc:
             log.error("sign-in unavailable: %s", exc.reason)
             raise RelayError(SIGN_IN_UNAVAILABLE, "the relay cannot check sign-ins now") from None
-        return f"jwt:{signed_in.subject[:MAX_SUBJECT_CHARS]}"
+        identity = f"jwt:{signed_in.subject[:MAX_SUBJECT_CHARS]}"
+        return Who(identity, self.plans.for_claims(signed_in.claims))
 
     def _warn_closed(self, creds: Credentials) -> None:
         # The secret is read at the first request, so this is when a secret without tokens

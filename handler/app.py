@@ -11,6 +11,7 @@ the relay's caller identity and limits through `Caller` and `Admitted` (docs/ext
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, TypeVar
 
@@ -54,6 +55,7 @@ from handler.models import (
     parse_json_object,
     validated,
 )
+from handler.plans import Plan
 from handler.policy import worst_case_tokens
 from handler.quota import ADMISSION_KEY, Quota, QuotaChargeMiddleware
 from handler.relay import (
@@ -105,15 +107,22 @@ class RelayState:
         self.credentials = CredentialStore(settings)
         self.access = Access(settings)
         self.upstream = Upstream(settings, self.credentials)
-        self.quota = Quota(settings)
+        self.quota = Quota(settings, plans_limited=self.access.plans.any_limited)
 
 
 class Caller(NamedTuple):
-    """Who is calling (handler/access.py: `token:…`, `jwt:…`, `iam:…`, `anonymous`) and the
-    per-process parts every route shares."""
+    """Who is calling (handler/access.py: `token:…`, `jwt:…`, `iam:…`, `anonymous`), their
+    plan (handler/plans.py) and the per-process parts every route shares."""
 
     state: RelayState
     identity: str
+    plan: Plan
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the caller's requests are held to: their plan's (the global settings
+        on the plan `default`)."""
+        return self.plan.settings
 
 
 async def identify(request: Request) -> Caller:
@@ -121,9 +130,9 @@ async def identify(request: Request) -> Caller:
     once per request, however many dependencies name it)."""
     state: RelayState = request.app.state.relay
     # The credentials first: they hold the client tokens.
-    identity = await state.access.identify(request.scope, await state.credentials.aget())
-    request_log(request.scope).caller = identity
-    return Caller(state, identity)
+    who = await state.access.identify(request.scope, await state.credentials.aget())
+    request_log(request.scope).caller = who.identity
+    return Caller(state, who.identity, who.plan)
 
 
 CallerDep = Annotated[Caller, Depends(identify)]
@@ -136,12 +145,20 @@ async def admit(request: Request, caller: CallerDep) -> Caller:
     return caller
 
 
-async def _admit(request: Request, caller: Caller, reserve_tokens: int) -> None:
-    """The admission, reserving `reserve_tokens` (a model request's worst case,
-    `policy.worst_case_tokens`) against the budget until the response settles it."""
+async def _admit(
+    request: Request, caller: Caller, reserve_tokens: int, model_call: bool = False
+) -> None:
+    """The admission under the caller's plan, reserving `reserve_tokens` (a model request's
+    worst case, `policy.worst_case_tokens`) against the budget until the response settles it;
+    a `model_call` also takes one of the caller's stream slots (`MAX_CONCURRENT_STREAMS`),
+    held at most until the invocation's deadline, when a crashed environment's lapses."""
     quota = caller.state.quota
     if quota.enabled:
-        admission = await quota.admit(caller.identity, reserve_tokens)
+        hold_s = None
+        if model_call:
+            hold_s = invocation_time_left(request.scope, 0.0)
+            hold_s = LAMBDA_MAX_TIMEOUT_S if hold_s is None else hold_s
+        admission = await quota.admit(caller.identity, reserve_tokens, caller.settings, hold_s)
         request.scope["state"][ADMISSION_KEY] = admission
 
 
@@ -169,8 +186,8 @@ def admitted_after(check: Callable[..., Awaitable[RelayCall]]) -> Any:
     ) -> RelayCall:
         # A model request reserves its worst case (prompt and completion limit), so a stream
         # cut short is charged what it may have cost (handler/quota.py settles it).
-        reserve = worst_case_tokens(call.params, call.caller.state.settings)
-        await _admit(request, call.caller, reserve)
+        reserve = worst_case_tokens(call.params, call.caller.settings)
+        await _admit(request, call.caller, reserve, True)
         return call
 
     return Depends(checked_and_admitted)
@@ -267,33 +284,33 @@ def _checked(
 
 async def checked_chat(request: Request, caller: CallerDep) -> RelayCall:
     """`/chat`'s body."""
-    data = await read_json_body(request, caller.state.settings)
+    data = await read_json_body(request, caller.settings)
     chat = as_model(ChatRequest, data)
-    params = chat_upstream_params(chat, caller.state.settings, events=_wants_sse(request))
+    params = chat_upstream_params(chat, caller.settings, events=_wants_sse(request))
     return _checked(request, caller, data, params)
 
 
 async def checked_ui_chat(request: Request, caller: CallerDep) -> RelayCall:
     """`/api/chat`'s UI messages, checked as the `/chat` body they amount to."""
-    data = await read_json_body(request, caller.state.settings)
+    data = await read_json_body(request, caller.settings)
     as_model(UiChatRequest, data)
     chat = validated(ChatRequest.model_validate, chat_body_from_ui_messages(data))
-    return _checked(request, caller, data, chat_upstream_params(chat, caller.state.settings))
+    return _checked(request, caller, data, chat_upstream_params(chat, caller.settings))
 
 
 async def checked_completions(request: Request, caller: CallerDep) -> RelayCall:
     """A Chat Completions body."""
-    data = await read_json_body(request, caller.state.settings)
+    data = await read_json_body(request, caller.settings)
     as_model(ChatCompletionsRequest, data)
-    params = completions_upstream_params(data, caller.state.settings)
+    params = completions_upstream_params(data, caller.settings)
     return _checked(request, caller, data, params)
 
 
 async def checked_responses(request: Request, caller: CallerDep) -> RelayCall:
     """A Responses API body."""
-    data = await read_json_body(request, caller.state.settings)
+    data = await read_json_body(request, caller.settings)
     as_model(ResponsesRequest, data)
-    params = responses_upstream_params(data, caller.state.settings)
+    params = responses_upstream_params(data, caller.settings)
     return _checked(request, caller, data, params)
 
 
@@ -518,14 +535,8 @@ def _json_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     },
 )
 async def list_models(caller: CallerDep) -> JSONResponse:
-    """The allow-list in OpenAI's list format, the default model first."""
-    settings = caller.state.settings
-    others = sorted(settings.model_allow_list - {settings.default_model})
-    models = (
-        [settings.default_model, *others]
-        if settings.default_model in settings.model_allow_list
-        else others
-    )
+    """The caller's plan's allow-list in OpenAI's list format, the default model first."""
+    models = caller.plan.models()
     return JSONResponse({"object": "list", "data": [_model_object(model) for model in models]})
 
 
@@ -547,10 +558,90 @@ async def list_models(caller: CallerDep) -> JSONResponse:
 async def retrieve_model(request: Request, caller: CallerDep) -> JSONResponse:
     """One allowed model, or OpenAI's `404 model_not_found`."""
     model_id = request.path_params["model_id"]
-    if model_id not in caller.state.settings.model_allow_list:
+    if model_id not in caller.settings.model_allow_list:
         message = f"the model '{model_id}' is not offered by this relay"
         raise RelayError(MODEL_NOT_FOUND, message, param="model")
     return JSONResponse(_model_object(model_id))
+
+
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
+_ME = {
+    "type": "object",
+    "properties": {
+        "caller": {"type": "string"},
+        "plan": {"type": "string"},
+        "limits": {
+            "type": "object",
+            "properties": {
+                "models": {"type": "array", "items": {"type": "string"}},
+                "max_tokens_cap": {"type": "integer"},
+                "rate_limit_per_minute": _COUNT,
+                "token_budget_per_day": _COUNT,
+                "max_concurrent_streams": _COUNT,
+                "allow_client_system_prompt": {"type": "boolean"},
+            },
+        },
+        "used": {
+            "type": ["object", "null"],
+            "properties": {
+                name: _COUNT
+                for name in (
+                    "requests_this_minute",
+                    "requests_today",
+                    "tokens_today",
+                    "streams_open",
+                )
+            },
+        },
+        "left": {
+            "type": ["object", "null"],
+            "properties": {
+                name: _COUNT for name in ("requests_this_minute", "tokens_today", "streams")
+            },
+        },
+    },
+    "required": ["caller", "plan", "limits", "used", "left"],
+}
+
+
+def _left(limit: int, used: int) -> int | None:
+    return max(0, limit - used) if limit else None
+
+
+@router.get(
+    "/me",
+    response_class=Response,
+    responses={
+        200: _json_answer("the caller, their plan, its limits, what is used and left now", _ME),
+        **_error_responses(RelayErrorBody, 401, 500, 503),
+    },
+)
+async def me(caller: CallerDep) -> JSONResponse:
+    """The caller as the relay knows them (the log line's id), their plan and its limits
+    (null: none), and what they have used and have left now, from one read of their quota item
+    (`used` and `left` are null when their plan counts nothing). Counts nothing itself."""
+    settings = caller.settings
+    usage = await caller.state.quota.usage(caller.identity, settings)
+    used = left = None
+    if usage is not None:
+        used = asdict(usage)
+        left = {
+            "requests_this_minute": _left(
+                settings.rate_limit_per_minute, usage.requests_this_minute
+            ),
+            "tokens_today": _left(settings.token_budget_per_day, usage.tokens_today),
+            "streams": _left(settings.max_concurrent_streams, usage.streams_open),
+        }
+    limits = {
+        "models": caller.plan.models(),
+        "max_tokens_cap": settings.max_tokens_cap,
+        "rate_limit_per_minute": settings.rate_limit_per_minute or None,
+        "token_budget_per_day": settings.token_budget_per_day or None,
+        "max_concurrent_streams": settings.max_concurrent_streams or None,
+        "allow_client_system_prompt": settings.allow_client_system_prompt,
+    }
+    body = {"caller": caller.identity, "plan": caller.plan.name, "limits": limits}
+    return JSONResponse({**body, "used": used, "left": left}, headers={"cache-control": "no-store"})
 
 
 @router.get(

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -50,6 +51,8 @@ class Credentials:
     organization: str | None = None
     project: str | None = None
     client_tokens: tuple[bytes, ...] = field(default=(), repr=False)
+    # The plan each client token names, by its id (`token:<8 hex>`); absent: `default`.
+    token_plans: Mapping[str, str] = field(default_factory=dict, hash=False)
     # Where the client tokens came from, for the startup and access log lines.
     source: str = "secret"
 
@@ -103,19 +106,56 @@ def parse_secret(raw: str | bytes | None) -> Credentials:
     if not isinstance(api_key, str) or not api_key.strip():
         raise CredentialsUnavailable("secret JSON has no string `api_key`")
     tokens = data.get("client_tokens", [])
-    if not isinstance(tokens, list) or not all(isinstance(t, str) and t.strip() for t in tokens):
-        raise CredentialsUnavailable("secret `client_tokens` is not a list of non-empty strings")
+    if not isinstance(tokens, list) or not all(_token_entry(t) for t in tokens):
+        raise CredentialsUnavailable(
+            'secret `client_tokens` is not a list of non-empty strings or {"token", "plan"}'
+        )
     extras = {}
     for name in ("organization", "project"):
         value = data.get(name)
         if value is not None and not isinstance(value, str):
             raise CredentialsUnavailable(f"secret `{name}` is not a string")
         extras[name] = value or None
+    pairs = [(t, None) if isinstance(t, str) else (t["token"], t.get("plan")) for t in tokens]
+    client_tokens, token_plans = tokens_and_plans(pairs)
     return Credentials(
         api_key=_checked_key(api_key.strip()),
-        client_tokens=tuple(t.strip().encode() for t in tokens),
+        client_tokens=client_tokens,
+        token_plans=token_plans,
         **extras,
     )
+
+
+def _token_entry(entry: object) -> bool:
+    """A secret's client token: a non-empty string, or `{"token": "...", "plan": "..."}`."""
+    if isinstance(entry, str):
+        return bool(entry.strip())
+    return (
+        isinstance(entry, dict)
+        and set(entry) <= {"token", "plan"}
+        and isinstance(entry.get("token"), str)
+        and bool(entry["token"].strip())
+        and isinstance(entry.get("plan", ""), str)
+    )
+
+
+def tokens_and_plans(
+    pairs: Iterable[tuple[str, str | None]],
+) -> tuple[tuple[bytes, ...], dict[str, str]]:
+    """The client tokens, and the plan each one that names one names (by the token's id)."""
+    tokens, plans = [], {}
+    for token, plan in pairs:
+        encoded = token.strip().encode()
+        tokens.append(encoded)
+        if plan and plan.strip():
+            plans[token_id(encoded)] = plan.strip()
+    return tuple(tokens), plans
+
+
+def split_token_plan(entry: str) -> tuple[str, str | None]:
+    """A `CLIENT_TOKENS` entry: `token`, or `token:plan` (split at the last colon)."""
+    token, colon, plan = entry.rpartition(":")
+    return (token, plan) if colon and token else (entry, None)
 
 
 def _checked_key(api_key: str) -> str:
@@ -151,9 +191,13 @@ class CredentialStore:
         self._refreshed_at = float("-inf")
         self._reading: asyncio.Future[Credentials] | None = None
         if settings.openai_api_key:
+            client_tokens, token_plans = tokens_and_plans(
+                split_token_plan(entry) for entry in settings.client_tokens
+            )
             self._static = Credentials(
                 api_key=settings.openai_api_key,
-                client_tokens=tuple(t.encode() for t in settings.client_tokens),
+                client_tokens=client_tokens,
+                token_plans=token_plans,
                 source="CLIENT_TOKENS",
             )
         else:

@@ -1,5 +1,5 @@
-"""DynamoDB's `UpdateItem` on the event loop, through handler/aws.py (awscrt signs, aiohttp
-carries, retries as the SDKs' standard mode).
+"""DynamoDB's `UpdateItem` (and `GetItem`, for `GET /me`) on the event loop, through
+handler/aws.py (awscrt signs, aiohttp carries, retries as the SDKs' standard mode).
 
 The quota check sits before every first token, so it is one HTTP round trip and a few tens of
 microseconds of signing: no boto3 to import at init, no worker thread, no SDK serialisation per
@@ -13,6 +13,7 @@ from typing import Any
 from handler.aws import AwsCallFailed, AwsEnvironment, AwsJsonClient, JsonService
 
 UPDATE_ITEM = "DynamoDB_20120810.UpdateItem"
+GET_ITEM = "DynamoDB_20120810.GetItem"
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -76,6 +77,16 @@ class DynamoDB:
             if exc.code == CONDITION_FAILED:
                 raise ConditionFailed(_old_item(exc.answer)) from None
             raise DynamoDBFailed(str(exc)) from exc
+
+    async def get_item(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The item `request` (GetItem's JSON) names, as DynamoDB's JSON (empty when there is
+        none), or `DynamoDBFailed`."""
+        try:
+            answer = await self._client.call(GET_ITEM, request)
+        except AwsCallFailed as exc:
+            raise DynamoDBFailed(str(exc)) from exc
+        item = answer.get("Item")
+        return item if isinstance(item, dict) else {}
 
     async def preconnect(self) -> bool:
         """Open the pool and one kept-alive connection to DynamoDB before any request needs it

@@ -13,6 +13,7 @@ from ipaddress import ip_address
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -212,6 +213,21 @@ class Settings(BaseSettings):
     token_budget_per_day: int = Field(
         default=0, ge=0, description="prompt + completion tokens per caller per UTC day; 0 = none"
     )
+    max_concurrent_streams: int = Field(
+        default=0,
+        ge=0,
+        description="model requests one caller may have in flight at once; 0 = no limit",
+    )
+    plans: str = Field(
+        default="",
+        description='Caller plans, a JSON object {"<name>": {...}} (docs/api.md, "Plans"); '
+        "each plan's unset fields are these settings, which are the plan `default`.",
+    )
+    jwt_plan_claim: str | None = Field(
+        default=None,
+        description="Sign-in: the claim whose first value naming a plan is the user's plan "
+        "(`cognito:groups`, `scope`); no match: `default`.",
+    )
     quota_fail_open: bool = Field(
         default=False,
         description="admit requests (with a warning) when DynamoDB cannot be reached",
@@ -270,7 +286,13 @@ class Settings(BaseSettings):
 
     _unique_tools = field_validator("chat_tools")(check_unique_names)
 
-    @field_validator("jwt_issuer", "jwks_url", "page_relay_url", mode="before")
+    @field_validator("plans", mode="before")
+    @classmethod
+    def _plans_as_json(cls, value: object) -> object:
+        # Tests and code may pass the plans as a dict; the environment gives JSON text.
+        return orjson.dumps(value).decode() if isinstance(value, dict) else value
+
+    @field_validator("jwt_issuer", "jwks_url", "page_relay_url", "jwt_plan_claim", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # The template passes empty parameters as empty strings.
@@ -314,16 +336,25 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _limits_need_a_table(self) -> Settings:
         # Fail closed: a limit that is set must never silently be no limit at all.
-        if (self.rate_limit_per_minute or self.token_budget_per_day) and not self.quota_table:
-            raise ValueError("RATE_LIMIT_PER_MINUTE and TOKEN_BUDGET_PER_DAY need QUOTA_TABLE")
+        if self.limited and not self.quota_table:
+            raise ValueError(
+                "RATE_LIMIT_PER_MINUTE, TOKEN_BUDGET_PER_DAY and MAX_CONCURRENT_STREAMS need "
+                "QUOTA_TABLE"
+            )
         return self
 
     @property
-    def quotas_on(self) -> bool:
-        """Whether requests are counted against per-caller limits at all."""
-        return bool(self.quota_table) and bool(
-            self.rate_limit_per_minute or self.token_budget_per_day
+    def limited(self) -> bool:
+        """Whether these settings set any per-caller limit."""
+        return bool(
+            self.rate_limit_per_minute or self.token_budget_per_day or self.max_concurrent_streams
         )
+
+    @property
+    def quotas_on(self) -> bool:
+        """Whether requests are counted against per-caller limits at all (by these settings;
+        a plan's limits turn the counting on too: `Plans.any_limited`)."""
+        return bool(self.quota_table) and self.limited
 
     @cached_property
     def chat_tool_specs(self) -> dict[str, dict]:

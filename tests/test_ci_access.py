@@ -548,6 +548,8 @@ def test_the_boundary_lets_the_function_do_its_work_and_nothing_else(environment
         boundary, "dynamodb:UpdateItem", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/payments"
     )
     assert not allows(boundary, "dynamodb:Scan", own_table)
+    assert allows(boundary, "dynamodb:GetItem", own_table)
+    assert not allows(boundary, "dynamodb:GetItem", other_table)
 
 
 @pytest.mark.parametrize(("environment", "other"), [("dev", "prod"), ("prod", "dev")])

@@ -396,7 +396,7 @@ def test_the_quota_table_is_on_demand_keyed_by_pk_with_ttl():
     assert properties["TableName"] == "chat-relay-dev-quota"
 
 
-def test_the_function_may_only_update_items_of_its_quota_table():
+def test_the_function_may_only_update_and_read_items_of_its_quota_table():
     role = deployed()["Resources"]["RelayFunctionRole"]
     found = [
         s
@@ -404,8 +404,9 @@ def test_the_function_may_only_update_items_of_its_quota_table():
         for s in statements(policy["PolicyDocument"])
         if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))
     ]
+    # UpdateItem counts and settles; GetItem reads one caller's item for GET /me.
     assert [(s["Action"], s["Resource"]) for s in found] == [
-        ("dynamodb:UpdateItem", {"Fn::GetAtt": ["QuotaTable", "Arn"]})
+        (["dynamodb:UpdateItem", "dynamodb:GetItem"], {"Fn::GetAtt": ["QuotaTable", "Arn"]})
     ]
 
 
