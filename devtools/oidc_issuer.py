@@ -28,6 +28,7 @@ class OidcIssuer:
         self.keys: dict[str, Any] = {}  # kid -> private key, published or not
         self.published: list[str] = []  # kids in the JWKS, in order
         self.jwks_fetches = 0
+        self.discovery_fetches = 0
         self.jwks_status = 200
         self.hold_jwks: threading.Event | None = None  # when set, the JWKS waits for it
         issuer = self
@@ -35,6 +36,7 @@ class OidcIssuer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 if self.path == "/.well-known/openid-configuration":
+                    issuer.discovery_fetches += 1
                     body = {"issuer": issuer.issuer, "jwks_uri": issuer.jwks_url}
                     return self._send(200, body)
                 if self.path == "/jwks.json":
@@ -68,9 +70,12 @@ class OidcIssuer:
         self._server.shutdown()
         self._server.server_close()
 
-    def add_key(self, kid: str, kind: str = "RSA", publish: bool = True) -> None:
-        """A new real key pair: `RSA` (2048 bits, RS256) or `EC` (P-256, ES256)."""
-        parameters = {"kid": kid, "use": "sig"}
+    def add_key(
+        self, kid: str, kind: str = "RSA", publish: bool = True, alg: str | None = None
+    ) -> None:
+        """A new real key pair: `RSA` (2048 bits, RS256) or `EC` (P-256, ES256); `alg`, when
+        given, is published with the key (the one algorithm it may be used with)."""
+        parameters = {"kid": kid, "use": "sig", **({"alg": alg} if alg is not None else {})}
         if kind == "RSA":
             key = RSAKey.generate_key(2048, parameters=parameters)
         else:

@@ -38,6 +38,10 @@ class Script:
     split_writes: bool = False  # send every event in two writes, cut mid-character
     finish_reason: str = "stop"
     model: str | None = None  # defaults to the requested model
+    crlf: bool = False  # frame the SSE lines with \r\n, as some OpenAI-compatible servers do
+    # Sent after the tokens in place of the API's closing events (finish_reason, usage, [DONE]),
+    # before the body ends cleanly: b"" is a stream cut short, b"data: {oops\n\n" a bad chunk.
+    ending: bytes | None = None
 
 
 def demo_script() -> Script:
