@@ -1,0 +1,99 @@
+"""The streaming runtime's side of a response, with a small ASGI app of the test's own as its
+input and the runtime-API emulator on the other end: `Set-Cookie` headers go into the prelude's
+`cookies` (as a function URL wants them), and a reader that does not keep up makes the app wait
+(back-pressure) instead of piling the answer up in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import uvloop
+
+from handler.runtime import Runtime
+from handler.runtime_api import RuntimeApi
+from handler.settings import Settings
+from tests.runtime_process import ROOT
+
+URL_EVENT = json.loads((ROOT / "events" / "chat.json").read_text())
+CHUNK = b"z" * 65536
+CHUNKS = 512  # 32 MiB: far more than the socket buffers between the runtime and the emulator
+
+
+class StreamingApp:
+    """Answers every request with two cookies and `chunks` chunks, as fast as `send` lets it;
+    `sent` counts the chunks `send` has accepted so far."""
+
+    def __init__(self, chunks: int, chunk: bytes = CHUNK) -> None:
+        self.chunks, self.chunk, self.sent = chunks, chunk, 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        await receive()
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"set-cookie", b"session=abc; Path=/; HttpOnly"),
+            (b"x-answer", b"1"),
+            (b"Set-Cookie", b"theme=dark; Max-Age=60"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(self.chunks):
+            await send({"type": "http.response.body", "body": self.chunk, "more_body": True})
+            self.sent += 1
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def run_one_invocation(runtime_api, app) -> Future:
+    """The runtime takes one event from the emulator and answers it with `app`, in a thread."""
+    settings = Settings(_env_file=None, openai_api_key="sk-unused", allow_anonymous=True)
+
+    async def one() -> None:
+        api = RuntimeApi(runtime_api.address)
+        headers, body = await api.next_invocation()
+        await Runtime(api, app, settings).invoke(api, headers, body)
+
+    pool = ThreadPoolExecutor(1)
+    # On uvloop, the loop the runtime runs on (handler/runtime.py).
+    future = pool.submit(asyncio.run, one(), loop_factory=uvloop.new_event_loop)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_set_cookie_headers_go_into_the_preludes_cookies(runtime_api):
+    app = StreamingApp(chunks=2, chunk=b"hello ")
+    invocation = runtime_api.invoke(URL_EVENT)
+    run_one_invocation(runtime_api, app).result(30)
+    prelude, body = invocation.wait(30).prelude_and_body()
+    assert prelude["statusCode"] == 200
+    assert prelude["cookies"] == ["session=abc; Path=/; HttpOnly", "theme=dark; Max-Age=60"]
+    assert "set-cookie" not in {name.lower() for name in prelude["headers"]}
+    assert prelude["headers"]["x-answer"] == "1"
+    assert body == b"hello hello "
+
+
+def test_a_reader_that_does_not_keep_up_makes_the_app_wait(runtime_api):
+    app = StreamingApp(chunks=CHUNKS)
+    gate = threading.Event()
+    invocation = runtime_api.invoke(URL_EVENT, read_gate=gate)
+    done = run_one_invocation(runtime_api, app)
+    try:
+        # Wait until the app stops getting anywhere (or has sent everything, which is the bug).
+        seen, still_since = -1, time.monotonic()
+        deadline = time.monotonic() + 60
+        while app.sent < CHUNKS and time.monotonic() - still_since < 1.0:
+            assert time.monotonic() < deadline, "the app neither finished nor stalled"
+            if app.sent != seen:
+                seen, still_since = app.sent, time.monotonic()
+            time.sleep(0.02)
+        held_back = app.sent
+        assert held_back < CHUNKS // 2, (
+            f"{held_back} of {CHUNKS} chunks accepted by a stalled reader"
+        )
+    finally:
+        gate.set()
+    done.result(60)
+    _, body = invocation.wait(60).prelude_and_body()
+    assert len(body) == CHUNKS * len(CHUNK)
+    assert app.sent == CHUNKS
