@@ -134,7 +134,19 @@ def asgi_request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Respo
     return run_coroutine(call())
 
 
-def logged_request(caplog, route: str, within_s: float = 2.0) -> dict:
+def request_lines(caplog, count: int = 1, within_s: float = 10.0) -> list[dict]:
+    """The request log lines so far, once at least `count` are written (or `within_s` has
+    passed): a line is written when the response has ended, which may be just after the
+    client has read its last byte, so a fixed sleep before reading it would be a guess."""
+    deadline = time.monotonic() + within_s
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "relay.request"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+def logged_request(caplog, route: str, within_s: float = 10.0) -> dict:
     """The last request log line of `route`, waiting for it: the line is written when the
     response has ended, which may be just after the client has read its last byte."""
     deadline = time.monotonic() + within_s

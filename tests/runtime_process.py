@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,14 @@ class RuntimeProcess:
     def request_logs(self) -> list[dict]:
         """The relay's one JSON line per request, so far."""
         return [json.loads(line) for line in self.lines if line.startswith('{"request_id"')]
+
+
+def ended_before_its_deadline(invocation) -> bool:
+    """Whether the last byte of the answer reached the emulator before the invocation's
+    deadline (when Lambda would have cut the function off): an ordering, not a time bound."""
+    last_arrival = invocation.chunks[-1][0]  # time.monotonic() on the emulator's side
+    wall_clock_of_it = time.time() - (time.monotonic() - last_arrival)
+    return wall_clock_of_it * 1000 < invocation.deadline_ms
 
 
 @pytest.fixture
