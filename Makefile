@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PY313 := $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
+# CPython 3.13: pyenv's, else python3.13 on PATH (setup-python puts it there in CI).
+ifndef PY313
+PY313 := $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
+endif
 PYTHON_FOR_VENV ?= $(or $(PY313),python3)
 VENV := .venv
 PY := $(VENV)/bin/python
