@@ -92,7 +92,11 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 	$(MAKE) --no-print-directory build-RelayFunction ARTIFACTS_DIR=build/relay
 	$(PY313) -m infra.build.zip_package build/relay build/relay.zip
 
+MUTANTS ?=
+mutants: $(STAMP) ## mutation testing of the core into bench/mutants.md (MUTANTS="sse policy access runtime writer")
+	$(PY) tools/mutants.py $(MUTANTS)
+
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps node-deps dev test test-fast lint chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium
+.PHONY: help deps node-deps dev test test-fast lint mutants chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium

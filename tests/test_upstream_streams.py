@@ -114,6 +114,7 @@ def test_a_broken_upstream_stream_ends_chat_with_an_error_event(upstream, relay,
     name, error = events[-1]
     assert name == "error"
     assert error["error"]["type"] == "upstream_error"
+    assert set(error["error"]) == {"type", "message"}  # /chat's shape, not OpenAI's
 
 
 @pytest.mark.parametrize("how", sorted(BROKEN))
@@ -146,7 +147,9 @@ def test_a_broken_upstream_stream_ends_v1_with_an_error_chunk_not_done(upstream,
     assert response.status == 200
     payloads = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
     assert "[DONE]" not in payloads
-    assert json.loads(payloads[-1])["error"]["type"] == "upstream_error"
+    error = json.loads(payloads[-1])["error"]
+    assert error["type"] == "upstream_error"
+    assert set(error) == {"message", "type", "param", "code"}  # OpenAI's shape, which SDKs read
     assert '"half "' in response.text
 
 
@@ -162,6 +165,23 @@ def test_a_broken_upstream_stream_raises_in_the_openai_sdk_on_v1(upstream, relay
             if chunk.choices:
                 pieces.append(chunk.choices[0].delta.content or "")
     assert "".join(pieces).startswith("half ")
+
+
+def chunk_event(delta: dict, finish_reason: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    return b"data: " + json.dumps({"model": "gpt-5.4-mini", "choices": [choice]}).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_deltas_that_arrive_in_one_read_are_each_forwarded(upstream, relay, count):
+    """However many chunks one socket read brings, each delta becomes its own frame."""
+    texts = [f"part{i} " for i in range(count)]
+    together = b"".join(chunk_event({"content": t}) for t in texts)
+    ending = together + chunk_event({}, "stop") + b"data: [DONE]\n\n"
+    upstream.enqueue(Script(tokens=[], ending=ending))
+    events = stream(f"{relay.url}/chat", {"prompt": "hi"}, SSE).events()
+    assert [data for name, data in events if name == "message"] == [{"delta": t} for t in texts]
+    assert events[-1][0] == "done"
 
 
 def test_an_upstream_stream_ending_with_finish_reason_but_no_done_is_complete_on_chat(
