@@ -45,6 +45,20 @@ class StreamingApp:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+class TrailersApp:
+    """Declares trailers (the ASGI `http.response.trailers` extension) and ends with an empty
+    trailers message, as an app that only adds trailers on failure does on success."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        await receive()
+        headers = [(b"content-type", b"text/plain")]
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": headers, "trailers": True}
+        )
+        await send({"type": "http.response.body", "body": b"all of it", "more_body": False})
+        await send({"type": "http.response.trailers", "headers": []})
+
+
 def run_one_invocation(runtime_api, app) -> Future:
     """The runtime takes one event from the emulator and answers it with `app`, in a thread."""
     settings = Settings(_env_file=None, openai_api_key="sk-unused", allow_anonymous=True)
@@ -71,6 +85,15 @@ def test_set_cookie_headers_go_into_the_preludes_cookies(runtime_api):
     assert "set-cookie" not in {name.lower() for name in prelude["headers"]}
     assert prelude["headers"]["x-answer"] == "1"
     assert body == b"hello hello "
+
+
+def test_an_answer_ending_with_empty_trailers_is_complete(runtime_api):
+    invocation = runtime_api.invoke(URL_EVENT)
+    run_one_invocation(runtime_api, TrailersApp()).result(30)
+    prelude, body = invocation.wait(30).prelude_and_body()
+    assert (prelude["statusCode"], body) == (200, b"all of it")
+    assert invocation.zero_chunk
+    assert invocation.trailers == {}  # no Lambda error trailers: the answer is whole
 
 
 def test_a_reader_that_does_not_keep_up_makes_the_app_wait(runtime_api):
