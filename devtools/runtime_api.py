@@ -45,6 +45,7 @@ class Invocation:
     hung_up_at: float | None = None  # when the emulator closed it (as Lambda does on a hang-up)
     # When given, a streamed response's body is not read until this is set: a slow reader.
     read_gate: threading.Event | None = None
+    acknowledge: bool = True  # False: close the connection after the body instead of a 202
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -239,6 +240,10 @@ class RuntimeApiEmulator(LoopbackHttpServer):
                 await asyncio.to_thread(invocation.read_gate.wait, 60)
             await self._read_body(reader, headers, invocation.chunks, invocation.trailers)
             invocation.zero_chunk = "chunked" in headers.get("transfer-encoding", "")
+            if not invocation.acknowledge:
+                writer.close()
+                self.finished(invocation)
+                return False
             await self._accepted(writer)
             if invocation.streamed:
                 invocation.connection_closed = await self._closed_soon(reader)

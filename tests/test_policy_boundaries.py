@@ -21,7 +21,10 @@ def responses(relay, **fields) -> httpx.Response:
 
 
 @pytest.mark.parametrize("send", [completions, responses])
-@pytest.mark.parametrize(("temperature", "status"), [(0, 200), (2, 200), (-0.01, 400), (2.01, 400)])
+@pytest.mark.parametrize(
+    ("temperature", "status"),
+    [(0, 200), (2, 200), (1.5, 200), (-0.01, 400), (2.01, 400), ("warm", 400), (True, 400)],
+)
 def test_temperature_is_allowed_from_0_to_2_inclusive(upstream, relay, send, temperature, status):
     response = send(relay, temperature=temperature)
     assert response.status_code == status, response.text

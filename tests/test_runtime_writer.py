@@ -9,7 +9,7 @@ import asyncio
 import json
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import uvloop
 
@@ -68,10 +68,16 @@ def run_one_invocation(runtime_api, app) -> Future:
         headers, body = await api.next_invocation()
         await Runtime(api, app, settings).invoke(api, headers, body)
 
-    pool = ThreadPoolExecutor(1)
-    # On uvloop, the loop the runtime runs on (handler/runtime.py).
-    future = pool.submit(asyncio.run, one(), loop_factory=uvloop.new_event_loop)
-    pool.shutdown(wait=False)
+    future: Future = Future()
+
+    def run() -> None:
+        try:  # on uvloop, the loop the runtime runs on (handler/runtime.py)
+            future.set_result(asyncio.run(one(), loop_factory=uvloop.new_event_loop))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    # A daemon thread: a runtime that hangs fails its test instead of holding pytest at exit.
+    threading.Thread(target=run, daemon=True).start()
     return future
 
 
@@ -94,6 +100,15 @@ def test_an_answer_ending_with_empty_trailers_is_complete(runtime_api):
     assert (prelude["statusCode"], body) == (200, b"all of it")
     assert invocation.zero_chunk
     assert invocation.trailers == {}  # no Lambda error trailers: the answer is whole
+
+
+def test_a_response_lambda_never_acknowledges_does_not_hold_the_runtime(runtime_api):
+    """The runtime waits for Lambda's 202 after the last chunk; a connection closed instead
+    ends that wait, so the poller goes on to the next event."""
+    invocation = runtime_api.invoke(URL_EVENT, acknowledge=False)
+    done = run_one_invocation(runtime_api, StreamingApp(chunks=1, chunk=b"whole"))
+    done.result(30)  # returned: not stuck waiting for an answer that will never come
+    assert invocation.wait(30).prelude_and_body()[1] == b"whole"
 
 
 def test_a_reader_that_does_not_keep_up_makes_the_app_wait(runtime_api):
