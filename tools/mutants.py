@@ -15,6 +15,7 @@ import ast
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,6 +90,7 @@ TARGETS = {
         [
             "tests/test_runtime_writer.py",
             "tests/test_runtime.py::test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once",
+            "tests/test_runtime.py::test_a_connection_closed_while_idle_before_the_response_is_no_hang_up",
             "tests/test_runtime.py::test_mid_stream_failure_ends_with_error_trailers",
         ],
         ["StreamedResponse"],
@@ -150,12 +152,7 @@ def skip_out_of_scope(database: Path, target: Target, source: Path) -> None:
                 )
 
 
-def run_target(name: str, target: Target) -> dict:
-    tree = WORK / name / "tree"
-    copy_tree(tree)
-    config = WORK / name / "config.toml"
-    database = WORK / name / "session.sqlite"
-    database.unlink(missing_ok=True)
+def write_config(config: Path, target: Target) -> None:
     config.write_text(
         "[cosmic-ray]\n"
         f'module-path = "{target.module}"\n'
@@ -164,15 +161,37 @@ def run_target(name: str, target: Target) -> dict:
         f'test-command = "{target.test_command()}"\n'
         '[cosmic-ray.distributor]\nname = "local"\n'
     )
+
+
+def run_target(name: str, target: Target, again: bool = False) -> dict:
+    """Run every mutant of `target`; with `again`, only the survivors of its last session,
+    against the tests as they are now (new tests written to kill them)."""
+    tree = WORK / name / "tree"
+    copy_tree(tree)
+    config = WORK / name / "config.toml"
+    database = WORK / name / "session.sqlite"
+    write_config(config, target)
     cosmic_ray = [str(ROOT / ".venv" / "bin" / "cosmic-ray")]
-    subprocess.run([*cosmic_ray, "init", str(config), str(database)], cwd=tree, check=True)
-    skip_out_of_scope(database, target, tree / target.module)
+    first_pass = None
+    if again:
+        with sqlite3.connect(database) as db:
+            first_pass = db.execute(
+                "SELECT count(*) FROM work_results WHERE test_outcome = 'SURVIVED'"
+            ).fetchone()[0]
+            db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+    else:
+        database.unlink(missing_ok=True)
+        subprocess.run([*cosmic_ray, "init", str(config), str(database)], cwd=tree, check=True)
+        skip_out_of_scope(database, target, tree / target.module)
     started = time.monotonic()
     baseline = subprocess.run(target.test_command().split(), cwd=tree, capture_output=True)
     if baseline.returncode != 0:
         raise SystemExit(f"{name}: the tests fail without any mutant:\n{baseline.stdout[-2000:]}")
     subprocess.run([*cosmic_ray, "exec", str(config), str(database)], cwd=tree, check=True)
-    return collect(name, target, database, time.monotonic() - started)
+    result = collect(name, target, database, time.monotonic() - started)
+    if first_pass is not None:
+        result["first_pass_survived"] = first_pass
+    return result
 
 
 def collect(name: str, target: Target, database: Path, seconds: float) -> dict:
@@ -247,7 +266,13 @@ def write_report(results: dict[str, dict]) -> None:
         rate = f"{result['kill_rate']:.0%}" if result["kill_rate"] is not None else "-"
         lines.append(
             f"| {result['target']} | {scope} | {ran} | {counts['killed'] + counts['incompetent']}"
-            f" | {counts['survived']} | {rate} | {counts.get('not_run', 0)}"
+            f" | {counts['survived']}"
+            + (
+                f" ({result['first_pass_survived']} before the new tests)"
+                if "first_pass_survived" in result
+                else ""
+            )
+            + f" | {rate} | {counts.get('not_run', 0)}"
             f" | {result['seconds'] / 60:.1f} |"
         )
     for result in results.values():
@@ -271,6 +296,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all)")
     parser.add_argument(
+        "--again",
+        action="store_true",
+        help="run only the survivors of the targets' last sessions, against today's tests",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="collect the targets' finished sessions in build/mutants and write the report",
@@ -286,7 +316,7 @@ def main() -> int:
             seconds = database.stat().st_mtime - (WORK / name / "config.toml").stat().st_mtime
             result = collect(name, TARGETS[name], database, seconds)
         else:
-            result = run_target(name, TARGETS[name])
+            result = run_target(name, TARGETS[name], again=args.again)
         # Read again: another run may have written its targets meanwhile.
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results[name] = result
