@@ -37,6 +37,7 @@ class StreamingApp:
             (b"set-cookie", b"session=abc; Path=/; HttpOnly"),
             (b"x-answer", b"1"),
             (b"Set-Cookie", b"theme=dark; Max-Age=60"),
+            (b"X-Answer", b"2"),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         for _ in range(self.chunks):
@@ -57,6 +58,23 @@ class TrailersApp:
         )
         await send({"type": "http.response.body", "body": b"all of it", "more_body": False})
         await send({"type": "http.response.trailers", "headers": []})
+
+
+class FailingApp:
+    """Raises `ValueError` before its response (`sent` 0), after a first chunk (1), or returns
+    without ending its body (`ends` False)."""
+
+    def __init__(self, sent: int, ends: bool = False) -> None:
+        self.sent, self.ends = sent, ends
+
+    async def __call__(self, scope, receive, send) -> None:
+        await receive()
+        if self.sent:
+            headers = [(b"content-type", b"text/plain")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        if not self.ends:
+            raise ValueError("the app broke")
 
 
 def run_one_invocation(runtime_api, app) -> Future:
@@ -89,7 +107,7 @@ def test_set_cookie_headers_go_into_the_preludes_cookies(runtime_api):
     assert prelude["statusCode"] == 200
     assert prelude["cookies"] == ["session=abc; Path=/; HttpOnly", "theme=dark; Max-Age=60"]
     assert "set-cookie" not in {name.lower() for name in prelude["headers"]}
-    assert prelude["headers"]["x-answer"] == "1"
+    assert prelude["headers"]["x-answer"] == "1, 2"  # repeated headers joined, as HTTP allows
     assert body == b"hello hello "
 
 
@@ -109,6 +127,33 @@ def test_a_response_lambda_never_acknowledges_does_not_hold_the_runtime(runtime_
     done = run_one_invocation(runtime_api, StreamingApp(chunks=1, chunk=b"whole"))
     done.result(30)  # returned: not stuck waiting for an answer that will never come
     assert invocation.wait(30).prelude_and_body()[1] == b"whole"
+
+
+def test_an_app_failing_before_its_response_is_reported_to_error_with_its_type(runtime_api):
+    invocation = runtime_api.invoke(URL_EVENT)
+    run_one_invocation(runtime_api, FailingApp(sent=0)).result(30)
+    invocation.wait(30)
+    assert invocation.kind == "error"
+    assert invocation.request_headers["lambda-runtime-function-error-type"] == "Function.ValueError"
+    assert json.loads(invocation.raw)["errorType"] == "ValueError"
+
+
+def test_an_app_failing_mid_answer_ends_it_with_lambdas_error_trailers(runtime_api):
+    invocation = runtime_api.invoke(URL_EVENT)
+    run_one_invocation(runtime_api, FailingApp(sent=1)).result(30)
+    _, body = invocation.wait(30).prelude_and_body()
+    assert invocation.kind == "response" and body == b"first"
+    assert invocation.trailers["lambda-runtime-function-error-type"] == "Function.StreamError"
+    assert invocation.error_trailer_body()["errorType"] == "ValueError"
+
+
+def test_an_app_returning_before_its_body_ended_is_an_incomplete_response(runtime_api):
+    invocation = runtime_api.invoke(URL_EVENT)
+    run_one_invocation(runtime_api, FailingApp(sent=1, ends=True)).result(30)
+    _, body = invocation.wait(30).prelude_and_body()
+    assert body == b"first"
+    assert invocation.trailers["lambda-runtime-function-error-type"] == "Function.StreamError"
+    assert invocation.error_trailer_body()["errorType"] == "IncompleteResponse"
 
 
 def test_a_reader_that_does_not_keep_up_makes_the_app_wait(runtime_api):
