@@ -89,6 +89,7 @@ TARGETS = {
         "handler/runtime_api.py",
         [
             "tests/test_runtime_writer.py",
+            "tests/test_runtime.py::test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame",
             "tests/test_runtime.py::test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once",
             "tests/test_runtime.py::test_a_connection_closed_while_idle_before_the_response_is_no_hang_up",
             "tests/test_runtime.py::test_mid_stream_failure_ends_with_error_trailers",
