@@ -50,13 +50,15 @@ def test_lwa_start_script_serves_and_streams_on_the_configured_port(upstream):
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.1)
         tokens = [f"w{i} " for i in range(8)]
-        upstream.enqueue(Script(tokens=tokens, delay_s=0.05))
+        upstream.enqueue(Script(tokens=tokens, delay_s=0.1))
+        sent_at = time.monotonic()
         response = stream(f"{url}/chat", {"prompt": "hi"}, SSE)
         assert deltas_text(response.events()) == "".join(tokens)
         times = [at for at, _ in response.chunks]
         assert times[-1] - times[0] > 0.3
         call = upstream.last  # the first frame came in the first half of the upstream's answer
-        assert response.chunks[0][0] < (call.finished_at - call.received_at) / 2
+        first_frame_at = sent_at + response.chunks[0][0]  # on the upstream's clock
+        assert first_frame_at < call.received_at + (call.finished_at - call.received_at) / 2
     finally:
         process.terminate()
         process.wait(10)
