@@ -50,9 +50,15 @@ class RuntimeProcess:
         self._reader.join(10)
         return "".join(self.lines)
 
-    def request_logs(self) -> list[dict]:
-        """The relay's one JSON line per request, so far."""
-        return [json.loads(line) for line in self.lines if line.startswith('{"request_id"')]
+    def request_logs(self, count: int = 0, within_s: float = 10.0) -> list[dict]:
+        """The relay's one JSON line per request, once at least `count` have been read from the
+        process (or `within_s` has passed): a line comes after its answer has ended."""
+        deadline = time.monotonic() + within_s
+        while True:
+            logs = [json.loads(line) for line in self.lines if line.startswith('{"request_id"')]
+            if len(logs) >= count or time.monotonic() > deadline:
+                return logs
+            time.sleep(0.01)
 
 
 def ended_before_its_deadline(invocation) -> bool:
