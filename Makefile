@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PY313 := $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
+# CPython 3.13: pyenv's, else python3.13 on PATH (setup-python puts it there in CI).
+ifndef PY313
+PY313 := $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
+endif
 PYTHON_FOR_VENV ?= $(or $(PY313),python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -91,8 +94,11 @@ package: ## build the Lambda zip (ARCH=arm64|x86_64) and print its size
 
 openapi: $(STAMP) ## regenerate docs/openapi.json from the app (a test fails while it is stale)
 	$(PY) -m tools.openapi
+MUTANTS ?=
+mutants: $(STAMP) ## mutation testing of the core into bench/mutants.md (MUTANTS="sse policy access runtime writer")
+	$(PY) tools/mutants.py $(MUTANTS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps node-deps dev test test-fast lint openapi chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium
+.PHONY: help deps node-deps dev test test-fast lint openapi mutants chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium

@@ -73,9 +73,12 @@ class OidcIssuer:
         self._server.shutdown()
         self._server.server_close()
 
-    def add_key(self, kid: str, kind: str = "RSA", publish: bool = True) -> None:
-        """A new real key pair: `RSA` (2048 bits, RS256) or `EC` (P-256, ES256)."""
-        parameters = {"kid": kid, "use": "sig"}
+    def add_key(
+        self, kid: str, kind: str = "RSA", publish: bool = True, alg: str | None = None
+    ) -> None:
+        """A new real key pair: `RSA` (2048 bits, RS256) or `EC` (P-256, ES256); `alg`, when
+        given, is published with the key (the one algorithm it may be used with)."""
+        parameters = {"kid": kid, "use": "sig", **({"alg": alg} if alg is not None else {})}
         if kind == "RSA":
             key = RSAKey.generate_key(2048, parameters=parameters)
         else:

@@ -50,6 +50,11 @@ def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def _crlf(events: bytes) -> bytes:
+    """SSE lines ended by CRLF instead of LF (JSON payloads hold no raw newline)."""
+    return events.replace(b"\n", b"\r\n")
+
+
 class OpenAICompatibleServer(LoopbackHttpServer):
     """`POST /v1/chat/completions` and `POST /v1/responses` (streamed or JSON) answered by
     queued or default scripts; the events of each API are in `devtools/openai_events.py`.
@@ -143,12 +148,13 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         return key if key or self.accepted_keys is None else None
 
     async def _stream(self, reader, writer, script: Script, events, record) -> bool:
+        framed = _crlf if script.crlf else bytes
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n"
             b"x-request-id: " + record.request_id.encode() + b"\r\n\r\n"
         )
-        writer.write(_http_chunk(events.opening()))
+        writer.write(_http_chunk(framed(events.opening())))
         await writer.drain()
         watcher = asyncio.ensure_future(self._watch_hang_up(reader, record))
         try:
@@ -159,14 +165,15 @@ class OpenAICompatibleServer(LoopbackHttpServer):
                     writer.transport.abort()
                     return False
                 if script.error_after is not None and index >= script.error_after:
-                    writer.write(_http_chunk(events.failure(script.error_message)) + b"0\r\n\r\n")
+                    failure = framed(events.failure(script.error_message))
+                    writer.write(_http_chunk(failure) + b"0\r\n\r\n")
                     await writer.drain()
                     return True
                 if index and (script.delay_s or script.jitter_s):
                     pause = script.delay_s + self._rng.random() * script.jitter_s
                     if not await self._pause(pause, record):
                         return False
-                await self._write_event(writer, events.delta(token), script.split_writes)
+                await self._write_event(writer, framed(events.delta(token)), script.split_writes)
                 record.tokens_sent += 1
                 if record.first_token_at is None:
                     record.first_token_at = time.monotonic()
@@ -185,7 +192,10 @@ class OpenAICompatibleServer(LoopbackHttpServer):
                         writer, events.tool_call_arguments(index, piece), script.split_writes
                     )
                     pieces += 1
-            writer.write(_http_chunk(events.closing(script.tokens, pieces)) + b"0\r\n\r\n")
+            ending = script.ending
+            if ending is None:
+                ending = events.closing(script.tokens, pieces)
+            writer.write((_http_chunk(framed(ending)) if ending else b"") + b"0\r\n\r\n")
             await writer.drain()
             record.finished_at = time.monotonic()
             return True

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import itertools
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -42,6 +43,9 @@ class Invocation:
     connection_closed: bool = False
     hang_up_after_chunks: int | None = None  # close the response connection after this many
     hung_up_at: float | None = None  # when the emulator closed it (as Lambda does on a hang-up)
+    # When given, a streamed response's body is not read until this is set: a slow reader.
+    read_gate: threading.Event | None = None
+    acknowledge: bool = True  # False: close the connection after the body instead of a 202
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -228,8 +232,18 @@ class RuntimeApiEmulator(LoopbackHttpServer):
             invocation.request_headers = headers
             if invocation.hang_up_after_chunks is not None and invocation.streamed:
                 return await self._hang_up(reader, writer, invocation)
+            if invocation.read_gate is not None:
+                # A small receive buffer, as a busy reader's would be: the kernel's autotuning
+                # would otherwise take in tens of MiB before the sender had to wait.
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                await asyncio.to_thread(invocation.read_gate.wait, 60)
             await self._read_body(reader, headers, invocation.chunks, invocation.trailers)
             invocation.zero_chunk = "chunked" in headers.get("transfer-encoding", "")
+            if not invocation.acknowledge:
+                writer.close()
+                self.finished(invocation)
+                return False
             await self._accepted(writer)
             if invocation.streamed:
                 invocation.connection_closed = await self._closed_soon(reader)

@@ -55,6 +55,10 @@ class Script:
         if self.tool_calls and self.finish_reason == "stop":
             return "tool_calls"
         return self.finish_reason
+    crlf: bool = False  # frame the SSE lines with \r\n, as some OpenAI-compatible servers do
+    # Sent after the tokens in place of the API's closing events (finish_reason, usage, [DONE]),
+    # before the body ends cleanly: b"" is a stream cut short, b"data: {oops\n\n" a bad chunk.
+    ending: bytes | None = None
 
 
 def demo_script() -> Script:

@@ -134,7 +134,19 @@ def asgi_request(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Respo
     return run_coroutine(call())
 
 
-def logged_request(caplog, route: str, within_s: float = 2.0) -> dict:
+def request_lines(caplog, count: int = 1, within_s: float = 10.0) -> list[dict]:
+    """The request log lines so far, once at least `count` are written (or `within_s` has
+    passed): a line is written when the response has ended, which may be just after the
+    client has read its last byte, so a fixed sleep before reading it would be a guess."""
+    deadline = time.monotonic() + within_s
+    while True:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "relay.request"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+def logged_request(caplog, route: str, within_s: float = 10.0) -> dict:
     """The last request log line of `route`, waiting for it: the line is written when the
     response has ended, which may be just after the client has read its last byte."""
     deadline = time.monotonic() + within_s
@@ -148,17 +160,28 @@ def logged_request(caplog, route: str, within_s: float = 2.0) -> dict:
 
 
 @contextmanager
-def counting_proxy(endpoint: str, failures: int = 0) -> Iterator[tuple[str, list[str]]]:
+def counting_proxy(
+    endpoint: str,
+    failures: int = 0,
+    failure: tuple[int, str] = (500, "InternalServerError"),
+    hold: threading.Event | None = None,
+) -> Iterator[tuple[str, list[str]]]:
     """A loopback HTTP proxy in front of moto that notes each AWS API call's `X-Amz-Target`;
-    it answers the first `failures` calls itself with `500 InternalServerError`."""
+    it answers the first `failures` calls itself with `failure` (HTTP status, AWS error code),
+    and, given `hold`, keeps every call waiting until that event is set."""
     targets: list[str] = []
+    status, code = failure
 
     class Forward(LoopbackHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["content-length"]))
             targets.append(self.headers.get("x-amz-target", ""))
-            if len(targets) <= failures:
-                self.answer(500, b'{"__type": "InternalServerError"}', "application/json")
+            number = len(targets)
+            if hold is not None:
+                hold.wait(60)
+            if number <= failures:
+                error = json.dumps({"__type": code, "message": "scripted by the test"}).encode()
+                self.answer(status, error, "application/json")
                 return
             skip = {"host", "content-length", "connection"}
             headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,23 @@ class RuntimeProcess:
         self._reader.join(10)
         return "".join(self.lines)
 
-    def request_logs(self) -> list[dict]:
-        """The relay's one JSON line per request, so far."""
-        return [json.loads(line) for line in self.lines if line.startswith('{"request_id"')]
+    def request_logs(self, count: int = 0, within_s: float = 10.0) -> list[dict]:
+        """The relay's one JSON line per request, once at least `count` have been read from the
+        process (or `within_s` has passed): a line comes after its answer has ended."""
+        deadline = time.monotonic() + within_s
+        while True:
+            logs = [json.loads(line) for line in self.lines if line.startswith('{"request_id"')]
+            if len(logs) >= count or time.monotonic() > deadline:
+                return logs
+            time.sleep(0.01)
+
+
+def ended_before_its_deadline(invocation) -> bool:
+    """Whether the last byte of the answer reached the emulator before the invocation's
+    deadline (when Lambda would have cut the function off): an ordering, not a time bound."""
+    last_arrival = invocation.chunks[-1][0]  # time.monotonic() on the emulator's side
+    wall_clock_of_it = time.time() - (time.monotonic() - last_arrival)
+    return wall_clock_of_it * 1000 < invocation.deadline_ms
 
 
 @pytest.fixture

@@ -1,14 +1,19 @@
 """The Lambda-shaped benchmark (bench/cold.py) runs end to end at its tiny scale, so it cannot rot.
 
-No timing is asserted; where cgroups cannot be written the figure says so instead of measuring.
+No timing is asserted. Where cgroups cannot be written the benchmark says so instead of
+measuring, and this test reports a skip with that reason rather than passing; in CI (CI=true),
+whose machines are root with writable cgroups like the developers', that is a failure.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from bench import lambda_report
 
@@ -30,7 +35,9 @@ def test_tiny_lambda_shaped_run_measures_every_contender_or_says_why_not(tmp_pat
     if "skipped" in figure:
         assert figure["skipped"].startswith("skipped: ")
         assert figure["skipped"] in run.stdout
-        return
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"the Lambda-shaped benchmark did not measure in CI: {figure['skipped']}")
+        pytest.skip(f"the Lambda-shaped benchmark did not measure: {figure['skipped']}")
     assert set(figure["sizes"]) == {"full", "128"}
     assert figure["package"] in {"make package", "bench"}  # what every contender ran from
     for size, contenders in figure["sizes"].items():

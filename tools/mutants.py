@@ -1,0 +1,335 @@
+"""Mutation testing of the core modules with cosmic-ray: `make mutants` (MUTANTS="sse policy").
+
+Each target is one module, the functions of it that are core, and the fast tests that claim
+to cover them. The module is mutated on disk in a copy of the tree under build/mutants (so an
+interrupted run never leaves a mutant in the checkout), one mutant at a time, and the tests
+run against it: a mutant that no test fails "survived". The runtime's tests start the runtime
+as a process, which is why the mutation is on disk rather than in memory. The results go to
+bench/mutants.md, survivors with the reason they are equivalent from bench/mutant-notes.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutants"
+REPORT = ROOT / "bench" / "mutants.md"
+RESULTS = ROOT / "bench" / "results" / "mutants.json"
+NOTES = ROOT / "bench" / "mutant-notes.json"
+
+# cosmic-ray replaces each binary operator by every other one (11 mutants per `+`, most of
+# them a TypeError on bytes or str). One replacement per operator, and the relational ones
+# that move a boundary or negate, keep the run short without losing what a mutant can show.
+KEPT_BINARY = "Add_Sub|Sub_Add|Mul_Div|Div_Mul|FloorDiv_Mul|Mod_Mul|BitOr_BitAnd|BitAnd_BitOr"
+KEPT_COMPARISON = (
+    "Eq_NotEq|NotEq_Eq|Lt_LtE|LtE_Lt|Gt_GtE|GtE_Gt|Lt_GtE|Gt_LtE"
+    "|Is_IsNot|IsNot_Is|In_NotIn|NotIn_In"
+)
+KEPT = re.compile(
+    rf"core/ReplaceBinaryOperator_({KEPT_BINARY})$|core/ReplaceComparisonOperator_({KEPT_COMPARISON})$"
+    r"|core/(?!ReplaceBinaryOperator|ReplaceComparisonOperator|VariableInserter|VariableReplacer)"
+)
+
+
+@dataclass
+class Target:
+    module: str
+    tests: list[str]
+    functions: list[str] = field(default_factory=list)  # empty: the whole module
+
+    def test_command(self) -> str:
+        python = ROOT / ".venv" / "bin" / "python"
+        return f"{python} -m pytest -x -q -p no:cacheprovider {' '.join(self.tests)}"
+
+
+TARGETS = {
+    "sse": Target(
+        "handler/sse.py",
+        ["tests/test_upstream_streams.py", "tests/test_streaming.py"],
+    ),
+    "policy": Target(
+        "handler/policy.py",
+        [
+            "tests/test_prompt_size_everywhere.py",
+            "tests/test_policy_boundaries.py",
+            "tests/test_cost_policy.py",
+            "tests/test_bad_input.py",
+        ],
+    ),
+    "access": Target(
+        "handler/access.py",
+        ["tests/test_access.py", "tests/test_access_rules.py"],
+    ),
+    # The runtime's prelude and the cycle that writes an answer to the runtime API.
+    "runtime": Target(
+        "handler/runtime.py",
+        [
+            "tests/test_runtime_writer.py",
+            "tests/test_runtime.py::test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame",
+            "tests/test_runtime.py::test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once",
+            "tests/test_runtime.py::test_mid_stream_failure_ends_with_error_trailers",
+            "tests/test_runtime.py::test_failure_before_the_response_goes_to_error",
+            "tests/test_runtime.py::test_every_mode_comes_through_with_its_status",
+        ],
+        ["_prelude", "StreamingCycle"],
+    ),
+    # The streamed response's writer (chunks, back-pressure, hang-ups, the trailers).
+    "writer": Target(
+        "handler/runtime_api.py",
+        [
+            "tests/test_runtime_writer.py",
+            "tests/test_runtime.py::test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame",
+            "tests/test_runtime.py::test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once",
+            "tests/test_runtime.py::test_a_connection_closed_while_idle_before_the_response_is_no_hang_up",
+            "tests/test_runtime.py::test_mid_stream_failure_ends_with_error_trailers",
+        ],
+        ["StreamedResponse"],
+    ),
+}
+
+
+def copy_tree(destination: Path) -> None:
+    """The checkout's tracked files (and its .venv and Node modules, linked) under `destination`."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = destination / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    (destination / ".venv").symlink_to(ROOT / ".venv")
+    node_modules = ROOT / "clients" / "ai-sdk" / "node_modules"
+    if node_modules.is_dir():
+        (destination / "clients" / "ai-sdk" / "node_modules").symlink_to(node_modules)
+
+
+def line_ranges(source: Path, names: list[str]) -> list[tuple[int, int]]:
+    """The lines of the top-level functions and classes called `names`."""
+    tree = ast.parse(source.read_text())
+    return [
+        (node.lineno, node.end_lineno)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.name in names
+    ]
+
+
+def skip_out_of_scope(database: Path, target: Target, source: Path) -> None:
+    """Mark as skipped the mutants of operators not kept, and those outside the core functions."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    ranges = line_ranges(source, target.functions) if target.functions else None
+    with use_db(str(database), WorkDB.Mode.open) as work_db:
+        for item in list(work_db.pending_work_items):
+            mutation = item.mutations[0]
+            line = mutation.start_pos[0]
+            reason = None
+            if not KEPT.match(mutation.operator_name):
+                reason = "operator not in the kept set"
+            elif ranges is not None and not any(a <= line <= b for a, b in ranges):
+                reason = "outside the core functions"
+            if reason:
+                work_db.set_result(
+                    item.job_id, WorkResult(output=reason, worker_outcome=WorkerOutcome.SKIPPED)
+                )
+
+
+def write_config(config: Path, target: Target) -> None:
+    config.write_text(
+        "[cosmic-ray]\n"
+        f'module-path = "{target.module}"\n'
+        "timeout = 180.0\n"
+        "excluded-modules = []\n"
+        f'test-command = "{target.test_command()}"\n'
+        '[cosmic-ray.distributor]\nname = "local"\n'
+    )
+
+
+def run_target(name: str, target: Target, again: bool = False) -> dict:
+    """Run every mutant of `target`; with `again`, only the survivors of its last session,
+    against the tests as they are now (new tests written to kill them)."""
+    tree = WORK / name / "tree"
+    copy_tree(tree)
+    config = WORK / name / "config.toml"
+    database = WORK / name / "session.sqlite"
+    write_config(config, target)
+    cosmic_ray = [str(ROOT / ".venv" / "bin" / "cosmic-ray")]
+    first_pass = None
+    if again:
+        with sqlite3.connect(database) as db:
+            first_pass = db.execute(
+                "SELECT count(*) FROM work_results WHERE test_outcome = 'SURVIVED'"
+            ).fetchone()[0]
+            db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+    else:
+        database.unlink(missing_ok=True)
+        subprocess.run([*cosmic_ray, "init", str(config), str(database)], cwd=tree, check=True)
+        skip_out_of_scope(database, target, tree / target.module)
+    started = time.monotonic()
+    baseline = subprocess.run(target.test_command().split(), cwd=tree, capture_output=True)
+    if baseline.returncode != 0:
+        raise SystemExit(f"{name}: the tests fail without any mutant:\n{baseline.stdout[-2000:]}")
+    subprocess.run([*cosmic_ray, "exec", str(config), str(database)], cwd=tree, check=True)
+    result = collect(name, target, database, time.monotonic() - started)
+    if first_pass is not None:
+        result["first_pass_survived"] = first_pass
+    return result
+
+
+def collect(name: str, target: Target, database: Path, seconds: float) -> dict:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    counts = {"killed": 0, "survived": 0, "incompetent": 0, "skipped": 0, "other": 0}
+    survivors = []
+    with use_db(str(database), WorkDB.Mode.open) as work_db:
+        # A run stopped before its end leaves mutants that no test has met: "not run".
+        counts["not_run"] = sum(1 for _ in work_db.pending_work_items)
+        for item, result in work_db.completed_work_items:
+            mutation = item.mutations[0]
+            if result.worker_outcome == WorkerOutcome.SKIPPED:
+                counts["skipped"] += 1
+            elif result.test_outcome == TestOutcome.SURVIVED:
+                counts["survived"] += 1
+                survivors.append(
+                    {
+                        "line": mutation.start_pos[0],
+                        "operator": mutation.operator_name,
+                        "occurrence": mutation.occurrence,
+                        "diff": "\n".join(
+                            line
+                            for line in (result.diff or "").splitlines()
+                            if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))
+                        ),
+                    }
+                )
+            elif result.test_outcome == TestOutcome.KILLED:
+                counts["killed"] += 1
+            elif result.test_outcome == TestOutcome.INCOMPETENT:
+                counts["incompetent"] += 1  # the mutant does not even import: counts as killed
+            else:
+                counts["other"] += 1
+    ran = counts["killed"] + counts["survived"] + counts["incompetent"]
+    killed = counts["killed"] + counts["incompetent"]
+    return {
+        "target": name,
+        "module": target.module,
+        "functions": target.functions,
+        "tests": target.tests,
+        "counts": counts,
+        "kill_rate": round(killed / ran, 3) if ran else None,
+        "seconds": round(seconds),
+        "survivors": sorted(survivors, key=lambda s: (s["line"], s["operator"])),
+    }
+
+
+def write_report(results: dict[str, dict]) -> None:
+    notes = json.loads(NOTES.read_text()) if NOTES.exists() else {}
+    lines = [
+        "# Mutation testing of the core (`make mutants`)",
+        "",
+        "cosmic-ray 8 mutates one module at a time on disk, in a copy of the tree, and runs the",
+        "tests listed for it; a mutant no test fails survived. Operators: one replacement per",
+        "binary operator, relational operators moved over a boundary or negated, and all of",
+        "cosmic-ray's others (numbers, booleans, `not`, and/or, break/continue, exceptions,",
+        "decorators, zero-iteration loops). Generated by tools/mutants.py; the reasons for",
+        "survivors come from bench/mutant-notes.json. Modules not in the table were not run.",
+        "",
+        *([notes["_about_these_runs"], ""] if "_about_these_runs" in notes else []),
+        "| target | module (functions) | mutants run | killed | survived | kill rate | not run"
+        " | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results.values():
+        counts = result["counts"]
+        ran = counts["killed"] + counts["survived"] + counts["incompetent"]
+        scope = result["module"] + (
+            f" ({', '.join(result['functions'])})" if result["functions"] else ""
+        )
+        rate = f"{result['kill_rate']:.0%}" if result["kill_rate"] is not None else "-"
+        lines.append(
+            f"| {result['target']} | {scope} | {ran} | {counts['killed'] + counts['incompetent']}"
+            f" | {counts['survived']}"
+            + (
+                f" ({result['first_pass_survived']} before the new tests)"
+                if "first_pass_survived" in result
+                else ""
+            )
+            + f" | {rate} | {counts.get('not_run', 0)}"
+            f" | {result['seconds'] / 60:.1f} |"
+        )
+    for result in results.values():
+        if not result["survivors"]:
+            continue
+        lines += ["", f"## Survivors in {result['module']}", ""]
+        for survivor in result["survivors"]:
+            key = f"{result['module']}:{survivor['line']}:{survivor['operator']}"
+            if key.startswith("_"):
+                continue
+            reason = notes.get(key, "not yet explained")
+            lines += [
+                f"- line {survivor['line']}, {survivor['operator']}: {reason}",
+                "",
+                "  ```diff",
+                *[f"  {line}" for line in survivor["diff"].splitlines()],
+                "  ```",
+            ]
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all)")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="run only the survivors of the targets' last sessions, against today's tests",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="collect the targets' finished sessions in build/mutants and write the report",
+    )
+    args = parser.parse_args()
+    names = args.targets or list(TARGETS)
+    unknown = set(names) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
+    for name in names:
+        if args.report_only:
+            database = WORK / name / "session.sqlite"
+            seconds = database.stat().st_mtime - (WORK / name / "config.toml").stat().st_mtime
+            result = collect(name, TARGETS[name], database, seconds)
+        else:
+            result = run_target(name, TARGETS[name], again=args.again)
+        # Read again: another run may have written its targets meanwhile.
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results[name] = result
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        write_report(results)
+        print(f"{name}: {results[name]['counts']} kill rate {results[name]['kill_rate']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
