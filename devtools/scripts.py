@@ -49,16 +49,16 @@ class Script:
     finish_reason: str = "stop"  # `tool_calls` when the script makes tool calls
     model: str | None = None  # defaults to the requested model
     tool_calls: list[ScriptedToolCall] = field(default_factory=list)  # after the tokens
+    crlf: bool = False  # frame the SSE lines with \r\n, as some OpenAI-compatible servers do
+    # Sent after the tokens in place of the API's closing events (finish_reason, usage, [DONE]),
+    # before the body ends cleanly: b"" is a stream cut short, b"data: {oops\n\n" a bad chunk.
+    ending: bytes | None = None
 
     @property
     def finish(self) -> str:
         if self.tool_calls and self.finish_reason == "stop":
             return "tool_calls"
         return self.finish_reason
-    crlf: bool = False  # frame the SSE lines with \r\n, as some OpenAI-compatible servers do
-    # Sent after the tokens in place of the API's closing events (finish_reason, usage, [DONE]),
-    # before the body ends cleanly: b"" is a stream cut short, b"data: {oops\n\n" a bad chunk.
-    ending: bytes | None = None
 
 
 def demo_script() -> Script:
