@@ -8,8 +8,6 @@ import json
 import threading
 import time
 
-import pytest
-
 from devtools.scripts import Script
 from tests.conftest import TEST_KEY
 from tests.helpers import SSE, counting_proxy, stream
@@ -47,10 +45,6 @@ def test_a_get_secret_value_failing_with_a_server_error_is_tried_again(
     assert upstream.last.headers["authorization"] == f"Bearer {TEST_KEY}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 26 (i26) adds GetSecretValue retries on throttling; today a 4xx is not retried",
-)
 def test_a_throttled_get_secret_value_is_tried_again(
     upstream, make_relay, secrets, moto_endpoint, monkeypatch
 ):
