@@ -138,8 +138,8 @@ class OpenAICompatibleServer(LoopbackHttpServer):
         events = api(script.model or body.get("model", "gpt-5.4-mini"), body, script.finish)
         if body.get("stream"):
             return await self._stream(reader, writer, script, events, record)
+        record.finished_at = time.monotonic()  # before the answer goes out, as for streams
         await self._send_json(writer, record, 200, events.answer(script.tokens))
-        record.finished_at = time.monotonic()
         return True
 
     def _key(self, headers: dict[str, str]) -> str | None:
@@ -195,9 +195,11 @@ class OpenAICompatibleServer(LoopbackHttpServer):
             ending = script.ending
             if ending is None:
                 ending = events.closing(script.tokens, pieces)
+            # Noted before the last bytes go out: a client that has read the whole answer finds
+            # it set (after the drain, its reader could be first).
+            record.finished_at = time.monotonic()
             writer.write((_http_chunk(framed(ending)) if ending else b"") + b"0\r\n\r\n")
             await writer.drain()
-            record.finished_at = time.monotonic()
             return True
         finally:
             watcher.cancel()
