@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import uuid
 
 import pytest
 
@@ -173,3 +174,36 @@ def issuer():
 @pytest.fixture
 def relay(make_relay):
     return make_relay()
+
+
+@pytest.fixture
+def dynamodb(moto_endpoint):
+    """A boto3 DynamoDB client of moto's server, to look at the quota items the relay wrote."""
+    import boto3
+
+    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def quota_table(moto_endpoint, dynamodb):
+    """A fresh table shaped like the template's (pk string, TTL on expires_at)."""
+    from devtools.moto_server import create_quota_table
+
+    name = create_quota_table(moto_endpoint, f"quota-{uuid.uuid4().hex[:8]}")
+    yield name
+    dynamodb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def signin_relay(make_relay, issuer):
+    """A relay whose only access method is sign-in with `issuer`'s tokens for `relay-app`."""
+
+    def start(**overrides):
+        values = {
+            "allow_anonymous": False,
+            "jwt_issuer": issuer.issuer,
+            "jwt_audience": "relay-app",
+        }
+        return make_relay(**{**values, **overrides})
+
+    return start

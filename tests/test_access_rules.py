@@ -17,19 +17,6 @@ def post(relay, authorization: str | None) -> httpx.Response:
     return httpx.post(f"{relay.url}/chat", json=PROMPT, headers=headers, timeout=15)
 
 
-@pytest.fixture
-def signin_relay(make_relay, issuer):
-    def start(**overrides):
-        values = {
-            "allow_anonymous": False,
-            "jwt_issuer": issuer.issuer,
-            "jwt_audience": "relay-app",
-        }
-        return make_relay(**{**values, **overrides})
-
-    return start
-
-
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
 def test_the_bearer_scheme_is_matched_in_any_case_for_client_tokens(upstream, make_relay, scheme):
     """RFC 9110: the authentication scheme is case-insensitive."""

@@ -15,7 +15,7 @@ import pytest
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
 from tests.relay_server import RelayServer
-from tests.test_quota import dynamodb, fresh_minute, quota_table, todays_item  # noqa: F401
+from tests.test_quota import fresh_minute, todays_item
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "client-token-extending-1"
@@ -32,7 +32,7 @@ def documented_router():
 
 
 @pytest.fixture
-def extended_relay(upstream, moto_endpoint, quota_table):  # noqa: F811
+def extended_relay(upstream, moto_endpoint, quota_table):
     settings = Settings(
         _env_file=None,
         openai_api_key=TEST_KEY,
@@ -49,7 +49,7 @@ def extended_relay(upstream, moto_endpoint, quota_table):  # noqa: F811
     server.stop()
 
 
-def test_a_users_route_refuses_callers_without_credentials(extended_relay, dynamodb, quota_table):  # noqa: F811
+def test_a_users_route_refuses_callers_without_credentials(extended_relay, dynamodb, quota_table):
     url = f"{extended_relay.url}/v1/summaries"
     for headers in ({}, {"authorization": "Bearer wrong"}):
         response = httpx.post(url, json={"text": "hello"}, headers=headers)
@@ -60,8 +60,8 @@ def test_a_users_route_refuses_callers_without_credentials(extended_relay, dynam
 
 def test_a_users_route_counts_against_the_callers_limits(
     extended_relay,
-    dynamodb,  # noqa: F811
-    quota_table,  # noqa: F811
+    dynamodb,
+    quota_table,
 ):
     url = f"{extended_relay.url}/v1/summaries"
     auth = {"authorization": f"Bearer {TOKEN}"}

@@ -12,20 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from devtools.moto_server import create_quota_table
-
 ROLE = "arn:aws:sts::123456789012:assumed-role/frontend"
-
-
-@pytest.fixture
-def quota_table(moto_endpoint):
-    import boto3
-
-    name = create_quota_table(moto_endpoint, f"quota-{uuid.uuid4().hex[:8]}")
-    yield name
-    boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1").delete_table(
-        TableName=name
-    )
 
 
 def as_iam(relay, arn: str) -> int:

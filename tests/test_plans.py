@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from devtools.moto_server import create_quota_table
 from devtools.scripts import Script
 from tests.conftest import TEST_KEY
 from tests.helpers import SSE
@@ -39,20 +38,6 @@ INSTRUCTED = {
         {"role": "user", "content": "hi"},
     ],
 }
-
-
-@pytest.fixture
-def dynamodb(moto_endpoint):
-    import boto3
-
-    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def quota_table(moto_endpoint, dynamodb):
-    name = create_quota_table(moto_endpoint, f"quota-{uuid.uuid4().hex[:8]}")
-    yield name
-    dynamodb.delete_table(TableName=name)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -13,14 +13,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from devtools.moto_server import create_quota_table
 from devtools.scripts import Script
 from handler.aws import AwsEnvironment
 from handler.quota import Quota
@@ -31,21 +29,6 @@ from tests.helpers import SSE, counting_proxy, run_coroutine, stream
 JSON = {"content-type": "application/json"}
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def dynamodb(moto_endpoint):
-    import boto3
-
-    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def quota_table(moto_endpoint, dynamodb):
-    """A fresh table shaped like the template's (pk string, TTL on expires_at)."""
-    name = create_quota_table(moto_endpoint, f"quota-{uuid.uuid4().hex[:8]}")
-    yield name
-    dynamodb.delete_table(TableName=name)
 
 
 def request_lines(caplog, count: int = 1) -> list[dict]:

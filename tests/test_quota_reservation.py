@@ -8,33 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
-from devtools.moto_server import create_quota_table
 from devtools.scripts import Script
 from tests.helpers import SSE, stream
 from tests.test_quota import request_lines, tokens_today
 
 READER, HANGER = "client-token-reader-0001", "client-token-hanger-0002"
 TOKENS = 50
-
-
-@pytest.fixture
-def dynamodb(moto_endpoint):
-    import boto3
-
-    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def quota_table(moto_endpoint, dynamodb):
-    name = create_quota_table(moto_endpoint, f"quota-{uuid.uuid4().hex[:8]}")
-    yield name
-    dynamodb.delete_table(TableName=name)
 
 
 def ask(relay, token: str) -> int:

@@ -18,21 +18,6 @@ from devtools.oidc_issuer import b64url, hs256_token, unsigned_token
 PROMPT = {"prompt": "hi"}
 
 
-@pytest.fixture
-def signin_relay(make_relay, issuer):
-    """A relay whose only access method is sign-in with `issuer`'s tokens for `relay-app`."""
-
-    def start(**overrides):
-        values = {
-            "allow_anonymous": False,
-            "jwt_issuer": issuer.issuer,
-            "jwt_audience": "relay-app",
-        }
-        return make_relay(**{**values, **overrides})
-
-    return start
-
-
 def post(relay, token: str | None, path: str = "/chat", body: dict | None = None):
     headers = {"authorization": f"Bearer {token}"} if token else {}
     return httpx.post(f"{relay.url}{path}", json=body or PROMPT, headers=headers, timeout=15)

@@ -16,19 +16,6 @@ from joserfc.jwk import RSAKey
 from tests.helpers import LoopbackHandler, loopback_server
 
 
-@pytest.fixture
-def signin_relay(make_relay, issuer):
-    def start(**overrides):
-        values = {
-            "allow_anonymous": False,
-            "jwt_issuer": issuer.issuer,
-            "jwt_audience": "relay-app",
-        }
-        return make_relay(**{**values, **overrides})
-
-    return start
-
-
 def status(relay, token: str) -> int:
     headers = {"authorization": f"Bearer {token}"}
     return httpx.post(

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from devtools.scripts import Script, ScriptedToolCall
 from handler.settings import Settings
 from tests.helpers import SSE, parse_sse, stream
-from tests.test_quota import dynamodb, quota_table, request_lines, tokens_today  # noqa: F401
+from tests.test_quota import request_lines, tokens_today
 from tests.test_runtime import CHAT_EVENT
 from tests.test_tools_ui_chat import ARGUMENT_PIECES, CHAT_TOOLS, TIME_ZONE_TOOL
 
@@ -170,8 +170,8 @@ def test_a_hang_up_mid_arguments_stops_the_model(upstream, tool_relay):
 def test_a_tool_step_is_charged_to_the_callers_day(
     upstream,
     make_relay,
-    quota_table,  # noqa: F811
-    dynamodb,  # noqa: F811
+    quota_table,
+    dynamodb,
     caplog,
 ):
     relay = make_relay(chat_tools=CHAT_TOOLS, quota_table=quota_table, token_budget_per_day=1000)
