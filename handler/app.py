@@ -141,21 +141,23 @@ CallerDep = Annotated[Caller, Depends(identify)]
 async def admit(request: Request, caller: CallerDep) -> Caller:
     """Count the request against its caller's limits (handler/quota.py), or raise the 429 or
     503. The charge for its tokens follows when the response has ended (`RequestLog.usage`)."""
-    await _admit(request, caller, reserve_tokens=0)
+    await _admit(request, caller)
     return caller
 
 
 async def _admit(
-    request: Request, caller: Caller, reserve_tokens: int, model_call: bool = False
+    request: Request, caller: Caller, model_params: dict[str, Any] | None = None
 ) -> None:
-    """The admission under the caller's plan, reserving `reserve_tokens` (a model request's
-    worst case, `policy.worst_case_tokens`) against the budget until the response settles it;
-    a `model_call` also takes one of the caller's stream slots (`MAX_CONCURRENT_STREAMS`),
-    held at most until the invocation's deadline, when a crashed environment's lapses."""
+    """The admission under the caller's plan. A model call (`model_params`, its upstream
+    request) reserves its worst case (`policy.worst_case_tokens`) against the budget until the
+    response settles it, and takes one of the caller's stream slots (`MAX_CONCURRENT_STREAMS`),
+    held at most until the invocation's deadline, when a crashed environment's lapses. Without
+    limits it costs nothing: not even the worst case is counted."""
     quota = caller.state.quota
     if quota.enabled:
-        hold_s = None
-        if model_call:
+        reserve_tokens, hold_s = 0, None
+        if model_params is not None:
+            reserve_tokens = worst_case_tokens(model_params, caller.settings)
             hold_s = invocation_time_left(request.scope, 0.0)
             hold_s = LAMBDA_MAX_TIMEOUT_S if hold_s is None else hold_s
         admission = await quota.admit(caller.identity, reserve_tokens, caller.settings, hold_s)
@@ -186,8 +188,7 @@ def admitted_after(check: Callable[..., Awaitable[RelayCall]]) -> Any:
     ) -> RelayCall:
         # A model request reserves its worst case (prompt and completion limit), so a stream
         # cut short is charged what it may have cost (handler/quota.py settles it).
-        reserve = worst_case_tokens(call.params, call.caller.settings)
-        await _admit(request, call.caller, reserve, True)
+        await _admit(request, call.caller, call.params)
         return call
 
     return Depends(checked_and_admitted)
