@@ -131,7 +131,8 @@ async def identify(request: Request) -> Caller:
     state: RelayState = request.app.state.relay
     # The credentials first: they hold the client tokens.
     who = await state.access.identify(request.scope, await state.credentials.aget())
-    request_log(request.scope).caller = who.identity
+    record = request_log(request.scope)
+    record.caller, record.plan = who.identity, who.plan.name
     return Caller(state, who.identity, who.plan)
 
 

@@ -47,6 +47,7 @@ class RequestLog:
     # Who is calling (handler/access.py): `token:<8 hex>`, `jwt:<sub>`, `iam:<arn>`, `anonymous`.
     caller: str = "anonymous"
     caller_arn: str | None = None  # an IAM caller's full ARN (`caller` is keyed by its role)
+    plan: str | None = None  # the caller's plan (handler/plans.py), once the caller is known
     trace_id: str | None = None  # the invocation's X-Ray trace id, on Lambda
     # The upstream's id of its answer (OpenAI's `x-request-id`): what OpenAI's support asks for.
     upstream_request_id: str | None = None
@@ -91,7 +92,7 @@ class RequestLog:
             del record["prompt"]
         if record["completion"] is None:
             del record["completion"]
-        for optional in ("charged_tokens", "caller_arn"):
+        for optional in ("charged_tokens", "caller_arn", "plan"):
             if record[optional] is None:
                 del record[optional]
         if metrics_namespace:

@@ -13,6 +13,7 @@ from handler.app import create_app
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
 from tests.helpers import SSE, asgi_request, request_lines, stream
+from tests.test_plans import caller_of
 
 PROMPT = "my secret plans for the weekend"
 
@@ -123,3 +124,25 @@ def test_a_refused_request_has_metrics_without_tokens_or_first_token(relay, capl
     names = {m["Name"] for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert names == {"Requests", "RateLimited", "QuotaExceeded"}
     assert (line["Model"], line["Outcome"]) == ("none", "rejected")
+
+
+def test_the_line_names_the_plan_that_served_the_caller(upstream, make_relay, caplog):
+    agent, other = "client-token-agent-0002", "client-token-default-0003"
+    relay = make_relay(
+        allow_anonymous=False,
+        client_tokens=[other, f"{agent}:agents"],
+        plans={"agents": {"allow_client_system_prompt": True}},
+    )
+    upstream.enqueue(Script(tokens=["a"]), Script(tokens=["b"]))
+    for token in (agent, other, "not-a-client-token"):
+        httpx.post(
+            f"{relay.url}/chat", json={"prompt": "x"}, headers={"authorization": f"Bearer {token}"}
+        )
+    lines = {
+        line["caller"]: (line["status"], line.get("plan")) for line in request_lines(caplog, 3)
+    }
+    assert lines == {
+        caller_of(agent): (200, "agents"),
+        caller_of(other): (200, "default"),
+        "anonymous": (401, None),  # refused before the caller was known: no plan to name
+    }

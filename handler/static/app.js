@@ -1,14 +1,17 @@
-// The demo chat page: a conversation rendered as text while it streams, over chat-client.js.
-import { ChatError, streamChat } from "/static/chat-client.js";
+// The demo chat page: a conversation rendered as text while it streams, over chat-client.js,
+// and what is left of the caller's plan (GET /me) in its header.
+import { ChatError, fetchMe, streamChat } from "/static/chat-client.js";
 
 const $ = (id) => document.getElementById(id);
 const conversation = $("conversation");
 const prompt = $("prompt");
 const sendButton = $("send");
 const stopButton = $("stop");
+const budget = $("budget");
 const history = [];
 let controller = null;
 let tokenGetter = null;
+let budgetReads = 0;
 
 /**
  * Sign the page's requests in with your identity provider: `getToken` is an async function that
@@ -20,6 +23,7 @@ let tokenGetter = null;
  */
 export function setTokenGetter(getToken) {
   tokenGetter = getToken;
+  showBudget();
 }
 
 /**
@@ -40,6 +44,60 @@ const settings = {
   get endpoint() { return localStorage.getItem("relay.endpoint") || "/chat"; },
   get token() { return localStorage.getItem("relay.token") || ""; },
 };
+
+/** The relay's `/me`, beside the chat endpoint (`…/chat` → `…/me`, whatever path it is under). */
+function meUrl() {
+  return new URL("me", new URL(settings.endpoint, location.href)).href;
+}
+
+// The relay settles an answer's charge and gives its stream slot back just after the last byte,
+// so the budget is read again this much after an answer, to show the settled figures.
+const SETTLED_AFTER_MS = 1500;
+
+// What `/me` has left of each limit, with its label (singular, plural).
+const BUDGET_FIGURES = [
+  ["requests_this_minute", "request this minute", "requests this minute"],
+  ["tokens_today", "token today", "tokens today"],
+  ["streams", "stream", "streams"],
+];
+
+/** The caller's plan and what is left of it, as `/me` says; null for an answer of another shape. */
+function budgetParts(me) {
+  if (typeof me?.plan !== "string" || typeof me.left !== "object") return null;
+  const plan = document.createElement("span");
+  plan.className = "plan";
+  plan.textContent = me.plan;
+  if (me.left === null) return ["Plan ", plan, " · no limits"];
+  const figures = [];
+  for (const [name, one, many] of BUDGET_FIGURES) {
+    const left = me.left[name];
+    if (!Number.isSafeInteger(left)) continue; // that limit is off
+    const figure = document.createElement("span");
+    figure.dataset.left = name;
+    figure.textContent = `${left.toLocaleString("en-US")} ${left === 1 ? one : many}`;
+    figures.push(figures.length ? ", " : " · left: ", figure);
+  }
+  return ["Plan ", plan, ...figures];
+}
+
+/**
+ * Read `/me` with the chat's credentials and show the plan and what is left; a read that fails
+ * (not signed in yet, a relay without `/me`, the network) hides it rather than show old figures.
+ * Never throws: the chat does not depend on it.
+ */
+async function showBudget() {
+  const read = ++budgetReads;
+  let parts = null;
+  try {
+    const me = await fetchMe({ url: meUrl(), token: settings.token, getToken: tokenGetter });
+    parts = budgetParts(me);
+  } catch {
+    // nothing to show
+  }
+  if (read !== budgetReads) return; // a later read has started: its answer is the newer
+  budget.replaceChildren(...(parts ?? []));
+  budget.hidden = parts === null;
+}
 
 function addTurn(role) {
   const item = document.createElement("li");
@@ -122,6 +180,8 @@ async function send(question) {
     sendButton.disabled = false;
     stopButton.disabled = true;
     prompt.focus();
+    showBudget(); // the answer has used some of it
+    setTimeout(showBudget, SETTLED_AFTER_MS);
   }
 }
 
@@ -151,4 +211,7 @@ $("settings-form").addEventListener("submit", (event) => {
   endpoint ? localStorage.setItem("relay.endpoint", endpoint) : localStorage.removeItem("relay.endpoint");
   token ? localStorage.setItem("relay.token", token) : localStorage.removeItem("relay.token");
   $("settings-status").textContent = "Saved.";
+  showBudget();
 });
+
+showBudget();

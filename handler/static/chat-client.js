@@ -10,6 +10,9 @@
 // `getToken` is any async function returning the current access token (an OIDC client
 // library's, for a signed-in user); it is called for every request, so a refreshed token is
 // used as soon as the library has it. `token` takes a fixed client token instead.
+//
+// `fetchMe({url: "/me", getToken})` reads what the relay knows of the caller (their plan and
+// what is left of it), with the same credentials, for a page to show.
 
 /** A failure with the relay's error type (`upstream_timeout`, `unauthorized`, ...). */
 export class ChatError extends Error {
@@ -103,6 +106,36 @@ async function bearerFor(token, getToken) {
   }
 }
 
+/** The request's headers, with the bearer for it when there is one. */
+async function headersWith(headers, token, getToken) {
+  const bearer = await bearerFor(token, getToken);
+  return bearer ? { ...headers, authorization: `Bearer ${bearer}` } : headers;
+}
+
+/**
+ * The caller as the relay knows them (`GET /me`): `{caller, plan, limits, used, left}`, where
+ * `left` is what remains now of each limit (`requests_this_minute`, `tokens_today`, `streams`;
+ * `null` for a limit that is off, and `left` itself `null` when the plan counts nothing).
+ * Credentials as `streamChat`'s; throws `ChatError` when the relay does not answer with it
+ * (`unauthorized`, `network_error`, ...).
+ */
+export async function fetchMe({ url = "/me", token, getToken, signal } = {}) {
+  const headers = await headersWith({ accept: "application/json" }, token, getToken);
+  let response;
+  try {
+    response = await fetch(url, { headers, signal, cache: "no-store" });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ChatError("network_error", `could not reach ${url}: ${error.message}`);
+  }
+  if (!response.ok) throw await errorFromResponse(response);
+  try {
+    return await response.json();
+  } catch {
+    throw new ChatError("invalid_response", `${url} did not answer with JSON`, response.status);
+  }
+}
+
 /**
  * Stream one answer. Yields `{type: "delta", text}` for each piece of text and finally
  * `{type: "done", finish_reason, model, usage, messages}`, where `messages` are the turns this
@@ -183,9 +216,9 @@ function parsedArguments(text) {
 
 /** One request's stream of parts (`delta`, `tool_input`, `tool_call`, then `done`). */
 async function* streamOneAnswer(url, body, token, getToken, signal) {
-  const headers = { "content-type": "application/json", accept: "text/event-stream" };
-  const bearer = await bearerFor(token, getToken);
-  if (bearer) headers.authorization = `Bearer ${bearer}`;
+  const headers = await headersWith(
+    { "content-type": "application/json", accept: "text/event-stream" }, token, getToken,
+  );
   let response;
   try {
     response = await fetch(url, { method: "POST", headers, body: JSON.stringify(body), signal });
