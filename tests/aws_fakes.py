@@ -30,12 +30,14 @@ AUTHORIZATION = re.compile(
 
 @dataclass
 class Call:
-    """One request the fake received: its target, the key that signed it, what it answered."""
+    """One request the fake received: its target, the key that signed it (and the session token
+    sent with it), what it answered."""
 
     target: str
     access_key: str | None
     status: int
     code: str | None
+    session_token: str | None = None
 
 
 @dataclass
@@ -87,9 +89,10 @@ class FakeAws:
         now = time.time() + self.clock_offset_s
         signed = AUTHORIZATION.match(handler.headers.get("authorization", ""))
         key = signed["key"] if signed else None
+        token = handler.headers.get("x-amz-security-token")
 
         def reply(status: int, payload: dict, code: str | None = None) -> None:
-            self.calls.append(Call(target, key, status, code))
+            self.calls.append(Call(target, key, status, code, token))
             data = json.dumps(payload).encode()
             handler.send_response_only(status)  # with its own clock's Date, not the server's
             handler.send_header("date", email.utils.formatdate(now, usegmt=True))
@@ -113,7 +116,7 @@ class FakeAws:
             return error(400, "ExpiredTokenException")
         action = self.script.popleft() if self.script else self.fail_always
         if action == "drop":
-            self.calls.append(Call(target, key, 0, "drop"))
+            self.calls.append(Call(target, key, 0, "drop", token))
             handler.close_connection = True
             handler.connection.shutdown(2)
             return None
