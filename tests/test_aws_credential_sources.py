@@ -131,19 +131,25 @@ import asyncio, json, sys
 from handler.aws import CREDENTIALS, AwsEnvironment
 from handler.secretsmanager import SecretReadFailed, SecretsManager
 
-try:
+async def read(times):
     secrets = SecretsManager(AwsEnvironment("us-east-1", sys.argv[1]))
-    value = asyncio.run(secrets.get_secret_value("relay"))
-except SecretReadFailed as exc:
-    value = f"failed: {exc}"
-print(json.dumps({"value": value, "sdk_only": CREDENTIALS.sdk_only}))
+    values = []
+    for _ in range(times):
+        try:
+            values.append(await secrets.get_secret_value("relay"))
+        except SecretReadFailed as exc:
+            values.append(f"failed: {exc}")
+    return values
+
+print(json.dumps({"values": asyncio.run(read(int(sys.argv[2]))), "sdk_only": CREDENTIALS.sdk_only}))
 """
 
 
-def read_the_secret_on_the_laptop(fake_aws: FakeAws, sso_portal: SsoPortal) -> dict:
+def read_the_secret_on_the_laptop(fake_aws: FakeAws, sso_portal: SsoPortal, times: int = 1) -> dict:
+    """`times` secret reads, one after the other, in a new process of the laptop's."""
     env = {**os.environ, "AWS_PROFILE": "dev", "AWS_ENDPOINT_URL_SSO": sso_portal.url}
     result = subprocess.run(
-        [sys.executable, "-c", READ_THE_SECRET, fake_aws.url],
+        [sys.executable, "-c", READ_THE_SECRET, fake_aws.url, str(times)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -164,7 +170,7 @@ def test_an_sso_login_signs_the_secret_read_with_the_roles_credentials(
     key, secret, session_token = sso_portal.current
     fake_aws.keys = {key: secret}
     outcome = read_the_secret_on_the_laptop(fake_aws, sso_portal)
-    assert outcome == {"value": SECRET["relay"], "sdk_only": True}
+    assert outcome == {"values": [SECRET["relay"]], "sdk_only": True}
     assert sso_portal.requests == [
         ({"role_name": ["Developer"], "account_id": ["111122223333"]}, sso_portal.token)
     ]
@@ -181,8 +187,25 @@ def test_an_expired_sso_login_fails_the_secret_read_naming_botocores_error(
     sso_login(laptop, -datetime.timedelta(minutes=5), sso_portal.token)
     outcome = read_the_secret_on_the_laptop(fake_aws, sso_portal)
     assert outcome["sdk_only"] is False
-    assert outcome["value"].startswith("failed: no AWS credentials to sign with: AWS_AUTH_")
-    assert outcome["value"].endswith("; botocore: TokenRetrievalError")
-    assert sso_portal.token not in outcome["value"]
+    [failure] = outcome["values"]
+    assert failure.startswith("failed: no AWS credentials to sign with: AWS_AUTH_")
+    assert failure.endswith("; botocore: TokenRetrievalError")
+    assert sso_portal.token not in failure
     assert sso_portal.requests == []
     assert fake_aws.calls == []
+
+
+def test_sso_role_credentials_about_to_expire_are_fetched_again_before_signing(
+    fake_aws, sso_portal, laptop
+):
+    """Role credentials that expire within botocore's refresh window (10 minutes) are not reused:
+    each read asks the portal again, so a laptop's long-running relay outlives its role's
+    credentials as long as the SSO login lasts."""
+    sso_login(laptop, datetime.timedelta(hours=1), sso_portal.token)
+    sso_portal.lifetime_s = 120
+    key, secret, session_token = sso_portal.current
+    fake_aws.keys = {key: secret}
+    outcome = read_the_secret_on_the_laptop(fake_aws, sso_portal, times=2)
+    assert outcome == {"values": [SECRET["relay"]] * 2, "sdk_only": True}
+    assert len(sso_portal.requests) == 2
+    assert [(c.access_key, c.session_token) for c in fake_aws.calls] == [(key, session_token)] * 2
