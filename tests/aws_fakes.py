@@ -204,7 +204,7 @@ class ContainerCredentials:
 @dataclass
 class SsoPortal:
     """The SSO portal's `GetRoleCredentials` (`GET /federation/credentials?role_name=&account_id=`
-    with the `x-amz-sso_bearer_token` header), as botocore's SSO provider calls it after a
+    with the `x-amz-sso_bearer_token` header), as botocore's SSO provider calls it after an
     `aws sso login`: serves `current` (key id, secret, session token) to the bearer `token` for
     `role` in `account`, expiring `lifetime_s` ahead. `requests` holds each request's query and
     bearer token."""
