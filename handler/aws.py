@@ -96,10 +96,11 @@ class CredentialChain:
     """The SDKs' default credential chain, as awscrt builds it: the environment's keys (Lambda),
     a profile's keys, role or `credential_process`, web identity, container credentials
     (`AWS_CONTAINER_CREDENTIALS_FULL_URI` and its token: ECS, and Lambda after a SnapStart
-    restore) or EC2's instance metadata; cached, and fetched again before they expire. The CRT
+    restore) or EC2's instance metadata; cached, and fetched again before they expire. awscrt
     has no SSO provider: where the environment names no keys and no container credentials (a
     laptop) and the CRT's chain finds nothing, botocore's chain is asked (imported then, and
-    only then). One chain per process (`CREDENTIALS`), for every AWS call."""
+    only then) and signs from then on (`sdk_only`) until `renew`. One chain per process
+    (`CREDENTIALS`), for every AWS call."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

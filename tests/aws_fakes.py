@@ -1,7 +1,7 @@
 """Small fakes of AWS on loopback for the tests of handler/aws.py: a JSON-protocol endpoint that
 checks each SigV4 signature (with botocore) and throttles, fails, drops or recovers on command,
-and a container-credentials endpoint (ECS's, and Lambda's after a SnapStart restore) serving
-credentials the test rotates."""
+a container-credentials endpoint (ECS's, and Lambda's after a SnapStart restore) serving
+credentials the test rotates, and the SSO portal's `GetRoleCredentials` (a laptop's SSO login)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import re
 import ssl
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -30,12 +31,14 @@ AUTHORIZATION = re.compile(
 
 @dataclass
 class Call:
-    """One request the fake received: its target, the key that signed it, what it answered."""
+    """One request the fake received: its target, the key that signed it (and the session token
+    sent with it), what it answered."""
 
     target: str
     access_key: str | None
     status: int
     code: str | None
+    session_token: str | None = None
 
 
 @dataclass
@@ -87,9 +90,10 @@ class FakeAws:
         now = time.time() + self.clock_offset_s
         signed = AUTHORIZATION.match(handler.headers.get("authorization", ""))
         key = signed["key"] if signed else None
+        token = handler.headers.get("x-amz-security-token")
 
         def reply(status: int, payload: dict, code: str | None = None) -> None:
-            self.calls.append(Call(target, key, status, code))
+            self.calls.append(Call(target, key, status, code, token))
             data = json.dumps(payload).encode()
             handler.send_response_only(status)  # with its own clock's Date, not the server's
             handler.send_header("date", email.utils.formatdate(now, usegmt=True))
@@ -113,7 +117,7 @@ class FakeAws:
             return error(400, "ExpiredTokenException")
         action = self.script.popleft() if self.script else self.fail_always
         if action == "drop":
-            self.calls.append(Call(target, key, 0, "drop"))
+            self.calls.append(Call(target, key, 0, "drop", token))
             handler.close_connection = True
             handler.connection.shutdown(2)
             return None
@@ -195,6 +199,60 @@ class ContainerCredentials:
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.url,
             "AWS_CONTAINER_AUTHORIZATION_TOKEN": self.token,
         }
+
+
+@dataclass
+class SsoPortal:
+    """The SSO portal's `GetRoleCredentials` (`GET /federation/credentials?role_name=&account_id=`
+    with the `x-amz-sso_bearer_token` header), as botocore's SSO provider calls it after an
+    `aws sso login`: serves `current` (key id, secret, session token) to the bearer `token` for
+    `role` in `account`, expiring `lifetime_s` ahead. `requests` holds each request's query and
+    bearer token."""
+
+    token: str = "sso-access-token"
+    account: str = "111122223333"
+    role: str = "Developer"
+    current: tuple[str, str, str] = ("SSOKEY1", "sso-secret-1", "sso-session-token-1")
+    lifetime_s: float = 3600.0
+    requests: list[tuple[dict[str, list[str]], str | None]] = field(default_factory=list)
+    url: str = ""
+
+    def start(self) -> SsoPortal:
+        fake = self
+
+        class Handler(LoopbackHandler):
+            def do_GET(self):
+                parts = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(parts.query)
+                bearer = self.headers.get("x-amz-sso_bearer_token")
+                fake.requests.append((query, bearer))
+                if parts.path != "/federation/credentials" or bearer != fake.token:
+                    body = {"message": "Session token not found or invalid"}
+                    self.answer(401, json.dumps(body).encode(), "application/json")
+                    return
+                if query != {"role_name": [fake.role], "account_id": [fake.account]}:
+                    body = {"message": "No access"}
+                    self.answer(403, json.dumps(body).encode(), "application/json")
+                    return
+                key, secret, session_token = fake.current
+                body = {
+                    "roleCredentials": {
+                        "accessKeyId": key,
+                        "secretAccessKey": secret,
+                        "sessionToken": session_token,
+                        "expiration": int((time.time() + fake.lifetime_s) * 1000),
+                    }
+                }
+                self.answer(200, json.dumps(body).encode(), "application/json")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def self_signed_certificate(directory) -> tuple[ssl.SSLContext, str]:
