@@ -573,6 +573,11 @@ class Run:
             "plans_added_calls": round(
                 calls["plans_on"]["calls_per_request"] - calls["plans_off"]["calls_per_request"], 1
             ),
+            "plans_added_own_calls": round(
+                calls["plans_on"]["own_calls_per_request"]
+                - calls["plans_off"]["own_calls_per_request"],
+                1,
+            ),
         }
 
     def tool_round_trip(self) -> None:

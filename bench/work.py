@@ -10,6 +10,8 @@ and the counts do not depend on how reads happen to coalesce.
 
 - calls per chunk: (calls of a LONG-token stream - those of a SHORT-token one) / (LONG - SHORT)
 - calls per request: what a SHORT-token request costs less its chunks, so the fixed part
+- own calls per request: the calls of the relay's own functions (its `handler` package) in a
+  whole SHORT-token request
 - a tool round trip (issue 28): the calls of both its steps (the answer that ends in a call of
   the bench's tool, the conversation carrying its result answered with SHORT tokens), against
   those of an ordinary SHORT-token request on the same relay, whole (chunks included)
@@ -134,14 +136,23 @@ def _last_token(count: int) -> bytes:
     return tokens(count)[-1].strip().encode()
 
 
-async def _calls(requests, repeats: int = REPEATS) -> int:
-    """The Python calls of `repeats` runs of the coroutine function `requests`."""
+async def _calls(requests, repeats: int = REPEATS, own: bool = False) -> int:
+    """The Python calls of `repeats` runs of the coroutine function `requests`; with `own`,
+    only those of functions of the relay's own `handler` package."""
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(repeats):
         await requests()
     profile.disable()
-    return pstats.Stats(profile).total_calls
+    stats = pstats.Stats(profile)
+    if not own:
+        return stats.total_calls
+    import handler
+
+    package = str(Path(handler.__file__).parent) + os.sep
+    return sum(
+        calls for (file, _, _), (_, calls, *_) in stats.stats.items() if file.startswith(package)
+    )
 
 
 async def _route_calls(app, path: str, body_for, headers: dict[str, str]) -> dict[str, float]:
@@ -156,6 +167,9 @@ async def _route_calls(app, path: str, body_for, headers: dict[str, str]) -> dic
     return {
         "calls_per_chunk": round(per_chunk, 2),
         "calls_per_request": round(short - SHORT * per_chunk, 1),
+        # The relay's own functions' calls in a whole SHORT-token request: those per read are
+        # few, so unlike the figures above this one hardly moves when reads coalesce.
+        "own_calls_per_request": round(await _calls(lambda: streams(SHORT), own=True) / REPEATS, 1),
     }
 
 
