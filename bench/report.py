@@ -282,7 +282,7 @@ def _plans_section(results: dict) -> list[str]:
         f"\nPlans (issue 27). A relay with PLANS ({len(plans['plans']) - 2} plans without limits;"
         " five client tokens in CLIENT_TOKENS, the caller's mapped to the plan `agents`) against"
         " the same relay and tokens without PLANS, /chat SSE, {0} requests of {1} tokens each in"
-        " turns right after the direct client's; Python calls in-process as above:{2}\n".format(
+        " turns right after the direct client's; Python calls in-process as above.{2}\n".format(
             plans["requests"], plans["tokens"], _apart(results, "plans")
         ),
         _table(
