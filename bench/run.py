@@ -433,11 +433,12 @@ class Run:
             # request's charge still at moto when the next check arrives.
             rate_limit_env = dict(limits_env, TOKEN_BUDGET_PER_DAY="0")
             servers["relay_rate_limit"] = ("handler.app:app", True, rate_limit_env, ROOT)
-        if "relay_previous" in wanted:
+        if "relay_previous" in wanted or "work" in self.sections:
+            # The work figure counts the previous release's calls too, even run alone.
             previous = self.previous_tree = self._previous_release()
             if previous is None:
                 self._drop("relay_previous", f"commit {PREVIOUS_RELEASE} is not in this clone")
-            else:
+            elif "relay_previous" in wanted:
                 # The same model as today's default, which it named differently.
                 env = dict(relay_env, DEFAULT_MODEL="gpt-5.4-mini")
                 servers["relay_previous"] = ("handler.app:app", True, env, previous)
