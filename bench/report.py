@@ -279,12 +279,11 @@ def _plans_section(results: dict) -> list[str]:
     ttft, calls, label = plans["ttft"], plans["calls"], plans["labels"]
     counted = plans["dynamodb_requests"]
     return [
-        f"\nPlans (issue 27). A relay with PLANS ({len(plans['plans']) - 2} plans without limits;"
-        " five client tokens in CLIENT_TOKENS, the caller's mapped to the plan `agents`) against"
-        " the same relay and tokens without PLANS, /chat SSE, {0} requests of {1} tokens each in"
-        " turns right after the direct client's; Python calls in-process as above.{2}\n".format(
-            plans["requests"], plans["tokens"], _apart(results, "plans")
-        ),
+        f"\nPlans (issue 27). A relay with PLANS ({len(plans['plans_without_limits'])} plans"
+        " without limits; five client tokens in CLIENT_TOKENS, the caller's mapped to the plan"
+        " `agents`) against the same relay and tokens without PLANS, /chat SSE,"
+        f" {plans['requests']} requests of {plans['tokens']} tokens each in turns right after the"
+        f" direct client's; Python calls in-process as above.{_apart(results, 'plans')}\n",
         _table(
             [
                 "contender",

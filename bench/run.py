@@ -249,7 +249,7 @@ PLANS_CONTENDERS = [
     ),
     Contender(
         "plans_on",
-        "client token on plan `agents` (no limits) of 3",
+        "client token on plan `agents` of 3 (no limits)",
         "http",
         "relay_plans",
         "sse",
@@ -459,7 +459,10 @@ class Run:
         if "buffered" in wanted:
             self.buffered = Worker("buffered", "bench.buffered", lambda_env)
             self.services["buffered"] = self.buffered
-        natively = {"memory": self.scale.memory_invocations, "cold_start_and_package": 1}
+        natively = {
+            "memory": self.scale.memory_invocations,
+            "cold_start_and_package": self.scale.cold_trials,
+        }
         if "runtime" in wanted or any(natively[n] for n in natively if n in self.sections):
             self.native = Worker("native", "bench.native", hermetic_env())
             self.services["native"] = self.native
@@ -538,22 +541,23 @@ class Run:
                 "after_per_request": round((seen.total() - admission) / s.ttft_requests, 3),
             }
         calls = {
-            name: work.counts(
+            c.name: work.counts(
                 ROOT,
                 self.upstream_port,
                 BENCH_KEY,
                 routes=("chat_sse",),
-                headers={"authorization": contender.headers["authorization"]},
-                **{k: v for k, v in self.section_envs[contender.service].items() if k in PLAN_ENV},
+                headers={"authorization": c.headers["authorization"]},
+                **{k: v for k, v in self.section_envs[c.service].items() if k in PLAN_ENV},
             )["chat_sse"]
-            for name, contender in ((c.name, c) for c in PLANS_CONTENDERS if c.name in unlimited)
+            for c in PLANS_CONTENDERS
+            if c.name in unlimited
         }
         self.results["figures"]["plans"] = {
             "requests": compared,
             "requests_limits": s.ttft_requests,
             "tokens": s.ttft_tokens,
             "spaced_ms": SPACED_MS,
-            "plans": sorted(PLANS_WITH_LIMITS),
+            "plans_without_limits": sorted(PLANS_WITHOUT_LIMITS),
             "labels": {c.name: c.label for c in PLANS_CONTENDERS},
             "ttft": ttft,
             "plans_added_p50_ms": _round(
@@ -806,13 +810,13 @@ class Run:
         contender what its job times (`ttft_s`, and each step's for a tool round trip), its
         own and its floor's; a floor's own are every turn it made."""
         # Rounds of turns, contenders in turn, so a slow spell of this shared machine hits every
-        # contender alike. Each contender is compared with the direct floor measured just
-        # before its own turn: the floor drifts with what ran before it (after the baseline's
-        # turn it measured 0.1-0.2 ms higher), and a fixed floor would credit that to the
-        # relay. Turns are long because a relay process that sat idle through the others' turns
-        # answers slower for its first 5-10 requests (per-position medians: 1.3-1.6 ms for the
-        # first, then down to its plateau), while the floor's processes (client, upstream) never
-        # sit idle: turns of 10 charged that to the relays.
+        # contender alike. Each contender is compared with its floor (the direct client)
+        # measured just before its own turn: the floor drifts with what ran before it (after
+        # the baseline's turn it measured 0.1-0.2 ms higher), and a fixed floor would credit
+        # that to the relay. Turns are long because a relay process that sat idle through the
+        # others' turns answers slower for its first 5-10 requests (per-position medians:
+        # 1.3-1.6 ms for the first, then down to its plateau), while the floor's processes
+        # (client, upstream) never sit idle: turns of 10 charged that to the relays.
         samples: dict[str, dict[str, list[float]]] = {}
         for _, floor, _ in turns:
             if floor is not None:
@@ -1234,9 +1238,9 @@ def merged(previous: dict, results: dict) -> dict:
     combined = previous | {
         "figures": previous.get("figures", {}) | results["figures"],
         "contenders": previous.get("contenders", {}) | results["contenders"],
-        "meta": previous["meta"] | {"measured_apart": previous["meta"].get("measured_apart", {})},
+        "meta": previous["meta"]
+        | {"measured_apart": previous["meta"].get("measured_apart", {}) | apart},
     }
-    combined["meta"]["measured_apart"] |= apart
     combined["targets"] = report.targets(combined)
     return combined
 
