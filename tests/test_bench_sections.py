@@ -45,6 +45,7 @@ def test_only_the_plans_and_tool_sections_run_and_the_earlier_figures_stay(tmp_p
         assert counted["at_moto"]["UpdateItem (conditional)"] == counted["requests"], counted
         assert counted["admission_per_request"] == 1, counted
         assert counted["after_per_request"] == 1, counted
+    assert plans["moto_round_trip_spaced_p50_ms"] > 0
     for name in ("plans_off", "plans_on"):
         counted = plans["calls"][name]
         assert counted["calls_per_request"] > counted["own_calls_per_request"] > 0, counted
