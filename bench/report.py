@@ -265,9 +265,10 @@ def _apart(results: dict, section: str) -> str:
     apart = results["meta"].get("measured_apart", {}).get(section)
     if not apart:
         return ""
+    sections = ",".join(apart.get("sections", [section]))
     return (
-        f" Measured apart from the run above (`python -m bench.run --only {section}`): commit"
-        f" {apart['commit']}, {apart['date']}, {apart['seconds']} s."
+        f" Measured apart from the run above (`python -m bench.run --only {sections}`, which took"
+        f" {apart['seconds']} s): commit {apart['commit']}, {apart['date']}."
     )
 
 

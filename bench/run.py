@@ -1241,7 +1241,7 @@ def merged(previous: dict, results: dict) -> dict:
     says when and at which commit each section measured apart from the rest was measured."""
     meta = results["meta"]
     apart = {
-        section: {k: meta[k] for k in ("commit", "date", "seconds", "scale", "notes")}
+        section: {k: meta[k] for k in ("commit", "date", "seconds", "scale", "notes", "sections")}
         for section in meta["sections"]
     }
     combined = previous | {
