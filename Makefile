@@ -58,7 +58,7 @@ test: $(STAMP) $(SAM_STAMP) chromium $(AI_SDK_STAMP) ## run every test and check
 test-fast: $(STAMP) $(AI_SDK_STAMP) ## every test except the browser and SAM CLI ones (no Chromium, no .venv-sam)
 	$(PY) -m pytest -q tests -m "not browser and not sam"
 
-bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny")
+bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny", "--only plans,tool_round_trip")
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 bench-cold: $(STAMP) ## only the Lambda-shaped figure, quickly, into bench/results (COLD_ARGS="--scale full")

@@ -18,7 +18,15 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from bench.scenario import FIRST_TOKEN, expected_text
+from bench.scenario import (
+    FIRST_TOKEN,
+    TOOL_CALL_ANNOUNCED,
+    TOOL_NAME,
+    expected_text,
+    tool_call_arguments,
+    tool_call_prompt,
+)
+from bench.scenario import prompt as prompt_for
 
 now = time.perf_counter
 
@@ -35,13 +43,16 @@ class Target:
 
     def request(self, prompt: str) -> bytes:
         if self.wire == "openai":
-            body: dict[str, Any] = {
-                "model": "gpt-5.4-mini",
-                "messages": [{"role": "user", "content": prompt}],
-                "stream": True,
-            }
-        else:
-            body = {"prompt": prompt}
+            return self.chat_request([{"role": "user", "content": prompt}])
+        return self._post({"prompt": prompt})
+
+    def chat_request(self, messages: list[dict]) -> bytes:
+        """A request that carries a conversation (a tool round trip's two steps)."""
+        if self.wire == "openai":
+            return self._post({"model": "gpt-5.4-mini", "messages": messages, "stream": True})
+        return self._post({"messages": messages})
+
+    def _post(self, body: dict[str, Any]) -> bytes:
         payload = json.dumps(body).encode()
         head = [
             f"POST {self.path} HTTP/1.1",
@@ -56,8 +67,11 @@ class Target:
 class Exchange:
     """One response as it arrives: head, de-chunked body, arrival time of each read."""
 
-    def __init__(self, sent_at: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, sent_at: float, loop: asyncio.AbstractEventLoop, first: bytes = FIRST_TOKEN
+    ) -> None:
         self.sent_at = sent_at
+        self.first = first  # the bytes whose arrival times the first token
         self.done = loop.create_future()
         self.status = 0
         self.keep_alive = True
@@ -86,8 +100,8 @@ class Exchange:
                 self._finish()
         if len(self.body) > before:
             if self.first_token_at is None:
-                window = self.body[max(0, before - len(FIRST_TOKEN)) :]
-                if FIRST_TOKEN in window:
+                window = self.body[max(0, before - len(self.first)) :]
+                if self.first in window:
                     self.first_token_at = at
                     self.arrivals.append(at)
             else:
@@ -175,8 +189,8 @@ class Connection(asyncio.Protocol):
                 self.exchange._finish()  # a body delimited by the connection's end
             self.exchange.fail("connection closed mid-response")
 
-    def send(self, request: bytes) -> Exchange:
-        self.exchange = Exchange(now(), asyncio.get_running_loop())
+    def send(self, request: bytes, first: bytes = FIRST_TOKEN) -> Exchange:
+        self.exchange = Exchange(now(), asyncio.get_running_loop(), first)
         self.transport.write(request)
         return self.exchange
 
@@ -233,6 +247,21 @@ def largest_gap(arrivals: list[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
 
 
+async def _answer(
+    connection: Connection, target: Target, request: bytes, first: bytes = FIRST_TOKEN
+) -> tuple[Connection, Exchange, float]:
+    """One request on the keep-alive connection (a new one if the last was closed): the
+    connection to go on with, the exchange, and when it finished."""
+    if connection.closed:
+        connection = await connect(target)
+    exchange = connection.send(request, first)
+    finished = await asyncio.wait_for(exchange.done, 120)
+    if not exchange.keep_alive:
+        connection.transport.close()
+        connection.closed = True
+    return connection, exchange, finished
+
+
 async def sequential(
     target: Target, prompt: str, tokens: int, count: int, gap_s: float = 0
 ) -> dict:
@@ -244,10 +273,7 @@ async def sequential(
     for _ in range(count):
         if gap_s:
             await asyncio.sleep(gap_s)
-        if connection.closed:
-            connection = await connect(target)
-        exchange = connection.send(request)
-        finished = await asyncio.wait_for(exchange.done, 120)
+        connection, exchange, finished = await _answer(connection, target, request)
         problem = verify(exchange, target.wire, tokens)
         if problem or exchange.first_token_at is None:
             failures.append(problem or "no first token")
@@ -255,11 +281,85 @@ async def sequential(
             ttft.append(exchange.first_token_at - exchange.sent_at)
             totals.append(finished - exchange.sent_at)
             http_chunks.append(exchange.http_chunks)
-        if not exchange.keep_alive:
-            connection.transport.close()
-            connection.closed = True
     connection.transport.close()
     return {"ttft_s": ttft, "total_s": totals, "failures": failures, "http_chunks": http_chunks}
+
+
+def tool_calls_of(body: bytes, wire: str) -> list[dict]:
+    """The complete tool calls of an answer (`id`, `name`, `arguments`): assembled from
+    OpenAI's pieces, or the relay's closing `tool_call` frames."""
+    recorded = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    calls: dict[int, dict] = {}
+    for event in EventSource(recorded).iter_sse():
+        if not event.data or event.data == "[DONE]":
+            continue
+        if wire == "sse":
+            if event.event == "tool_call" and "arguments" in event.json():
+                call = event.json()
+                calls[len(calls)] = {k: call[k] for k in ("id", "name", "arguments")}
+            continue
+        for choice in event.json().get("choices") or []:
+            for piece in (choice.get("delta") or {}).get("tool_calls") or []:
+                call = calls.setdefault(piece["index"], {"arguments": ""})
+                call.update({k: piece[k] for k in ("id",) if piece.get(k)})
+                function = piece.get("function") or {}
+                if function.get("name"):
+                    call["name"] = function["name"]
+                call["arguments"] += function.get("arguments") or ""
+    return list(calls.values())
+
+
+async def tool_round_trips(
+    target: Target, pieces: int, tokens: int, count: int, gap_s: float = 0
+) -> dict:
+    """`count` tool round trips as a frontend makes them, one after another: a question the
+    model answers with a call of TOOL_NAME (its arguments in `pieces`), then the conversation
+    with the call's result, answered with `tokens` tokens. Per round trip, each step's time to
+    its first frame (the call's announcement, the answer's first token) and their sum."""
+    question = {"role": "user", "content": tool_call_prompt(pieces)}
+    asking = target.chat_request([question])
+    expected = "".join(tool_call_arguments(pieces))
+    connection = await connect(target)
+    call_ttft, answer_ttft, failures = [], [], []
+    for _ in range(count):
+        if gap_s:
+            await asyncio.sleep(gap_s)
+        connection, call, _ = await _answer(connection, target, asking, TOOL_CALL_ANNOUNCED)
+        calls = tool_calls_of(bytes(call.body), target.wire) if call.status == 200 else []
+        if call.first_token_at is None or [(c.get("name"), c.get("arguments")) for c in calls] != [
+            (TOOL_NAME, expected)
+        ]:
+            failures.append(f"HTTP {call.status}, tool calls {calls}: {bytes(call.body[-200:])!r}")
+            continue
+        [made] = calls
+        turn = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": made["id"],
+                    "type": "function",
+                    "function": {"name": made["name"], "arguments": made["arguments"]},
+                }
+            ],
+        }
+        result = {"role": "tool", "tool_call_id": made["id"], "content": prompt_for(tokens)}
+        connection, answer, _ = await _answer(
+            connection, target, target.chat_request([question, turn, result])
+        )
+        problem = verify(answer, target.wire, tokens)
+        if problem or answer.first_token_at is None:
+            failures.append(problem or "no first token")
+            continue
+        call_ttft.append(call.first_token_at - call.sent_at)
+        answer_ttft.append(answer.first_token_at - answer.sent_at)
+    connection.transport.close()
+    return {
+        "ttft_s": [a + b for a, b in zip(call_ttft, answer_ttft, strict=True)],
+        "call_ttft_s": call_ttft,
+        "answer_ttft_s": answer_ttft,
+        "failures": failures,
+    }
 
 
 async def concurrent(target: Target, prompt: str, tokens: int, count: int) -> dict:
@@ -297,7 +397,7 @@ async def concurrent(target: Target, prompt: str, tokens: int, count: int) -> di
     }
 
 
-JOBS = {"sequential": sequential, "concurrent": concurrent}
+JOBS = {"sequential": sequential, "concurrent": concurrent, "tool_round_trips": tool_round_trips}
 
 
 async def serve_jobs() -> None:

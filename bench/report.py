@@ -23,6 +23,9 @@ COLD_START_RATIO = 0.5
 PREVIOUS_TTFT_SLACK_MS = 0.1
 PREVIOUS_RATE_SHARE = 0.95
 PREVIOUS_WALL_SLACK = 0.05
+# The relay's own calls per request move by a few when chunks come in fewer reads: PLANS read
+# -2.2 to -0.4 over four runs. One more call than without PLANS is already "something".
+OWN_CALLS_SLACK = 1
 
 
 def import_breakdown(lines: list[str], top: int = 10) -> list[dict]:
@@ -90,6 +93,8 @@ def targets(results: dict) -> list[dict]:
         )
     for name in ("relay_sse", "relay_v1"):
         _not_worse_than_previous(results, name, check)
+    _plans_targets(results, check)
+    _tool_round_trip_targets(results, check)
     check(
         "cold start packaged ≤ 50% of no bytecode",
         "native",
@@ -98,6 +103,70 @@ def targets(results: dict) -> list[dict]:
         True,
     )
     return rows
+
+
+def _plans_targets(results: dict, check) -> None:
+    """Issue 27: plans add nothing measurable to a request without limits, and one DynamoDB
+    round trip at most to one with limits."""
+    plans = _get(results, "plans")
+    if not plans:
+        return
+    check(
+        f"PLANS adds nothing measurable: TTFT p50 ≤ +{PREVIOUS_TTFT_SLACK_MS} ms (what two runs"
+        " of the same code differ by)",
+        "plans_on",
+        plans["plans_added_p50_ms"],
+        PREVIOUS_TTFT_SLACK_MS,
+        True,
+    )
+    check(
+        f"PLANS adds no calls of the relay's own functions per request (± {OWN_CALLS_SLACK}: a read"
+        " more or less)",
+        "plans_on",
+        plans.get("plans_added_own_calls"),
+        OWN_CALLS_SLACK,
+        True,
+    )
+    spread = plans.get("moto_round_trip_spaced_p75_ms")
+    for name, added in (
+        ("plans_limits_spaced", "limits_added_p50_ms"),
+        ("plans_streams_spaced", "streams_added_p50_ms"),
+    ):
+        counted = plans["dynamodb_requests"].get(name, {})
+        check(
+            "a plan's limits: ≤ 1 DynamoDB request at admission per request (counted at moto)",
+            name,
+            counted.get("admission_per_request"),
+            1,
+            True,
+        )
+        check(
+            f"a plan's limits add ≤ one DynamoDB round trip (TTFT p50 ≤ a round trip's p75 at"
+            f" the same spacing, {_fmt(spread)} ms)",
+            name,
+            plans[added],
+            spread,
+            True,
+        )
+
+
+def _tool_round_trip_targets(results: dict, check) -> None:
+    """Issue 28: a frontend tool round trip costs the relay no more than two ordinary requests."""
+    tools = _get(results, "tool_round_trip")
+    if not tools:
+        return
+    for what, value in (
+        ("added TTFT p50", tools["added_over_two_requests"]),
+        ("relay CPU", tools["cpu_over_two_requests"]),
+        ("Python calls", tools["calls"]["round_trip_over_two_requests"]),
+    ):
+        check(
+            f"tool round trip ≤ two ordinary requests: {what}, ratio",
+            "tools_round_trip",
+            value,
+            1,
+            True,
+        )
 
 
 def _not_worse_than_previous(results: dict, name: str, check) -> None:
@@ -187,6 +256,176 @@ def _work_section(results: dict) -> list[str]:
                 [label, *cells(route, "calls_per_request", 1), *cells(route, "calls_per_chunk", 2)]
                 for route, label in routes.items()
                 if route in relay
+            ],
+        ),
+    ]
+
+
+def _apart(results: dict, section: str) -> str:
+    """When a section was measured apart from the rest of the run (`--only`), what and when."""
+    apart = results["meta"].get("measured_apart", {}).get(section)
+    if not apart:
+        return ""
+    sections = ",".join(apart.get("sections", [section]))
+    return (
+        f" Measured apart from the run above (`python -m bench.run --only {sections}`, which took"
+        f" {apart['seconds']} s): commit {apart['commit']}, {apart['date']}."
+    )
+
+
+def _plans_section(results: dict) -> list[str]:
+    """Issue 27: what PLANS adds to a request without limits, and what a plan's limits add."""
+    plans = _get(results, "plans")
+    if not plans:
+        return []
+    ttft, calls, label = plans["ttft"], plans["calls"], plans["labels"]
+    counted = plans["dynamodb_requests"]
+    return [
+        f"\nPlans (issue 27). A relay with PLANS ({len(plans['plans_without_limits'])} plans"
+        " without limits; five client tokens in CLIENT_TOKENS, the caller's mapped to the plan"
+        " `agents`) against the same relay and tokens without PLANS, /chat SSE,"
+        f" {plans['requests']} requests of {plans['tokens']} tokens each in turns right after the"
+        f" direct client's; Python calls in-process as above.{_apart(results, 'plans')}\n",
+        _table(
+            [
+                "contender",
+                "TTFT p50 ms",
+                "added p50 ms",
+                "added p95 ms",
+                "relay CPU ms / request",
+                "calls / request",
+                "calls / chunk",
+                "own calls / request",
+            ],
+            [
+                [
+                    label[name],
+                    _fmt(ttft[name]["p50_ms"]),
+                    _fmt(ttft[name]["added_p50_ms"]),
+                    _fmt(ttft[name]["added_p95_ms"]),
+                    _fmt(ttft[name].get("cpu_ms_per_request"), 3),
+                    _fmt(calls[name]["calls_per_request"], 1),
+                    _fmt(calls[name]["calls_per_chunk"], 2),
+                    _fmt(calls[name].get("own_calls_per_request"), 1),
+                ]
+                for name in ("plans_off", "plans_on")
+            ],
+        ),
+        f"\nPLANS adds {_fmt(plans['plans_added_p50_ms'])} ms to the TTFT p50,"
+        f" {_fmt(plans.get('plans_added_own_calls'), 1)} calls of the relay's own functions (its"
+        f" `handler` package, in a whole request) and {_fmt(plans['plans_added_calls'], 1)}"
+        " Python calls in all per request (less its chunks: this count moves by ten or more"
+        " between two relays of the same code here, as reads coalesce differently on a loaded"
+        " machine and the per-chunk count times the tokens comes off it).\n",
+        f"\nA plan with limits (a rate limit and a day's budget, too high to refuse anything;"
+        f" then with max_concurrent_streams too), the quota table on moto's server: requests"
+        f" {plans['spaced_ms']} ms apart, {plans['requests_limits']} each, against the plan"
+        " without limits at the same spacing. The DynamoDB requests that reached moto were"
+        " counted by moto's recorder over a further run of the same requests: at admission"
+        " (conditional writes, before the upstream call) and after the stream (the charge that"
+        " settles the reservation and gives the stream slot back):\n",
+        _table(
+            [
+                "contender",
+                "TTFT p50 ms",
+                "added p50 ms",
+                "limits add p50 ms",
+                "relay CPU ms / request",
+                "DynamoDB at admission / request",
+                "after the stream / request",
+                "requests at moto",
+            ],
+            [
+                [
+                    label[name],
+                    _fmt(ttft[name]["p50_ms"]),
+                    _fmt(ttft[name]["added_p50_ms"]),
+                    _fmt(plans.get(added)) if added else "-",
+                    _fmt(ttft[name].get("cpu_ms_per_request"), 3),
+                    _fmt(counted.get(name, {}).get("admission_per_request"), 3),
+                    _fmt(counted.get(name, {}).get("after_per_request"), 3),
+                    ", ".join(
+                        f"{op}: {n}" for op, n in counted.get(name, {}).get("at_moto", {}).items()
+                    )
+                    or "-",
+                ]
+                for name, added in (
+                    ("plans_on_spaced", None),
+                    ("plans_limits_spaced", "limits_added_p50_ms"),
+                    ("plans_streams_spaced", "streams_added_p50_ms"),
+                )
+            ],
+        ),
+        f"\nOne admission-like UpdateItem round trip to moto alone, through the relay's client,"
+        f" {plans['spaced_ms']} ms apart right after the turns above:"
+        f" {_fmt(plans.get('moto_round_trip_spaced_p50_ms'))} ms p50,"
+        f" {_fmt(plans.get('moto_round_trip_spaced_p75_ms'))} ms p75 (back to back, when moto"
+        f" started: {_fmt(plans['moto_round_trip_p50_ms'])} ms p50,"
+        f" {_fmt(plans['moto_round_trip_p75_ms'])} ms p75).\n",
+    ]
+
+
+def _tool_round_trip_section(results: dict) -> list[str]:
+    """Issue 28: a frontend tool round trip against two ordinary requests."""
+    tools = _get(results, "tool_round_trip")
+    if not tools:
+        return []
+    ttft, calls, label = tools["ttft"], tools["calls"], tools["labels"]
+    trip, one = ttft["tools_round_trip"], ttft["tools_ordinary"]
+    direct_trip = ttft["direct_round_trip"]
+    return [
+        f"\nA frontend tool round trip (issue 28). A relay with CHAT_TOOLS (one tool), /chat SSE:"
+        f" {tools['requests']} round trips (a question answered with a call of the tool, its"
+        f" arguments in {tools['pieces']} pieces; then the conversation with the call's result,"
+        f" answered with {tools['tokens']} tokens) and {tools['requests']} ordinary requests of"
+        f" {tools['tokens']} tokens, each in turns right after the direct client asked the same."
+        " A round trip's TTFT is its two steps' (to the call's first frame, then to the answer's"
+        " first token), its added TTFT theirs less the direct client's; relay CPU is the relay"
+        " process's per request or round trip; Python calls are counted in-process as above"
+        f" (whole requests, chunks included).{_apart(results, 'tool_round_trip')}\n",
+        _table(
+            ["", "TTFT p50 ms", "direct p50 ms", "added p50 ms", "relay CPU ms", "Python calls"],
+            [
+                [
+                    label["tools_ordinary"],
+                    _fmt(one["p50_ms"]),
+                    _fmt(one["floor_p50_ms"]),
+                    _fmt(one["added_p50_ms"]),
+                    _fmt(one.get("cpu_ms_per_request"), 3),
+                    _fmt(calls["calls_per_request"], 1),
+                ],
+                [
+                    label["tools_round_trip"],
+                    _fmt(trip["p50_ms"]),
+                    _fmt(trip["floor_p50_ms"]),
+                    _fmt(trip["added_p50_ms"]),
+                    _fmt(trip.get("cpu_ms_per_request"), 3),
+                    _fmt(calls["calls_per_round_trip"], 1),
+                ],
+                [
+                    "of which the step that ends in the call",
+                    _fmt(trip.get("call_p50_ms")),
+                    _fmt(direct_trip.get("call_p50_ms")),
+                    _fmt(trip.get("call_added_p50_ms")),
+                    "",
+                    "",
+                ],
+                [
+                    "of which the step that carries the result",
+                    _fmt(trip.get("answer_p50_ms")),
+                    _fmt(direct_trip.get("answer_p50_ms")),
+                    _fmt(trip.get("answer_added_p50_ms")),
+                    "",
+                    "",
+                ],
+                [
+                    "**round trip / two ordinary requests**",
+                    "",
+                    "",
+                    _fmt(tools["added_over_two_requests"], 3),
+                    _fmt(tools["cpu_over_two_requests"], 3),
+                    _fmt(calls["round_trip_over_two_requests"], 3),
+                ],
             ],
         ),
     ]
@@ -380,7 +619,11 @@ def tables(results: dict) -> str:
         if top:
             out.append(f"\nImport time by package ({name.replace('_', ' ')}, `-X importtime`):\n")
             out.append(_table(["package", "ms"], [[r["package"], _fmt(r["ms"], 1)] for r in top]))
-    out.append("\nTargets (issues 6 and 14):\n")
+    out += _plans_section(results)
+    out += _tool_round_trip_section(results)
+    for section in ("plans", "tool_round_trip"):
+        label |= (_get(results, section) or {}).get("labels", {})
+    out.append("\nTargets (issues 6, 14, 27 and 28):\n")
     out.append(
         _table(
             ["target", "contender", "measured", "met"],

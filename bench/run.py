@@ -1,8 +1,10 @@
 """`make bench`: every contender measured in one run on loopback, against one scripted upstream.
 
-Starts the upstream, the contenders and the load client as separate processes, runs the six
-figures of issue 6, then prints the tables, writes bench/results/latest.json and draws the chart.
-`python -m bench.run --scale tiny` is the seconds-long version the smoke test runs.
+Starts the upstream, the contenders and the load client as separate processes, runs the figures
+(SECTIONS: issue 6's six, the plans of issue 27, the tool round trip of issue 28, ...), then
+prints the tables, writes bench/results/latest.json and draws the chart. `python -m bench.run
+--scale tiny` is the seconds-long version the smoke test runs; `--only SECTION,...` runs some
+sections and merges their figures into the last results.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import lambda_report, report, work
+from bench.moto_requests import MotoRecorder
 from bench.package import build_package
-from bench.scenario import prompt
+from bench.scenario import TOOL_NAME, TOOL_PIECES, prompt
 from bench.services import (
     ROOT,
     Service,
@@ -106,6 +110,7 @@ class Contender:
     headers: dict[str, str] = field(default_factory=dict)
     ttft_only: bool = False  # measured in figure 1 only (what it adds is before the first token)
     gap_ms: float = 0  # a pause before each request of a sequential run
+    job: str = "sequential"  # the client's job: "sequential" requests or "tool_round_trips"
 
 
 SSE = {"accept": "text/event-stream"}
@@ -202,6 +207,149 @@ CONTENDERS = [
     Contender("baseline", "baseline (tutorial, sync OpenAI)", "http", "baseline", "text"),
 ]
 
+# Issue 27's plans: one client token per caller, each mapped to a plan by CLIENT_TOKENS. Without
+# PLANS the same tokens name no plan, so the two relays differ by PLANS alone.
+PLAN_TOKENS = {
+    "tok-bench-browser-0123456789": "browser",
+    "tok-bench-agents-0123456789": "agents",
+    "tok-bench-batch-0123456789": "batch",
+    "tok-bench-metered-0123456789": "metered",
+    "tok-bench-streams-0123456789": "metered_streams",
+}
+PLANS_WITHOUT_LIMITS = {
+    "browser": {"models": ["gpt-5.4-mini"], "max_tokens_cap": 512},
+    "agents": {"allow_client_system_prompt": True, "max_tokens_cap": 4096},
+    "batch": {"max_tokens_cap": 2048},
+}
+# Limits too high to refuse anything: what is measured is what they cost, not a refusal.
+PLAN_LIMITS = {"rate_limit_per_minute": 10**9, "token_budget_per_day": 10**12}
+PLANS_WITH_LIMITS = PLANS_WITHOUT_LIMITS | {
+    "metered": PLAN_LIMITS,
+    "metered_streams": PLAN_LIMITS | {"max_concurrent_streams": 10**6},
+}
+
+
+def _bearer(plan: str) -> dict[str, str]:
+    [token] = [token for token, named in PLAN_TOKENS.items() if named == plan]
+    return {**SSE, "authorization": f"Bearer {token}"}
+
+
+PLAN_ENV = ("ALLOW_ANONYMOUS", "CLIENT_TOKENS", "PLANS")  # what the plans' relays differ by
+SPACED_MS = 50  # one caller's next message comes later than 1 ms after the last answer
+PLANS_CONTENDERS = [
+    # Adjacent in every round, so a slow spell of the machine falls on both.
+    Contender(
+        "plans_off",
+        "client token, no PLANS",
+        "http",
+        "relay_tokens",
+        "sse",
+        headers=_bearer("agents"),
+        ttft_only=True,
+    ),
+    Contender(
+        "plans_on",
+        "client token on plan `agents` of 3 (no limits)",
+        "http",
+        "relay_plans",
+        "sse",
+        headers=_bearer("agents"),
+        ttft_only=True,
+    ),
+    # The limits' reference: the same plans relay, requests as far apart as theirs.
+    Contender(
+        "plans_on_spaced",
+        f"plan `agents` (no limits), requests {SPACED_MS} ms apart",
+        "http",
+        "relay_plans",
+        "sse",
+        headers=_bearer("agents"),
+        ttft_only=True,
+        gap_ms=SPACED_MS,
+    ),
+    Contender(
+        "plans_limits_spaced",
+        f"plan with a rate limit and a budget, requests {SPACED_MS} ms apart (moto DynamoDB)",
+        "http",
+        "relay_plan_limits",
+        "sse",
+        headers=_bearer("metered"),
+        ttft_only=True,
+        gap_ms=SPACED_MS,
+    ),
+    Contender(
+        "plans_streams_spaced",
+        "plan with a rate limit, a budget and"
+        f" max_concurrent_streams, requests {SPACED_MS} ms apart (moto DynamoDB)",
+        "http",
+        "relay_plan_limits",
+        "sse",
+        headers=_bearer("metered_streams"),
+        ttft_only=True,
+        gap_ms=SPACED_MS,
+    ),
+]
+# Issue 28's frontend tool round trip, on a relay with CHAT_TOOLS, against the same relay's
+# ordinary requests; each against the direct client asked the same.
+CHAT_TOOLS = [{"name": TOOL_NAME, "parameters": {"type": "object", "properties": {}}}]
+TOOLS_CONTENDERS = [
+    Contender(
+        "tools_ordinary",
+        "relay /chat SSE, CHAT_TOOLS declared, ordinary request",
+        "http",
+        "relay_tools",
+        "sse",
+        headers=SSE,
+        ttft_only=True,
+    ),
+    Contender(
+        "tools_round_trip",
+        "relay /chat SSE, tool round trip (call + result)",
+        "http",
+        "relay_tools",
+        "sse",
+        headers=SSE,
+        ttft_only=True,
+        job="tool_round_trips",
+    ),
+]
+DIRECT_ROUND_TRIP = Contender(
+    "direct_round_trip",
+    "direct upstream, tool round trip",
+    "http",
+    "upstream",
+    "openai",
+    V1,
+    AUTH,
+    job="tool_round_trips",
+)
+TOOLS_SECTION_CONTENDERS = [*TOOLS_CONTENDERS, DIRECT_ROUND_TRIP]
+# The figures `--only` can pick; `make bench` runs them all, in this order.
+SECTIONS = (
+    "time_to_first_token",
+    "throughput",
+    "concurrency",
+    "work",
+    "plans",
+    "tool_round_trip",
+    "many_invocations",
+    "memory",
+    "cold_start_and_package",
+    "lambda_shaped",
+)
+# The sections after which the native contenders' runtime process is no longer needed.
+NATIVE_PROCESS_SECTIONS = {"many_invocations", "memory", "cold_start_and_package", "lambda_shaped"}
+# The sections the charts draw (a run of the others leaves the charts as they are).
+CHARTED_SECTIONS = {
+    "time_to_first_token",
+    "throughput",
+    "concurrency",
+    "cold_start_and_package",
+    "lambda_shaped",
+}
+# The sections measured on CONTENDERS (the others need only the direct client of them).
+CONTENDER_SECTIONS = {"time_to_first_token", "throughput", "concurrency", "many_invocations"}
+
 
 def _uvicorn(app: str, port: int, shipped: bool) -> list[str]:
     http, loop = ("httptools", "uvloop") if shipped else ("h11", "asyncio")
@@ -226,11 +374,21 @@ def _ms(values: list[float], q: float) -> float | None:
 class Run:
     """One benchmark run: the processes, the figures, and what they measured."""
 
-    def __init__(self, scale: Scale, skip: set[str]) -> None:
+    def __init__(self, scale: Scale, skip: set[str], only: set[str] | None = None) -> None:
         self.scale = scale
+        self.sections = [name for name in SECTIONS if only is None or name in only]
         self.services: dict[str, Service] = {}
         self.notes: list[str] = []
         self.contenders = [c for c in CONTENDERS if c.name not in skip]
+        if not CONTENDER_SECTIONS & set(self.sections):
+            self.contenders = [c for c in self.contenders if c.name == "direct"]
+        self.section_contenders = [
+            *(PLANS_CONTENDERS if "plans" in self.sections else []),
+            *(TOOLS_SECTION_CONTENDERS if "tool_round_trip" in self.sections else []),
+        ]
+        self.section_envs: dict[str, dict[str, str]] = {}
+        self.moto: MotoRecorder | None = None
+        self.aws: dict[str, str] | None = None  # moto's endpoint and keys, once it runs
         self.results: dict = {"figures": {}}
         self.runtime_pid: int | None = None
         self.previous_tree: Path | None = None  # the previous release's export, when run
@@ -258,7 +416,8 @@ class Run:
             AWS_DEFAULT_REGION="us-east-1",
         )
         self.lambda_env = lambda_env
-        wanted = {c.service for c in self.contenders}
+        self.relay_env = relay_env
+        wanted = {c.service for c in self.contenders + self.section_contenders}
         self.ports: dict[str, int] = {"upstream": port}
         # uvicorn as handler/bin/lwa-start runs it (uvloop and httptools, from requirements.txt)
         # for the relay and the baseline alike; the pure-Python h11/asyncio pair for comparison.
@@ -274,17 +433,19 @@ class Run:
             # request's charge still at moto when the next check arrives.
             rate_limit_env = dict(limits_env, TOKEN_BUDGET_PER_DAY="0")
             servers["relay_rate_limit"] = ("handler.app:app", True, rate_limit_env, ROOT)
-        if "relay_previous" in wanted:
+        if "relay_previous" in wanted or "work" in self.sections:
+            # The work figure counts the previous release's calls too, even run alone.
             previous = self.previous_tree = self._previous_release()
             if previous is None:
                 self._drop("relay_previous", f"commit {PREVIOUS_RELEASE} is not in this clone")
-            else:
+            elif "relay_previous" in wanted:
                 # The same model as today's default, which it named differently.
                 env = dict(relay_env, DEFAULT_MODEL="gpt-5.4-mini")
                 servers["relay_previous"] = ("handler.app:app", True, env, previous)
         if "runtime" in wanted and not _native_available():
             self._drop("runtime", "handler/runtime.py does not exist yet")
-        wanted = {c.service for c in self.contenders}
+        servers |= self._section_servers(wanted)
+        wanted = {c.service for c in self.contenders + self.section_contenders}
         for name, (app, shipped, env, tree) in servers.items():
             if name in wanted:
                 self.ports[name] = free_port()
@@ -298,7 +459,11 @@ class Run:
         if "buffered" in wanted:
             self.buffered = Worker("buffered", "bench.buffered", lambda_env)
             self.services["buffered"] = self.buffered
-        if "runtime" in wanted or self.scale.cold_trials or self.scale.memory_invocations:
+        natively = {
+            "memory": self.scale.memory_invocations,
+            "cold_start_and_package": self.scale.cold_trials,
+        }
+        if "runtime" in wanted or any(natively[n] for n in natively if n in self.sections):
             self.native = Worker("native", "bench.native", hermetic_env())
             self.services["native"] = self.native
         if "runtime" in wanted:
@@ -321,31 +486,182 @@ class Run:
             },
         }
 
-    def _limits_env(self, relay_env: dict[str, str]) -> dict[str, str]:
-        """The relay with both limits on (one conditional UpdateItem before the upstream call,
-        one after the stream), set too high to refuse anything, against moto's server in a
-        process of its own: what the check adds to the first token, with moto's speed standing
-        in for DynamoDB's (a round trip within a region is typically a few ms)."""
+    def _section_servers(self, wanted: set[str]) -> dict[str, tuple]:
+        """The relays of the plans and tool round-trip sections that `wanted` names."""
+        tokens = self.relay_env | {
+            "ALLOW_ANONYMOUS": "false",
+            "CLIENT_TOKENS": ",".join(PLAN_TOKENS),
+        }
+
+        def plans(defined: dict) -> dict[str, str]:
+            # A token whose plan is not defined names none: it gets the plan `default`.
+            mapped = (f"{t}:{p}" if p in defined else t for t, p in PLAN_TOKENS.items())
+            return tokens | {"CLIENT_TOKENS": ",".join(mapped), "PLANS": json.dumps(defined)}
+
+        envs = {
+            "relay_tokens": lambda: tokens,
+            "relay_plans": lambda: plans(PLANS_WITHOUT_LIMITS),
+            "relay_plan_limits": lambda: (
+                plans(PLANS_WITH_LIMITS) | self._moto_env() | {"QUOTA_TABLE": QUOTA_TABLE}
+            ),
+            "relay_tools": lambda: self.relay_env | {"CHAT_TOOLS": json.dumps(CHAT_TOOLS)},
+        }
+        self.section_envs = {name: env() for name, env in envs.items() if name in wanted}
+        return {
+            name: ("handler.app:app", True, env, ROOT) for name, env in self.section_envs.items()
+        }
+
+    def plans(self) -> None:
+        """Issue 27's goals. What PLANS adds to a request on a plan without limits: time to first
+        token against the same client tokens without PLANS, in the same rounds, and Python calls
+        in-process. What a plan's limits add: time to first token against the plan without
+        limits, requests equally spaced, and the DynamoDB requests that reach moto per request,
+        counted by moto's recorder, at admission (conditional writes) and after."""
+        s = self.scale
+        direct = next((c for c in self.contenders if c.name == "direct"), None)
+        compared = max(s.ttft_requests, s.ttft_requests_against_previous)
+        unlimited = {"plans_off", "plans_on"}
+        turns = [
+            (c, direct, compared if c.name in unlimited else s.ttft_requests)
+            for c in PLANS_CONTENDERS
+        ]
+        ttft = _ttft_entries(*self._paired_turns(turns))
+        # The round trip the limits are held to, at their spacing and right after their turns:
+        # the one measured at the start, back to back, ran faster than spaced ones here.
+        spaced = _signed_update_item_times(
+            self._moto_env()["AWS_ENDPOINT_URL"], s.ttft_requests, SPACED_MS / 1000
+        )
+        requests = {}
+        for contender in PLANS_CONTENDERS:
+            if contender.service != "relay_plan_limits":
+                continue
+            self.moto.start()
+            self._checked(contender, self.sequential(contender, s.ttft_tokens, s.ttft_requests))
+            seen = self.moto.stop()
+            admission = seen["UpdateItem (conditional)"]
+            requests[contender.name] = {
+                "requests": s.ttft_requests,
+                "at_moto": dict(seen),
+                "admission_per_request": round(admission / s.ttft_requests, 3),
+                "after_per_request": round((seen.total() - admission) / s.ttft_requests, 3),
+            }
+        calls = {
+            c.name: work.counts(
+                ROOT,
+                self.upstream_port,
+                BENCH_KEY,
+                routes=("chat_sse",),
+                headers={"authorization": c.headers["authorization"]},
+                **{k: v for k, v in self.section_envs[c.service].items() if k in PLAN_ENV},
+            )["chat_sse"]
+            for c in PLANS_CONTENDERS
+            if c.name in unlimited
+        }
+        self.results["figures"]["plans"] = {
+            "requests": compared,
+            "requests_limits": s.ttft_requests,
+            "tokens": s.ttft_tokens,
+            "spaced_ms": SPACED_MS,
+            "plans_without_limits": sorted(PLANS_WITHOUT_LIMITS),
+            "labels": {c.name: c.label for c in PLANS_CONTENDERS},
+            "ttft": ttft,
+            "plans_added_p50_ms": _round(
+                ttft["plans_on"]["added_p50_ms"], ttft["plans_off"]["added_p50_ms"]
+            ),
+            "limits_added_p50_ms": _round(
+                ttft["plans_limits_spaced"]["added_p50_ms"],
+                ttft["plans_on_spaced"]["added_p50_ms"],
+            ),
+            "streams_added_p50_ms": _round(
+                ttft["plans_streams_spaced"]["added_p50_ms"],
+                ttft["plans_on_spaced"]["added_p50_ms"],
+            ),
+            "moto_round_trip_p50_ms": _ms(self.moto_round_trip_s, 0.5),
+            "moto_round_trip_p75_ms": _ms(self.moto_round_trip_s, 0.75),
+            "moto_round_trip_spaced_p50_ms": _ms(spaced, 0.5),
+            "moto_round_trip_spaced_p75_ms": _ms(spaced, 0.75),
+            "dynamodb_requests": requests,
+            "calls": calls,
+            "plans_added_calls": round(
+                calls["plans_on"]["calls_per_request"] - calls["plans_off"]["calls_per_request"], 1
+            ),
+            "plans_added_own_calls": round(
+                calls["plans_on"]["own_calls_per_request"]
+                - calls["plans_off"]["own_calls_per_request"],
+                1,
+            ),
+        }
+
+    def tool_round_trip(self) -> None:
+        """Issue 28's goal: a frontend tool round trip (the step that ends in a call, then the
+        step that carries its result) against two ordinary requests on the same relay, each
+        against the direct client asked the same: time to first token added (both steps'
+        added together), the relay process's CPU, and Python calls in-process."""
+        s = self.scale
+        direct = next((c for c in self.contenders if c.name == "direct"), None)
+        compared = max(s.ttft_requests, s.ttft_requests_against_previous)
+        ordinary, trip = TOOLS_CONTENDERS
+        ttft = _ttft_entries(
+            *self._paired_turns([(ordinary, direct, compared), (trip, DIRECT_ROUND_TRIP, compared)])
+        )
+        calls = work.counts(
+            ROOT,
+            self.upstream_port,
+            BENCH_KEY,
+            routes=(),
+            tool_round_trip=True,
+            CHAT_TOOLS=self.section_envs["relay_tools"]["CHAT_TOOLS"],
+        )["tool_round_trip"]
+        one, two = ttft[ordinary.name], ttft[trip.name]
+        self.results["figures"]["tool_round_trip"] = {
+            "requests": compared,
+            "tokens": s.ttft_tokens,
+            "pieces": TOOL_PIECES,
+            "labels": {c.name: c.label for c in (*TOOLS_CONTENDERS, DIRECT_ROUND_TRIP)},
+            "ttft": ttft,
+            "added_over_two_requests": _ratio(two["added_p50_ms"], one["added_p50_ms"]),
+            "cpu_over_two_requests": _ratio(
+                two.get("cpu_ms_per_request"), one.get("cpu_ms_per_request")
+            ),
+            "calls": calls,
+        }
+
+    def _moto_env(self) -> dict[str, str]:
+        """moto's server in a process of its own, with the quota table, once per run: its
+        endpoint and keys for a relay's environment. Its recorder (off until asked) counts the
+        requests that reach it."""
+        if self.aws is not None:
+            return self.aws
         port = free_port()
+        self.moto = MotoRecorder(f"http://127.0.0.1:{port}")
         moto = Service(
-            "moto", [sys.executable, "-m", "moto.server", "-p", str(port)], hermetic_env()
+            "moto",
+            [sys.executable, "-m", "moto.server", "-p", str(port)],
+            hermetic_env(MOTO_RECORDER_FILEPATH=str(self.moto.recording)),
         )
         self.services["moto"] = moto
         moto.wait_for_port(port)
-        aws = {
+        self.aws = {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
             "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_DEFAULT_REGION": "us-east-1",
         }
-        create_quota_table(aws["AWS_ENDPOINT_URL"], QUOTA_TABLE)
+        create_quota_table(self.aws["AWS_ENDPOINT_URL"], QUOTA_TABLE)
         count = self.scale.warmup_requests * 20
-        self.moto_round_trip_s = _signed_update_item_times(aws["AWS_ENDPOINT_URL"], count)
-        dynamodb = moto_client("dynamodb", aws["AWS_ENDPOINT_URL"])
+        self.moto_round_trip_s = _signed_update_item_times(self.aws["AWS_ENDPOINT_URL"], count)
+        dynamodb = moto_client("dynamodb", self.aws["AWS_ENDPOINT_URL"])
         self.moto_update_item_s = _update_item_times(dynamodb, count)
+        return self.aws
+
+    def _limits_env(self, relay_env: dict[str, str]) -> dict[str, str]:
+        """The relay with both limits on (one conditional UpdateItem before the upstream call,
+        one after the stream), set too high to refuse anything, against moto's server in a
+        process of its own: what the check adds to the first token, with moto's speed standing
+        in for DynamoDB's (a round trip within a region is typically a few ms)."""
         return dict(
             relay_env,
-            **aws,
+            **self._moto_env(),
             QUOTA_TABLE=QUOTA_TABLE,
             RATE_LIMIT_PER_MINUTE=str(10**9),
             TOKEN_BUDGET_PER_DAY=str(10**12),
@@ -398,6 +714,15 @@ class Run:
             return self.native.run("sequential", wire=contender.wire, tokens=tokens, count=count)
         if contender.kind == "buffered":
             return self.buffered.run("sequential", wire=contender.wire, tokens=tokens, count=count)
+        if contender.job == "tool_round_trips":
+            return self.client.run(
+                "tool_round_trips",
+                target=self._target(contender),
+                pieces=TOOL_PIECES,
+                tokens=tokens,
+                count=count,
+                gap_s=contender.gap_ms / 1000,
+            )
         return self.client.run(
             "sequential",
             target=self._target(contender),
@@ -426,7 +751,7 @@ class Run:
     # -- the figures ----------------------------------------------------------------------------
 
     def warm_up(self) -> None:
-        for contender in self.contenders:
+        for contender in self.contenders + self.section_contenders:
             self._checked(contender, self.sequential(contender, 4, self.scale.warmup_requests))
 
     def _checked(self, contender: Contender, result: dict) -> dict:
@@ -438,41 +763,9 @@ class Run:
         """Figure 1: p50/p95 over sequential short requests, each contender's turn paired with
         a turn of the direct floor right before it."""
         s = self.scale
-        samples: dict[str, list[float]] = {c.name: [] for c in self.contenders}
-        floors: dict[str, list[float]] = {c.name: [] for c in self.contenders}
         direct = next((c for c in self.contenders if c.name == "direct"), None)
-        # Rounds of turns of TTFT_TURN requests, contenders in turn, so a slow spell of this
-        # shared machine hits every contender alike. Each contender is compared with the direct
-        # floor measured just before its own turn: the floor drifts with what ran before it
-        # (after the baseline's turn it measured 0.1-0.2 ms higher), and a fixed floor would
-        # credit that to the relay. Turns are long because a relay process that sat idle through
-        # the others' turns answers slower for its first 5-10 requests (per-position medians:
-        # 1.3-1.6 ms for the first, then down to its plateau), while the floor's processes
-        # (client, upstream) never sit idle: turns of 10 charged that to the relays.
-        wanted = {c.name: self._ttft_requests(c) for c in self.contenders}
-        rounds = {name: max(1, math.ceil(n / TTFT_TURN)) for name, n in wanted.items()}
-        for index in range(max(rounds.values())):
-            for contender in self.contenders:
-                name = contender.name
-                if contender is direct or index >= rounds[name]:
-                    continue
-                count = wanted[name] // rounds[name] + (index < wanted[name] % rounds[name])
-                if direct is not None:
-                    floor = self._ttft_turn(direct, count)
-                    floors[name] += floor
-                    samples[direct.name] += floor
-                samples[name] += self._ttft_turn(contender, count)
-        figure = {}
-        for name, values in samples.items():
-            floor = samples[name] if name == "direct" else floors[name]
-            figure[name] = {
-                "n": len(values),
-                "p50_ms": _ms(values, 0.5),
-                "p95_ms": _ms(values, 0.95),
-                "floor_p50_ms": _ms(floor, 0.5),
-                "added_p50_ms": _round(_ms(values, 0.5), _ms(floor, 0.5)),
-                "added_p95_ms": _round(_ms(values, 0.95), _ms(floor, 0.95)),
-            }
+        turns = [(c, direct, self._ttft_requests(c)) for c in self.contenders if c is not direct]
+        figure = _ttft_entries(*self._paired_turns(turns))
         self.results["figures"]["ttft"] = {
             "requests": s.ttft_requests,
             "requests_against_previous": s.ttft_requests_against_previous,
@@ -516,13 +809,55 @@ class Run:
             return max(s.ttft_requests, s.ttft_requests_against_previous)
         return s.ttft_requests
 
-    def _ttft_turn(self, contender: Contender, count: int) -> list[float]:
+    def _paired_turns(
+        self, turns: list[tuple[Contender, Contender | None, int]]
+    ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
+        """Each (contender, floor, count) of `turns`: `count` measured requests in rounds of
+        turns of TTFT_TURN, every turn right after a turn of its floor of the same size. Per
+        contender what its job times (`ttft_s`, and each step's for a tool round trip), its
+        own and its floor's; a floor's own are every turn it made."""
+        # Rounds of turns, contenders in turn, so a slow spell of this shared machine hits every
+        # contender alike. Each contender is compared with its floor (the direct client)
+        # measured just before its own turn: the floor drifts with what ran before it (after
+        # the baseline's turn it measured 0.1-0.2 ms higher), and a fixed floor would credit
+        # that to the relay. Turns are long because a relay process that sat idle through the
+        # others' turns answers slower for its first 5-10 requests (per-position medians:
+        # 1.3-1.6 ms for the first, then down to its plateau), while the floor's processes
+        # (client, upstream) never sit idle: turns of 10 charged that to the relays.
+        samples: dict[str, dict[str, list[float]]] = {}
+        for _, floor, _ in turns:
+            if floor is not None:
+                samples.setdefault(floor.name, defaultdict(list))
+        samples |= {contender.name: defaultdict(list) for contender, _, _ in turns}
+        floors = {contender.name: defaultdict(list) for contender, _, _ in turns}
+        rounds = {c.name: max(1, math.ceil(count / TTFT_TURN)) for c, _, count in turns}
+        for index in range(max(rounds.values(), default=0)):
+            for contender, floor, wanted in turns:
+                name = contender.name
+                if index >= rounds[name]:
+                    continue
+                count = wanted // rounds[name] + (index < wanted % rounds[name])
+                if floor is not None:
+                    for key, values in self._ttft_turn(floor, count).items():
+                        floors[name][key] += values
+                        samples[floor.name][key] += values
+                for key, values in self._ttft_turn(contender, count).items():
+                    samples[name][key] += values
+        return samples, floors
+
+    def _ttft_turn(self, contender: Contender, count: int) -> dict[str, list[float]]:
         """`count` measured requests, after TTFT_SETTLE unmeasured ones: a process that sat idle
         while the others ran answers its first requests slower, which would charge whoever comes
-        first after a switch."""
+        first after a switch. What the job timed (`ttft_s`, ...), and `cpu_s` per request of
+        the contender's process over the whole turn."""
         total = count + TTFT_SETTLE
+        pid = self._pid(contender)
+        cpu_before = cpu_seconds(pid) if pid else None
         result = self._checked(contender, self.sequential(contender, self.scale.ttft_tokens, total))
-        return result["ttft_s"][TTFT_SETTLE:]
+        timed = {k: v[TTFT_SETTLE:] for k, v in result.items() if k.endswith("ttft_s")}
+        if pid:
+            timed["cpu_s"] = [(cpu_seconds(pid) - cpu_before) / total]
+        return timed
 
     def throughput(self) -> None:
         """Figure 2: one long stream from an upstream sending as fast as it can."""
@@ -761,25 +1096,12 @@ class Run:
         self.start()
         try:
             self.warm_up()
-            for figure in (
-                self.time_to_first_token,
-                self.throughput,
-                self.concurrency,
-                self.work,
-            ):
-                print(f"… {figure.__name__}", file=sys.stderr, flush=True)
-                figure()
-            if self.runtime_pid is not None:
-                self.native.run("stop")
-                self.runtime_pid = None
-            for figure in (
-                self.many_invocations,
-                self.memory,
-                self.cold_start_and_package,
-                self.lambda_shaped,
-            ):
-                print(f"… {figure.__name__}", file=sys.stderr, flush=True)
-                figure()
+            for name in self.sections:
+                if name in NATIVE_PROCESS_SECTIONS and self.runtime_pid is not None:
+                    self.native.run("stop")  # they start runtimes of their own
+                    self.runtime_pid = None
+                print(f"… {name}", file=sys.stderr, flush=True)
+                getattr(self, name)()
         finally:
             self.stop()
         self.results["contenders"] = {
@@ -794,9 +1116,37 @@ class Run:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.monotonic() - started, 1),
             "notes": self.notes,
+            "sections": self.sections,
         }
         self.results["targets"] = report.targets(self.results)
         return self.results
+
+
+def _ttft_entries(
+    samples: dict[str, dict[str, list[float]]], floors: dict[str, dict[str, list[float]]]
+) -> dict[str, dict]:
+    """Figure 1's entry of each contender: its p50/p95, its floor's, and what it adds to them
+    (a floor is its own floor); for a tool round trip each step's too."""
+    figure = {}
+    for name, timed in samples.items():
+        floor = floors.get(name, timed)
+        values, under = timed["ttft_s"], floor.get("ttft_s", [])
+        entry = figure[name] = {
+            "n": len(values),
+            "p50_ms": _ms(values, 0.5),
+            "p95_ms": _ms(values, 0.95),
+            "floor_p50_ms": _ms(under, 0.5),
+            "added_p50_ms": _round(_ms(values, 0.5), _ms(under, 0.5)),
+            "added_p95_ms": _round(_ms(values, 0.95), _ms(under, 0.95)),
+        }
+        for step in ("call", "answer"):
+            if timed.get(f"{step}_ttft_s"):
+                step_values, step_floor = timed[f"{step}_ttft_s"], floor.get(f"{step}_ttft_s", [])
+                entry[f"{step}_p50_ms"] = _ms(step_values, 0.5)
+                entry[f"{step}_added_p50_ms"] = _round(_ms(step_values, 0.5), _ms(step_floor, 0.5))
+        if timed.get("cpu_s"):
+            entry["cpu_ms_per_request"] = round(statistics.median(timed["cpu_s"]) * 1000, 3)
+    return figure
 
 
 def _admission_like(index: int) -> dict:
@@ -819,10 +1169,10 @@ def _admission_like(index: int) -> dict:
     }
 
 
-def _signed_update_item_times(endpoint: str, count: int) -> list[float]:
+def _signed_update_item_times(endpoint: str, count: int, gap_s: float = 0) -> list[float]:
     """Seconds per admission-like UpdateItem through the relay's own client, on uvloop as in
-    the relay's uvicorn, sequential, after a warm-up: one round trip to moto as the relay
-    makes it (boto3's figure adds its own serialising and signing CPU)."""
+    the relay's uvicorn, sequential (`gap_s` apart), after a warm-up: one round trip to moto
+    as the relay makes it (boto3's figure adds its own serialising and signing CPU)."""
     import asyncio
 
     import uvloop
@@ -838,6 +1188,8 @@ def _signed_update_item_times(endpoint: str, count: int) -> list[float]:
     async def measure() -> list[float]:
         client, times = DynamoDB(aws, 1.0, 2.0), []
         for index in range(count + 5):
+            if gap_s:
+                await asyncio.sleep(gap_s)
             started = time.perf_counter()
             await client.update_item(_admission_like(index))
             if index >= 5:
@@ -866,6 +1218,13 @@ def _get_direct_wall(results: dict, streams: int) -> float | None:
     return level.get("direct", {}).get("wall_s")
 
 
+def _ratio(round_trip: float | None, request: float | None) -> float | None:
+    """A round trip's figure over two ordinary requests'."""
+    if round_trip is None or not request:
+        return None
+    return round(round_trip / (2 * request), 3)
+
+
 def _round(value: float | None, base: float | None) -> float | None:
     return None if value is None or base is None else round(value - base, 3)
 
@@ -874,6 +1233,25 @@ def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
+
+
+def merged(previous: dict, results: dict) -> dict:
+    """The results of a run of some sections (`--only`) over those of an earlier run: each
+    section's figures replace the earlier ones, the others stay, and `meta.measured_apart`
+    says when and at which commit each section measured apart from the rest was measured."""
+    meta = results["meta"]
+    apart = {
+        section: {k: meta[k] for k in ("commit", "date", "seconds", "scale", "notes", "sections")}
+        for section in meta["sections"]
+    }
+    combined = previous | {
+        "figures": previous.get("figures", {}) | results["figures"],
+        "contenders": previous.get("contenders", {}) | results["contenders"],
+        "meta": previous["meta"]
+        | {"measured_apart": previous["meta"].get("measured_apart", {}) | apart},
+    }
+    combined["targets"] = report.targets(combined)
+    return combined
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -894,7 +1272,15 @@ def main(argv: list[str] | None = None) -> dict:
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value}")
     parser.add_argument("--concurrency", type=lambda v: tuple(int(x) for x in v.split(",")))
     parser.add_argument("--lambda-shaped", choices=["full", "quick", "tiny", "off"])
+    parser.add_argument(
+        "--only",
+        type=lambda v: v.split(","),
+        help=f"run only these sections (comma-separated, of {', '.join(SECTIONS)}); their figures"
+        " replace those of the same sections in --out, the others stay as they were",
+    )
     args = parser.parse_args(argv)
+    if args.only and set(args.only) - set(SECTIONS):
+        parser.error(f"--only: no section {', '.join(sorted(set(args.only) - set(SECTIONS)))}")
     scale = SCALES[args.scale]
     overrides = {
         name: getattr(args, name)
@@ -902,13 +1288,19 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(args, name, None) is not None
     }
     scale = dataclasses.replace(scale, **overrides)
-    results = Run(scale, set(args.skip)).execute()
+    results = Run(scale, set(args.skip), set(args.only) if args.only else None).execute()
+    seconds = results["meta"]["seconds"]
+    if args.only and args.out.exists():
+        results = merged(json.loads(args.out.read_text()), results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.tables(results))
     print("\n" + lambda_report.tables(results))
-    report.chart(results, args.chart)
-    lambda_report.chart(results, args.chart.with_name("lambda.png"))
+    written = [args.out]
+    if not args.only or CHARTED_SECTIONS & set(args.only):
+        report.chart(results, args.chart)
+        lambda_report.chart(results, args.chart.with_name("lambda.png"))
+        written.append(args.chart)
     readme = args.readme or (
         ROOT / "bench" / "README.md"
         if args.out == RESULTS / "latest.json"
@@ -916,7 +1308,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     chart_link = os.path.relpath(args.chart, readme.parent)
     readme.write_text(report.readme(results, chart_link))
-    print(f"\nwrote {args.out}, {args.chart} and {readme} in {results['meta']['seconds']} s")
+    written.append(readme)
+    print(f"\nwrote {', '.join(map(str, written))} in {seconds} s")
     return results
 
 

@@ -1,7 +1,8 @@
 """The benchmark's upstream: the demo upstream in its own process, scripted by the prompt.
 
 `python -m bench.upstream` prints its port; a request whose last message is
-`bench tokens=N delay_ms=D` (see scenario.py) gets N tokens D ms apart, as fast as it can when D=0.
+`bench tokens=N delay_ms=D` (see scenario.py) gets N tokens D ms apart, as fast as it can when D=0;
+one whose last message is `bench tool_call pieces=N delay_ms=D`, a call of the bench's tool.
 """
 
 from __future__ import annotations
@@ -10,9 +11,15 @@ import argparse
 import asyncio
 import sys
 
-from bench.scenario import parse_prompt, tokens
+from bench.scenario import (
+    TOOL_NAME,
+    parse_prompt,
+    parse_tool_call_prompt,
+    tokens,
+    tool_call_arguments,
+)
 from devtools.openai_server import OpenAICompatibleServer, RecordedRequest
-from devtools.scripts import Script
+from devtools.scripts import Script, ScriptedToolCall
 
 
 class BenchUpstream(OpenAICompatibleServer):
@@ -26,6 +33,10 @@ class BenchUpstream(OpenAICompatibleServer):
         messages = body.get("messages") or [{}]
         text = str(messages[-1].get("content", ""))
         script = self._scripts.get(text)
+        if script is None and (call := parse_tool_call_prompt(text)) is not None:
+            pieces, delay_s = call
+            made = ScriptedToolCall(TOOL_NAME, list(tool_call_arguments(pieces)))
+            script = self._scripts[text] = Script(tokens=[], tool_calls=[made], delay_s=delay_s)
         if script is None:
             wanted = parse_prompt(text)
             if wanted is None:

@@ -10,8 +10,13 @@ and the counts do not depend on how reads happen to coalesce.
 
 - calls per chunk: (calls of a LONG-token stream - those of a SHORT-token one) / (LONG - SHORT)
 - calls per request: what a SHORT-token request costs less its chunks, so the fixed part
+- own calls per request: the calls of the relay's own functions (its `handler` package) in a
+  whole SHORT-token request
+- a tool round trip (issue 28): the calls of both its steps (the answer that ends in a call of
+  the bench's tool, the conversation carrying its result answered with SHORT tokens), against
+  those of an ordinary SHORT-token request on the same relay, whole (chunks included)
 
-`python -m bench.work TREE PORT` is one tree's child process and prints its counts as JSON.
+`python -m bench.work TREE PORT JOB` is one tree's child process and prints its counts as JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.scenario import prompt, tokens
+from bench.scenario import TOOL_NAME, TOOL_PIECES, prompt, tokens, tool_call_prompt
 from bench.services import hermetic_env
 
 SHORT, LONG = 8, 208  # tokens per stream
@@ -45,16 +50,28 @@ ROUTES = {
 }
 
 
-def counts(tree: Path, upstream_port: int, key: str) -> dict[str, dict[str, float]]:
-    """Run one tree's child process; its calls per request and per chunk for each route."""
+def counts(
+    tree: Path,
+    upstream_port: int,
+    key: str,
+    *,
+    routes: tuple[str, ...] = tuple(ROUTES),
+    headers: dict[str, str] | None = None,
+    tool_round_trip: bool = False,
+    **settings: str,
+) -> dict[str, dict[str, float]]:
+    """Run one tree's child process; its calls per request and per chunk for each of `routes`
+    (and a tool round trip's, with `tool_round_trip`), sent with `headers` to the relay
+    configured with `settings` (anonymous callers unless they say otherwise)."""
     env = hermetic_env(
         OPENAI_API_KEY=key,
         OPENAI_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1",
-        ALLOW_ANONYMOUS="true",
         DEFAULT_MODEL=MODEL,
+        **({"ALLOW_ANONYMOUS": "true"} | settings),
     )
+    job = {"routes": list(routes), "headers": headers or {}, "tool_round_trip": tool_round_trip}
     result = subprocess.run(
-        [sys.executable, "-m", "bench.work", str(tree), str(upstream_port)],
+        [sys.executable, "-m", "bench.work", str(tree), str(upstream_port), json.dumps(job)],
         cwd=Path(__file__).resolve().parent.parent,
         env=env,
         capture_output=True,
@@ -66,7 +83,7 @@ def counts(tree: Path, upstream_port: int, key: str) -> dict[str, dict[str, floa
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def _scope(path: str, body: bytes) -> dict:
+def _scope(path: str, body: bytes, headers: dict[str, str]) -> dict:
     # Like handler.init.post_scope, which this child cannot import: the measured tree's
     # `handler` package must be the only one it loads (the previous release has no init.py).
     return {
@@ -84,6 +101,7 @@ def _scope(path: str, body: bytes) -> dict:
             (b"content-type", b"application/json"),
             (b"accept", b"text/event-stream"),
             (b"content-length", str(len(body)).encode()),
+            *((name.encode(), value.encode()) for name, value in headers.items()),
         ],
         "client": ("127.0.0.1", 1),
         "server": ("bench.invalid", 80),
@@ -91,8 +109,9 @@ def _scope(path: str, body: bytes) -> dict:
     }
 
 
-async def _stream(app, path: str, body: bytes, count: int) -> None:
-    """One request through the app; fails unless it answered 200 with every token."""
+async def _stream(app, path: str, body: bytes, expected: bytes, headers: dict[str, str]) -> bytes:
+    """One request through the app; its body, or a failure unless it answered 200 with
+    `expected` (the last token, or the tool call's name) in it."""
     delivered = False
     sent: list[dict] = []
 
@@ -106,49 +125,114 @@ async def _stream(app, path: str, body: bytes, count: int) -> None:
     async def send(message: dict) -> None:
         sent.append(message)
 
-    await app(_scope(path, body), receive, send)
+    await app(_scope(path, body, headers), receive, send)
     text = b"".join(m.get("body", b"") for m in sent[1:])
-    if sent[0]["status"] != 200 or tokens(count)[-1].strip().encode() not in text:
+    if sent[0]["status"] != 200 or expected not in text:
         raise RuntimeError(f"{path}: {sent[0]['status']} {text[-300:]!r}")
+    return text
 
 
-async def _calls(app, path: str, body_for, count: int) -> int:
-    body = json.dumps(body_for(count)).encode()
+def _last_token(count: int) -> bytes:
+    return tokens(count)[-1].strip().encode()
+
+
+async def _calls(requests, repeats: int = REPEATS, own: bool = False) -> int:
+    """The Python calls of `repeats` runs of the coroutine function `requests`; with `own`,
+    only those of functions of the relay's own `handler` package."""
     profile = cProfile.Profile()
     profile.enable()
-    for _ in range(REPEATS):
-        await _stream(app, path, body, count)
+    for _ in range(repeats):
+        await requests()
     profile.disable()
-    return pstats.Stats(profile).total_calls
+    stats = pstats.Stats(profile)
+    if not own:
+        return stats.total_calls
+    import handler
+
+    package = str(Path(handler.__file__).parent) + os.sep
+    return sum(
+        calls for (file, _, _), (_, calls, *_) in stats.stats.items() if file.startswith(package)
+    )
 
 
-async def _child() -> dict[str, dict[str, float]]:
+async def _route_calls(app, path: str, body_for, headers: dict[str, str]) -> dict[str, float]:
+    async def streams(count: int) -> None:
+        await _stream(app, path, json.dumps(body_for(count)).encode(), _last_token(count), headers)
+
+    for count in (SHORT, LONG, SHORT):  # warm: first passes and lazy imports
+        await streams(count)
+    short = await _calls(lambda: streams(SHORT)) / REPEATS
+    long = await _calls(lambda: streams(LONG)) / REPEATS
+    per_chunk = (long - short) / (LONG - SHORT)
+    return {
+        "calls_per_chunk": round(per_chunk, 2),
+        "calls_per_request": round(short - SHORT * per_chunk, 1),
+        # The relay's own functions' calls in a whole SHORT-token request: those per read are
+        # few, so unlike the figures above this one hardly moves when reads coalesce.
+        "own_calls_per_request": round(await _calls(lambda: streams(SHORT), own=True) / REPEATS, 1),
+    }
+
+
+async def _tool_round_trip_calls(app, headers: dict[str, str]) -> dict[str, float]:
+    """A tool round trip on `/chat` SSE as a frontend makes it, against an ordinary request
+    of the same answer: the calls of each, whole. The bodies are written before counting, so
+    what is counted is the relay's work, not the bench's JSON."""
+    from bench.client import tool_calls_of
+
+    question = {"role": "user", "content": tool_call_prompt(TOOL_PIECES, DELAY_MS)}
+    asking = json.dumps({"messages": [question]}).encode()
+    [call] = tool_calls_of(await _stream(app, "/chat", asking, TOOL_NAME.encode(), headers), "sse")
+    turn = {"role": "assistant", "content": None, "tool_calls": [_as_openai(call)]}
+    result = {"role": "tool", "tool_call_id": call["id"], "content": prompt(SHORT, DELAY_MS)}
+    answering = json.dumps({"messages": [question, turn, result]}).encode()
+    plain = json.dumps({"prompt": prompt(SHORT, DELAY_MS)}).encode()
+    # The upstream double names every call alike, so the conversation written above carries
+    # the id of each call counted below (checked on each).
+    called = json.dumps(call["id"]).encode()
+
+    async def ordinary() -> None:
+        await _stream(app, "/chat", plain, _last_token(SHORT), headers)
+
+    async def round_trip() -> None:
+        await _stream(app, "/chat", asking, called, headers)
+        await _stream(app, "/chat", answering, _last_token(SHORT), headers)
+
+    for requests in (ordinary, round_trip, ordinary, round_trip):  # warm
+        await requests()
+    per_request = await _calls(ordinary) / REPEATS
+    per_round_trip = await _calls(round_trip) / REPEATS
+    return {
+        "calls_per_request": round(per_request, 1),
+        "calls_per_round_trip": round(per_round_trip, 1),
+        "round_trip_over_two_requests": round(per_round_trip / (2 * per_request), 3),
+    }
+
+
+def _as_openai(call: dict) -> dict:
+    function = {"name": call["name"], "arguments": call["arguments"]}
+    return {"id": call["id"], "type": "function", "function": function}
+
+
+async def _child(job: dict) -> dict[str, dict[str, float]]:
     import logging
 
     logging.disable(logging.CRITICAL)  # the request lines: the same for both, and not counted
     from handler.app import app
 
-    figures = {}
-    for route, (path, body_for) in ROUTES.items():
-        for count in (SHORT, LONG, SHORT):  # warm: first passes and lazy imports
-            await _stream(app, path, json.dumps(body_for(count)).encode(), count)
-        short = await _calls(app, path, body_for, SHORT) / REPEATS
-        long = await _calls(app, path, body_for, LONG) / REPEATS
-        per_chunk = (long - short) / (LONG - SHORT)
-        figures[route] = {
-            "calls_per_chunk": round(per_chunk, 2),
-            "calls_per_request": round(short - SHORT * per_chunk, 1),
-        }
+    headers = job["headers"]
+    figures = {route: await _route_calls(app, *ROUTES[route], headers) for route in job["routes"]}
+    if job["tool_round_trip"]:
+        figures["tool_round_trip"] = await _tool_round_trip_calls(app, headers)
     return figures
 
 
 def main() -> None:
-    tree = Path(sys.argv[1]).resolve()
+    tree, job = Path(sys.argv[1]).resolve(), json.loads(sys.argv[3])
     sys.path.insert(0, str(tree))  # its `handler` package before this checkout's
     os.chdir(tree)
     import uvloop
 
-    print(json.dumps(uvloop.run(_child())))
+    print(json.dumps(uvloop.run(_child(job))))
 
 
 if __name__ == "__main__":

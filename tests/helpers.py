@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -11,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -190,3 +193,16 @@ def counting_proxy(
 
     with loopback_server(Forward) as url:
         yield url, targets
+
+
+def run_bench(*args: object, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """`python -m bench.run ARGS` from the checkout, its output captured; it must succeed."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", *map(str, args)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
