@@ -37,10 +37,12 @@ def enter_token(page, token: str) -> None:
 
 def shown_figures(page) -> dict[str, int]:
     """What the budget line says is left, by `/me`'s names (`10,000 tokens today` → 10000)."""
-    return {
-        figure.get_attribute("data-left"): int(figure.text_content().split()[0].replace(",", ""))
-        for figure in page.locator("#budget [data-left]").all()
-    }
+    # All in one call: the page redraws the line on each read of `/me`, and figures taken one
+    # call at a time could mix two reads (a reservation's tokens beside a slot given back).
+    shown = page.locator("#budget [data-left]").evaluate_all(
+        "figures => figures.map(figure => [figure.dataset.left, figure.textContent])"
+    )
+    return {name: int(text.split()[0].replace(",", "")) for name, text in shown}
 
 
 def wait_for_figures(page, until=bool, within_s: float = 10) -> dict:
