@@ -1,0 +1,51 @@
+"""What a refused caller is told: a 401 without a token asks for one with a plain `Bearer`
+challenge, a token that was tried and refused gets RFC 6750's `invalid_token` (so an OIDC
+client fetches a new one), and startup warns only about settings it really ignores."""
+
+from __future__ import annotations
+
+import httpx
+
+TOKEN = "client-token-3f9a1c7e5b2d4a6c8e0f"
+
+
+def post(relay, authorization: str | None = None) -> httpx.Response:
+    headers = {"authorization": authorization} if authorization else {}
+    return httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, headers=headers, timeout=15)
+
+
+def test_no_token_where_client_tokens_are_configured_asks_for_one_with_a_plain_challenge(
+    upstream, make_relay
+):
+    relay = make_relay(allow_anonymous=False, client_tokens=TOKEN)
+    response = post(relay)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"]["message"].startswith("a bearer token is required")
+    assert upstream.requests == []
+
+
+def test_a_wrong_client_token_is_told_it_is_an_invalid_token(upstream, make_relay):
+    relay = make_relay(allow_anonymous=False, client_tokens=TOKEN)
+    response = post(relay, "Bearer client-token-not-the-right-one")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_a_refused_access_token_is_told_it_is_an_invalid_token(upstream, signin_relay, issuer):
+    relay = signin_relay()
+    response = post(relay, f"Bearer {issuer.token(aud='another-app')}")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert response.json()["error"]["message"].startswith("the access token is not valid")
+    assert upstream.requests == []
+
+
+def test_client_tokens_beside_a_key_in_the_environment_are_used_without_a_warning(
+    upstream, make_relay, caplog
+):
+    relay = make_relay(allow_anonymous=False, client_tokens=TOKEN)
+    messages = [r.getMessage() for r in caplog.records if r.name == "relay.access"]
+    assert not any("is ignored" in m for m in messages)
+    assert any("1 client tokens from CLIENT_TOKENS" in m for m in messages)
+    assert post(relay, f"Bearer {TOKEN}").status_code == 200
