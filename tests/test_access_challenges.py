@@ -49,3 +49,25 @@ def test_client_tokens_beside_a_key_in_the_environment_are_used_without_a_warnin
     assert not any("is ignored" in m for m in messages)
     assert any("1 client tokens from CLIENT_TOKENS" in m for m in messages)
     assert post(relay, f"Bearer {TOKEN}").status_code == 200
+
+
+def test_a_token_shaped_like_a_jwt_where_sign_in_is_off_is_an_invalid_token(
+    upstream, make_relay, issuer
+):
+    """Only client tokens configured: a JWT, even a validly signed one, is a wrong token (401),
+    never handed to a verifier that does not exist."""
+    relay = make_relay(allow_anonymous=False, client_tokens=TOKEN)
+    response = post(relay, f"Bearer {issuer.token()}")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert response.json()["error"]["message"] == "the bearer token is not valid"
+
+
+def test_an_opaque_token_where_sign_in_is_on_is_refused_without_fetching_keys(
+    upstream, signin_relay, issuer
+):
+    relay = signin_relay()
+    response = post(relay, "Bearer opaque-token-without-dots")
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "the bearer token is not valid"
+    assert (issuer.discovery_fetches, issuer.jwks_fetches) == (0, 0)
