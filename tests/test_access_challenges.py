@@ -4,7 +4,11 @@ client fetches a new one), and startup warns only about settings it really ignor
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
+import pytest
 
 TOKEN = "client-token-3f9a1c7e5b2d4a6c8e0f"
 
@@ -71,3 +75,42 @@ def test_an_opaque_token_where_sign_in_is_on_is_refused_without_fetching_keys(
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "the bearer token is not valid"
     assert (issuer.discovery_fetches, issuer.jwks_fetches) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        "not json at all",
+        json.dumps({"authorizer": {"iam": {"userArn": ""}}}),
+        json.dumps({"authorizer": {"iam": {"userArn": 12345}}}),
+        json.dumps({"authorizer": {"iam": {}}}),
+        json.dumps(["authorizer"]),
+    ],
+    ids=["not-json", "empty-arn", "number-arn", "no-arn", "a-list"],
+)
+def test_an_iam_request_context_without_a_caller_arn_is_401(upstream, make_relay, context):
+    """Behind the Lambda Web Adapter the caller comes in the adapter's header; a header that
+    names no caller (unreadable, or an ARN that is empty or not a string) admits nobody."""
+    relay = make_relay(url_auth_type="AWS_IAM", aws_lwa_invoke_mode="response_stream")
+    response = httpx.post(
+        f"{relay.url}/chat",
+        json={"prompt": "hi"},
+        headers={"x-amzn-request-context": context},
+        timeout=15,
+    )
+    assert response.status_code == 401
+    assert "IAM caller" in response.json()["error"]["message"]
+    assert upstream.requests == []
+
+
+def test_a_signed_in_callers_identity_keeps_the_first_128_characters_of_the_subject(
+    upstream, signin_relay, issuer, caplog
+):
+    subject = "".join(f"{n:03d}" for n in range(60))  # 180 characters, each prefix unique
+    relay = signin_relay()
+    assert post(relay, f"Bearer {issuer.token(sub=subject)}").status_code == 200
+    deadline = time.monotonic() + 5
+    while not (lines := [r for r in caplog.records if r.name == "relay.request"]):
+        assert time.monotonic() < deadline, "no request log line"
+        time.sleep(0.01)
+    assert json.loads(lines[0].getMessage())["caller"] == f"jwt:{subject[:128]}"
