@@ -4,11 +4,15 @@ client fetches a new one), and startup warns only about settings it really ignor
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 
 import httpx
 import pytest
+
+from tests.conftest import TEST_KEY
 
 TOKEN = "client-token-3f9a1c7e5b2d4a6c8e0f"
 
@@ -114,3 +118,14 @@ def test_a_signed_in_callers_identity_keeps_the_first_128_characters_of_the_subj
         assert time.monotonic() < deadline, "no request log line"
         time.sleep(0.01)
     assert json.loads(lines[0].getMessage())["caller"] == f"jwt:{subject[:128]}"
+
+
+def test_openai_gets_the_32_hex_digit_hmac_of_the_caller_the_contract_describes(
+    upstream, make_relay
+):
+    """docs/api.md: HMAC-SHA256 of the identity keyed with the OpenAI key, 32 hex digits;
+    computed here from that description, not by the relay's own function."""
+    relay = make_relay(allow_anonymous=True)
+    assert post(relay).status_code == 200
+    expected = hmac.new(TEST_KEY.encode(), b"anonymous", hashlib.sha256).hexdigest()[:32]
+    assert upstream.last.body["safety_identifier"] == expected
