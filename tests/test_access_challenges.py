@@ -129,3 +129,15 @@ def test_openai_gets_the_32_hex_digit_hmac_of_the_caller_the_contract_describes(
     assert post(relay).status_code == 200
     expected = hmac.new(TEST_KEY.encode(), b"anonymous", hashlib.sha256).hexdigest()[:32]
     assert upstream.last.body["safety_identifier"] == expected
+
+
+@pytest.mark.parametrize("with_issuer", [True, False], ids=["jwt-issuer-set", "no-jwt-issuer"])
+def test_startup_says_jwt_issuer_is_unused_under_iam_only_when_it_is_set(
+    upstream, make_relay, issuer, caplog, with_issuer
+):
+    sign_in = {"jwt_issuer": issuer.issuer, "jwt_audience": "relay-app"} if with_issuer else {}
+    make_relay(url_auth_type="AWS_IAM", **sign_in)
+    lines = [r.getMessage() for r in caplog.records if r.name == "relay.access"]
+    iam_lines = [line for line in lines if line.startswith("access: IAM function URL")]
+    assert len(iam_lines) == 1
+    assert ("JWT_ISSUER are not used" in iam_lines[0]) is with_issuer
