@@ -74,6 +74,7 @@ TARGETS = {
             "tests/test_access.py",
             "tests/test_access_rules.py",
             "tests/test_iam_identity.py",
+            "tests/test_signin.py::test_an_unreachable_jwks_is_503_not_401_and_no_upstream_call",
         ],
     ),
     # Sign-in: the verifier, its key cache and the JWKS fetch (the dataclasses are shapes).
@@ -126,7 +127,12 @@ TARGETS = {
     ),
     "models": Target(
         "handler/models.py",
-        ["tests/test_typed_bodies.py", "tests/test_bad_input.py", "tests/test_input_policy.py"],
+        [
+            "tests/test_typed_bodies.py",
+            "tests/test_bad_input.py",
+            "tests/test_policy_boundaries.py",
+            "tests/test_input_policy.py",
+        ],
     ),
     # Relay's parsing: the upstream's refusals and error codes, the event stream's deltas and
     # usage (the connection pool and the request are not parsing).
