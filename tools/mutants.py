@@ -128,9 +128,11 @@ TARGETS = {
     "models": Target(
         "handler/models.py",
         [
+            "tests/test_chat_bodies.py",
             "tests/test_typed_bodies.py",
             "tests/test_bad_input.py",
             "tests/test_policy_boundaries.py",
+            "tests/test_prompt_size_everywhere.py",
             "tests/test_input_policy.py",
         ],
     ),

@@ -1,0 +1,72 @@
+"""What `/chat` makes of its body (handler/models.py): an unknown field is named as unknown, a
+caller's system message needs the operator's opt-in, and the operator's own tools count toward
+the prompt-size cap like the caller's text."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+TOOL_DESCRIPTION = "Looks up the caller's time zone from a city name. " * 20  # 1,000 characters
+CHAT_TOOLS = json.dumps(
+    [
+        {
+            "name": "get_time_zone",
+            "description": TOOL_DESCRIPTION,
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
+)
+
+
+def post(relay, body: dict, **headers: str) -> httpx.Response:
+    return httpx.post(f"{relay.url}/chat", json=body, headers=headers, timeout=15)
+
+
+def test_an_unknown_field_is_named_and_called_unknown(upstream, relay):
+    response = post(relay, {"prompt": "hi", "colour": "blue"})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "colour: unknown field"
+    assert upstream.requests == []
+
+
+def test_a_field_of_the_wrong_type_is_not_called_unknown(upstream, relay):
+    response = post(relay, {"prompt": "hi", "max_tokens": "ten"})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert message.startswith("max_tokens: ")
+    assert "unknown field" not in message
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["refused", "allowed"])
+def test_a_callers_system_message_needs_the_operators_opt_in(upstream, make_relay, allowed):
+    relay = make_relay(allow_client_system_prompt=allowed)
+    messages = [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "hi"},
+    ]
+    response = post(relay, {"messages": messages})
+    if allowed:
+        assert response.status_code == 200
+        assert upstream.last.body["messages"][0] == messages[0]
+    else:
+        assert response.status_code in (400, 403, 422)
+        assert "ALLOW_CLIENT_SYSTEM_PROMPT=false" in response.json()["error"]["message"]
+        assert upstream.requests == []
+
+
+def test_the_operators_tools_count_toward_the_prompt_size_cap(upstream, make_relay):
+    """A short prompt with a 1,000-character tool description is over a 500-character cap
+    (tools are offered on the event stream only)."""
+    events = {"accept": "text/event-stream"}
+    strict = make_relay(chat_tools=CHAT_TOOLS, max_prompt_chars=500)
+    refused = post(strict, {"prompt": "What time zone am I in?"}, **events)
+    assert refused.status_code in (400, 413, 422), refused.text
+    assert "too long" in refused.json()["error"]["message"]
+    assert upstream.requests == []
+
+    roomy = make_relay(chat_tools=CHAT_TOOLS, max_prompt_chars=5000)
+    assert post(roomy, {"prompt": "What time zone am I in?"}, **events).status_code == 200
+    assert upstream.last.body["tools"][0]["function"]["description"] == TOOL_DESCRIPTION
