@@ -70,3 +70,40 @@ def test_the_operators_tools_count_toward_the_prompt_size_cap(upstream, make_rel
     roomy = make_relay(chat_tools=CHAT_TOOLS, max_prompt_chars=5000)
     assert post(roomy, {"prompt": "What time zone am I in?"}, **events).status_code == 200
     assert upstream.last.body["tools"][0]["function"]["description"] == TOOL_DESCRIPTION
+
+
+def assistant_call(call_id: str) -> dict:
+    function = {"name": "get_time_zone", "arguments": '{"city": "Paris"}'}
+    return {
+        "role": "assistant",
+        "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+    }
+
+
+def test_a_history_with_one_tool_call_and_its_result_passes(upstream, make_relay):
+    relay = make_relay(chat_tools=CHAT_TOOLS)
+    messages = [
+        {"role": "user", "content": "What time zone am I in?"},
+        assistant_call("call_1"),
+        {"role": "tool", "tool_call_id": "call_1", "content": "Europe/Paris"},
+    ]
+    response = post(relay, {"messages": messages}, accept="text/event-stream")
+    assert response.status_code == 200
+    sent = [m for m in upstream.last.body["messages"] if m["role"] == "assistant"]
+    assert [call["id"] for call in sent[0]["tool_calls"]] == ["call_1"]
+
+
+@pytest.mark.parametrize(
+    "assistant",
+    [assistant_call(""), {"role": "assistant", "tool_calls": []}],
+    ids=["empty-call-id", "no-calls"],
+)
+def test_a_tool_call_without_an_id_or_an_empty_call_list_is_refused(
+    upstream, make_relay, assistant
+):
+    relay = make_relay(chat_tools=CHAT_TOOLS)
+    messages = [{"role": "user", "content": "What time zone am I in?"}, assistant]
+    response = post(relay, {"messages": messages}, accept="text/event-stream")
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("messages.1.tool_calls")
+    assert upstream.requests == []
