@@ -129,6 +129,8 @@ TARGETS = {
         "handler/models.py",
         [
             "tests/test_chat_bodies.py",
+            # A model's defaults and bounds are also the contract's document (docs/openapi.json).
+            "tests/test_openapi.py::test_the_committed_document_is_the_apps",
             "tests/test_typed_bodies.py",
             "tests/test_bad_input.py",
             "tests/test_policy_boundaries.py",
