@@ -107,3 +107,15 @@ def test_a_tool_call_without_an_id_or_an_empty_call_list_is_refused(
     assert response.status_code == 422
     assert response.json()["error"]["message"].startswith("messages.1.tool_calls")
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"temperature": t} for t in (0, 0.5, 1.5, 2)] + [{"max_tokens": 1}],
+    ids=["temperature-0", "temperature-0.5", "temperature-1.5", "temperature-2", "max-tokens-1"],
+)
+def test_chat_options_inside_their_bounds_pass_to_the_upstream(upstream, relay, options):
+    assert post(relay, {"prompt": "hi", **options}).status_code == 200
+    ((name, value),) = options.items()
+    sent = upstream.last.body
+    assert sent.get(name, sent.get("max_completion_tokens")) == value
