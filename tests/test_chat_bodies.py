@@ -119,3 +119,21 @@ def test_chat_options_inside_their_bounds_pass_to_the_upstream(upstream, relay, 
     ((name, value),) = options.items()
     sent = upstream.last.body
     assert sent.get(name, sent.get("max_completion_tokens")) == value
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_a_streamed_completion_always_asks_the_upstream_for_usage(upstream, relay, stream):
+    """Usage is what the caller is charged: asked for on every stream, whatever the caller
+    asked (and a whole answer carries it anyway, so nothing is added there)."""
+    body = {
+        "model": "gpt-5.4-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+    }
+    if stream:
+        body["stream_options"] = {"include_usage": False}
+    response = httpx.post(f"{relay.url}/v1/chat/completions", json=body, timeout=15)
+    assert response.status_code == 200
+    sent = upstream.last.body
+    assert sent["stream"] is stream
+    assert sent.get("stream_options") == ({"include_usage": True} if stream else None)
