@@ -137,3 +137,9 @@ def test_a_streamed_completion_always_asks_the_upstream_for_usage(upstream, rela
     sent = upstream.last.body
     assert sent["stream"] is stream
     assert sent.get("stream_options") == ({"include_usage": True} if stream else None)
+
+
+def test_a_chat_request_always_asks_the_upstream_for_a_stream_with_usage(upstream, relay):
+    assert post(relay, {"prompt": "hi"}).status_code == 200
+    sent = upstream.last.body
+    assert (sent["stream"], sent["stream_options"]) == (True, {"include_usage": True})
