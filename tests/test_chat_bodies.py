@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import openai
 import pytest
 
 TOOL_DESCRIPTION = "Looks up the caller's time zone from a city name. " * 20  # 1,000 characters
@@ -143,3 +144,21 @@ def test_a_chat_request_always_asks_the_upstream_for_a_stream_with_usage(upstrea
     assert post(relay, {"prompt": "hi"}).status_code == 200
     sent = upstream.last.body
     assert (sent["stream"], sent["stream_options"]) == (True, {"include_usage": True})
+
+
+@pytest.mark.parametrize("asked", [None, False, True], ids=["not-asked", "asked-not", "asked"])
+def test_a_streamed_completion_shows_the_usage_chunk_only_to_a_caller_who_asked(
+    upstream, relay, asked
+):
+    client = openai.OpenAI(base_url=f"{relay.url}/v1", api_key="anything")
+    options = {} if asked is None else {"stream_options": {"include_usage": asked}}
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-5.4-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            **options,
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len([c for c in chunks if c.usage is not None]) == (1 if asked else 0)
