@@ -162,3 +162,13 @@ def test_a_streamed_completion_shows_the_usage_chunk_only_to_a_caller_who_asked(
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len([c for c in chunks if c.usage is not None]) == (1 if asked else 0)
+
+
+def test_api_chat_offers_the_operators_tools_to_the_model(upstream, make_relay):
+    """`/api/chat` always answers as an event stream, so the tools are always offered."""
+    relay = make_relay(chat_tools=CHAT_TOOLS)
+    message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Time zone?"}]}
+    response = httpx.post(f"{relay.url}/api/chat", json={"messages": [message]}, timeout=15)
+    assert response.status_code == 200
+    offered = [tool["function"]["name"] for tool in upstream.last.body["tools"]]
+    assert offered == ["get_time_zone"]
