@@ -15,6 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, TypeVar
 
+# Before any `fastapi` import: FastAPI's OpenAPI models are then built on first use.
+import handler.fastapi_import
+
+# isort: split
 import aiohttp
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError

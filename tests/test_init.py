@@ -172,3 +172,31 @@ def test_building_the_app_imports_no_pydantic_v1():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "False"
+
+
+def test_fastapis_openapi_models_are_built_on_first_use_and_the_relays_own_at_import():
+    """FastAPI's OpenAPI models (tens of ms of init) are left for the first /openapi.json; the
+    relay's bodies and settings, used by every (throttled) request, are built at import, and
+    pydantic's default is back to building at class creation once FastAPI is imported."""
+    check = (
+        "import handler.app, handler.models, handler.settings, fastapi.openapi.models as m\n"
+        "from pydantic import BaseModel\n"
+        "from pydantic._internal._config import config_defaults\n"
+        "class Later(BaseModel):\n"
+        "    x: int\n"
+        "print(m.OpenAPI.__pydantic_complete__, m.Info.__pydantic_complete__,"
+        " handler.models.ChatRequest.__pydantic_complete__,"
+        " handler.models.ChatCompletionsRequest.__pydantic_complete__,"
+        " handler.settings.Settings.__pydantic_complete__,"
+        " Later.__pydantic_complete__, config_defaults['defer_build'])\n"
+        "document = handler.app.app.openapi()\n"
+        "print(m.OpenAPI.__pydantic_complete__, sorted(document['paths'])[:2])\n"
+    )
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    at_import, after_document = result.stdout.splitlines()[-2:]
+    assert at_import == "False False True True True True False"
+    assert after_document == "True ['/api/chat', '/chat']"
