@@ -823,7 +823,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.relay = RelayState(settings)
     app.state.relay.access.log_startup()
-    # The relay's routes as the app's own, not `include_router`'s: FastAPI 0.163 includes a
+    # The relay's routes as the app's own, not `include_router`'s: FastAPI 0.163-0.165 includes a
     # router lazily, deriving the included routes' context on every request (about 130 Python
     # calls per request more, counted by bench/work.py's method).
     app.router.routes.extend(router.routes)
