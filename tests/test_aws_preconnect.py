@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,7 +130,10 @@ def keep_alive_aws() -> Iterator[tuple[str, Connections]]:
         yield url, connections
 
 
-def test_the_calls_use_the_connection_preconnect_opened_and_close_ends_it():
+def test_the_calls_use_the_connection_preconnect_opened_and_close_ends_it(caplog):
+    """One connection for preconnect and the calls; close() closes the pool itself, rather than
+    leave it to the garbage collector, which closes the socket too but logs an error for it."""
+    caplog.set_level(logging.ERROR, logger="asyncio")
     with keep_alive_aws() as (url, connections):
         client = AwsJsonClient(dynamodb_service(1, 1, 3), AwsEnvironment("us-east-1", url))
 
@@ -143,6 +147,7 @@ def test_the_calls_use_the_connection_preconnect_opened_and_close_ends_it():
 
         assert run_coroutine(preconnect_call_twice_close_twice()) == [True, {}, {}, True]
     assert (connections.opened, connections.closed) == (1, 1)
+    assert [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage()] == []
 
 
 def test_a_client_used_from_another_event_loop_opens_a_pool_of_its_own_there():
