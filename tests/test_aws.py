@@ -112,6 +112,17 @@ def test_an_endpoint_url_is_used_as_given_with_its_path():
     assert fips.url == "https://secretsmanager-fips.us-gov-west-1.amazonaws.com"
 
 
+def test_a_region_alone_calls_the_services_ordinary_regional_endpoint():
+    """Without AWS_USE_FIPS_ENDPOINT or AWS_USE_DUALSTACK_ENDPOINT, neither variant is used."""
+    region_only = AwsEnvironment(region="eu-west-1")
+    assert AwsJsonClient(dynamodb_service(1, 2, 3), region_only).url == (
+        "https://dynamodb.eu-west-1.amazonaws.com"
+    )
+    assert AwsJsonClient(SECRETS_MANAGER, region_only).url == (
+        "https://secretsmanager.eu-west-1.amazonaws.com"
+    )
+
+
 def test_error_code_is_the_last_part_of_type():
     prefix = b'{"__type": "com.amazonaws.dynamodb.v20120810#'
     assert error_code(prefix + b'ConditionalCheckFailedException"}') == (
@@ -119,4 +130,10 @@ def test_error_code_is_the_last_part_of_type():
     )
     assert error_code(b'{"__type": "ResourceNotFoundException"}') == "ResourceNotFoundException"
     assert error_code(b"<html>") == "unreadable error"
+    assert error_code(b"[1, 2]") == "unreadable error"  # JSON, but not an object
+    assert error_code(b'{"__type": 7}') == "unreadable error"
     assert error_code(b"{}") == "no error code"
+    # Some services add the error's documentation after a colon.
+    assert error_code(b'{"__type": "ValidationException:http://internal/coral/"}') == (
+        "ValidationException"
+    )

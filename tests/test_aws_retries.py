@@ -89,12 +89,23 @@ def test_a_5xx_storm_costs_three_attempts_per_call_until_the_retry_quota_stops_r
     assert first[0].startswith("HTTP 500 (InternalFailure), after 3 attempts")
     assert len(fake_aws.calls) == MAX_ATTEMPTS
     calls(client, 49)  # 50 calls, 100 retries: the quota is spent
-    before = len(fake_aws.calls)
+    assert len(fake_aws.calls) == 50 * MAX_ATTEMPTS
     [spent] = calls(client)
     assert "the retry quota is spent" in spent
-    assert len(fake_aws.calls) == before + 1
+    assert len(fake_aws.calls) == 50 * MAX_ATTEMPTS + 1
+    # The storm ends; each success returns a token, and a retry takes five.
     fake_aws.fail_always = None
-    assert calls(client, 5) == ["ok"] * 5  # the storm ends; successes refill the quota
+    assert calls(client, 4) == ["ok"] * 4
+    fake_aws.fail_always = 500
+    before = len(fake_aws.calls)
+    assert "the retry quota is spent" in calls(client)[0]
+    assert len(fake_aws.calls) == before + 1  # four tokens: no retry
+    fake_aws.fail_always = None
+    assert calls(client) == ["ok"]
+    fake_aws.fail_always = 500
+    before = len(fake_aws.calls)
+    assert "the retry quota is spent" in calls(client)[0]
+    assert len(fake_aws.calls) == before + 2  # five: one retry
 
 
 def test_a_client_error_is_an_answer_not_retried(fake_aws):
@@ -111,13 +122,13 @@ def test_an_unreachable_endpoint_fails_after_three_attempts():
 
 
 def test_all_attempts_end_within_the_calls_budget(fake_aws):
-    """Throttled without end and given 0.1 s: the pauses that would not fit are not taken."""
+    """Throttled without end and given 0.1 s: a pause that would not fit is not taken. With
+    pauses of up to 1000 s, one that fits in 0.1 s is drawn once in ten thousand calls."""
     fake_aws.fail_always = "ThrottlingException"
-    slow_backoff = replace(dynamodb_service(1.0, 1.0, 0.1), base_backoff_s=1.0)
+    slow_backoff = replace(dynamodb_service(1.0, 1.0, 0.1), base_backoff_s=1000.0)
     client = AwsJsonClient(slow_backoff, AwsEnvironment("us-east-1", fake_aws.url))
     [outcome] = calls(client)
-    assert outcome.startswith("HTTP 400 (ThrottlingException)")
-    assert "no time left for another attempt" in outcome or "out of time" in outcome
+    assert outcome == "HTTP 400 (ThrottlingException); no time left for another attempt"
 
 
 def test_a_skewed_clock_is_corrected_from_the_answers_date_once(fake_aws):
@@ -149,7 +160,8 @@ def test_container_credentials_sign_and_an_expired_token_renews_them(fake_aws, c
     answers ExpiredTokenException the client renews the chain once and signs again with the
     credentials the endpoint serves now."""
     fake_aws.keys = {"CONTAINERKEY1": "container-secret-1", "CONTAINERKEY2": "container-secret-2"}
-    client = client_of(fake_aws.url, credentials=CredentialChain())
+    chain = CredentialChain()
+    client = client_of(fake_aws.url, credentials=chain)
     assert calls(client) == ["ok"]
     assert [c.access_key for c in fake_aws.calls] == ["CONTAINERKEY1"]
     fake_aws.expired.add("CONTAINERKEY1")
@@ -158,6 +170,20 @@ def test_container_credentials_sign_and_an_expired_token_renews_them(fake_aws, c
     assert [(c.access_key, c.code) for c in fake_aws.calls[1:]] == [
         ("CONTAINERKEY1", "ExpiredTokenException"),
         ("CONTAINERKEY2", None),
+    ]
+    assert chain.sdk_only is False  # the CRT's chain signs still, not botocore's
+
+
+def test_credentials_still_expired_after_the_renewal_fail_the_call(fake_aws, container):
+    """The chain is renewed once per call: when the container serves the expired key again,
+    the call fails with AWS's answer instead of renewing until its budget ends."""
+    fake_aws.keys = {"CONTAINERKEY1": "container-secret-1"}
+    fake_aws.expired.add("CONTAINERKEY1")
+    client = client_of(fake_aws.url, credentials=CredentialChain())
+    assert calls(client) == ["HTTP 400 (ExpiredTokenException)"]
+    assert [(c.access_key, c.code) for c in fake_aws.calls] == [
+        ("CONTAINERKEY1", "ExpiredTokenException"),
+        ("CONTAINERKEY1", "ExpiredTokenException"),
     ]
 
 
@@ -181,4 +207,6 @@ def test_without_credentials_anywhere_the_call_fails_unsigned(fake_aws, containe
     container.token = "another-token"  # the endpoint refuses the process's token
     [outcome] = calls(client_of(fake_aws.url, credentials=CredentialChain()))
     assert outcome.startswith("no AWS credentials to sign with: AWS_")
+    # The environment names the container's credentials: botocore is not asked to find others.
+    assert "botocore" not in outcome
     assert fake_aws.calls == []

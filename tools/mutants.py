@@ -94,15 +94,41 @@ TARGETS = {
     # The AWS clients: the signed JSON-protocol client, and the two services on top of it.
     "aws": Target(
         "handler/aws.py",
-        ["tests/test_aws.py", "tests/test_aws_retries.py", "tests/test_aws_transport.py"],
+        [
+            "tests/test_aws.py",
+            "tests/test_aws_retries.py",
+            "tests/test_aws_call_outcomes.py",
+            "tests/test_aws_transport.py",
+            "tests/test_aws_preconnect.py",
+            # The laptop's sources: botocore's chain where the CRT's finds nothing (sdk_provider).
+            "tests/test_aws_credential_sources.py",
+        ],
     ),
     "secretsmanager": Target(
         "handler/secretsmanager.py",
-        ["tests/test_aws.py", "tests/test_secretsmanager.py", "tests/test_secret_reads.py"],
+        [
+            "tests/test_secretsmanager.py",
+            "tests/test_aws.py",
+            # The reads through the relay, retried or not; the runtime's init-once and shared
+            # cold reads (seconds each) are about credentials.py and init, not this module.
+            "tests/test_secret_reads.py::test_a_get_secret_value_failing_with_a_server_error_is_tried_again",
+            "tests/test_secret_reads.py::test_a_throttled_get_secret_value_is_tried_again",
+            "tests/test_secret_reads.py::test_a_missing_secret_is_not_retried",
+        ],
     ),
     "dynamodb": Target(
         "handler/dynamodb.py",
-        ["tests/test_aws.py", "tests/test_aws_retries.py", "tests/test_quota_reservation.py"],
+        [
+            "tests/test_dynamodb.py",
+            "tests/test_aws.py",
+            "tests/test_aws_retries.py",
+            # A failed condition's item, a failure, the pool opened at init, and GetItem (/me);
+            # the reservation tests (test_quota_reservation.py, ~13 s) reach the same calls.
+            "tests/test_quota.py::test_the_refusal_names_the_limit_that_refused",
+            "tests/test_quota.py::test_a_failed_call_is_tried_up_to_three_times_and_a_refusal_is_not",
+            "tests/test_quota.py::test_with_limits_on_and_keys_in_the_environment_no_sdk_is_imported",
+            "tests/test_plans.py::test_me_shows_the_plan_its_limits_and_what_is_used_and_left",
+        ],
     ),
     # The limits' arithmetic: the windows, the slots, the conditional update and how a refusal
     # is read, what a request is charged. The one test left out runs 20 requests across
