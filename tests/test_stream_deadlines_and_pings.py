@@ -61,6 +61,13 @@ def test_a_deadline_closer_than_the_margin_ends_the_stream_after_its_first_frame
     assert upstream.last.hung_up.wait(10)  # and the upstream was told to stop
 
 
+def test_a_stream_well_within_the_adapters_deadline_runs_to_its_end(upstream, relay):
+    upstream.enqueue(Script(tokens=TOKENS, delay_s=0.02))
+    events = stream(f"{relay.url}/chat", {"prompt": "hi"}, lambda_context(60)).events()
+    assert deltas_text(events) == "".join(TOKENS)
+    assert events[-1][0] == "done"
+
+
 def test_an_invocation_with_less_time_left_than_the_margin_ends_after_the_first_frame(
     start_runtime, runtime_api, upstream
 ):
