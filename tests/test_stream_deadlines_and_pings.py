@@ -1,12 +1,14 @@
 """The streaming response at its edges (handler/streaming.py): the first ping an interval after
-the headers, an invocation deadline already within the margin, a Lambda context header that
-cannot be read, a hang-up before the first token, and the log line naming the model that
-answered."""
+the headers, an invocation deadline already within the margin or well ahead, the time left
+read from the runtime's context to the second (a stream's slot is held that long), a Lambda
+context header that cannot be read, an empty answer, a hang-up before the first token, and
+the log line naming the model that answered."""
 
 from __future__ import annotations
 
 import gc
 import json
+import math
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from devtools.scripts import Script
 from tests.helpers import SSE, deltas_text, parse_sse, request_lines, stream
+from tests.test_quota import todays_key
 
 CHAT_EVENT = json.loads((Path(__file__).parent.parent / "events" / "chat.json").read_text())
 TOKENS = [f"t{i} " for i in range(10)]
@@ -80,6 +83,36 @@ def test_an_invocation_with_less_time_left_than_the_margin_ends_after_the_first_
     assert deltas_text(events) == "t0 "
     assert events[-1][1]["error"]["type"] == "upstream_timeout"
     assert invocation.trailers["lambda-runtime-function-error-type"] == "Function.StreamError"
+
+
+def test_a_streams_slot_is_held_until_the_invocations_deadline_to_the_second(
+    start_runtime, runtime_api, upstream, quota_table, dynamodb, moto_endpoint
+):
+    """A stream's slot (MAX_CONCURRENT_STREAMS) lapses when Lambda would have ended the
+    invocation: the time left that the runtime's context gives, not a second more or less."""
+    start_runtime(
+        QUOTA_TABLE=quota_table,
+        MAX_CONCURRENT_STREAMS="2",
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    assert runtime_api.emulator.polled.wait(30)
+    upstream.enqueue(Script(tokens=["a"], first_delay_s=2))
+    # A deadline half-way between two whole seconds, 15 minutes away: the slot's expiry is
+    # the next whole second, whichever way the clocks round by a few milliseconds.
+    deadline_in_s = 900 + (0.5 - (time.time() + 900) % 1) % 1
+    invocation = runtime_api.invoke(CHAT_EVENT, deadline_in_s)
+    slots: list[str] = []
+    waited_until = time.monotonic() + 10
+    while not slots and time.monotonic() < waited_until:
+        item = dynamodb.get_item(TableName=quota_table, Key=todays_key("anonymous")).get("Item")
+        slots = (item or {}).get("streams", {}).get("SS", [])
+        time.sleep(0.05)
+    [slot] = slots
+    assert int(slot.partition("#")[0]) == math.ceil(invocation.deadline_ms / 1000)
+    invocation.wait()
 
 
 @pytest.mark.parametrize(
