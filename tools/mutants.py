@@ -136,10 +136,18 @@ TARGETS = {
     "quota": Target(
         "handler/quota.py",
         [
-            "tests/test_quota_reservation.py",
+            "tests/test_quota_windows.py",
             "tests/test_quota.py",
             "--deselect=tests/test_quota.py::"
             "test_exactly_the_limit_is_admitted_under_20_concurrent_requests_across_processes",
+            "tests/test_quota_reservation.py",
+            # The stream slots (a plan's max_concurrent_streams) and the plans' own limits.
+            "tests/test_plans.py::test_me_shows_the_plan_its_limits_and_what_is_used_and_left",
+            "tests/test_plans.py::"
+            "test_two_stream_slots_admit_exactly_two_of_twenty_streams_over_two_relays",
+            "tests/test_plans.py::test_a_slot_left_by_a_dead_environment_lapses_by_itself",
+            "tests/test_plans.py::"
+            "test_the_limits_are_the_callers_plans_and_a_plan_without_limits_is_not_counted",
         ],
         [
             "stream_slots",
@@ -180,7 +188,24 @@ TARGETS = {
             "_event_around",
         ],
     ),
-    "streaming": Target("handler/streaming.py", ["tests/test_streaming.py"]),
+    # The streaming response: the first-frame wait, pings, timeouts, mid-stream failures,
+    # hang-ups, the deadline (from the adapter's header and from the runtime's context) and
+    # the error trailers, and what it writes into the request's log line.
+    "streaming": Target(
+        "handler/streaming.py",
+        [
+            "tests/test_stream_source.py",
+            "tests/test_stream_deadlines_and_pings.py",
+            "tests/test_streaming.py",
+            "tests/test_upstream_failures.py",
+            "tests/test_request_log.py",
+            "tests/test_lwa.py::test_deadline_from_the_adapter_header_ends_the_stream_in_time",
+            "tests/test_runtime.py::test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame",
+            "tests/test_runtime.py::test_mid_stream_failure_ends_with_error_trailers",
+            "tests/test_runtime.py::test_plain_text_failure_mid_stream_ends_with_error_trailers",
+            "tests/test_runtime.py::test_stream_ends_cleanly_before_the_deadline",
+        ],
+    ),
     # The runtime's prelude and the cycle that writes an answer to the runtime API.
     "runtime": Target(
         "handler/runtime.py",
