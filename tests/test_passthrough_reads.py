@@ -99,3 +99,29 @@ def test_the_usage_chunk_is_taken_out_when_it_opens_a_read(relay_of):
     answer = text("Hello") + text("", "stop")
     relay = relay_of([answer, USAGE_CHUNK + DONE])
     assert v1_stream(relay) == answer + DONE
+
+
+def test_a_last_event_without_its_blank_line_still_reaches_the_caller(relay_of):
+    """The relay forwards whole events only (it may take the usage chunk out of them) and holds
+    back a read's unfinished end until the next read: the stream's own unfinished end, a
+    `[DONE]` the upstream did not close with a blank line, goes out when the stream ends."""
+    answer = text("Hello") + text("", "stop")
+    relay = relay_of([answer, b"data: [DONE]\n"])
+    assert v1_stream(relay) == answer + b"data: [DONE]\n"
+
+
+def test_a_usage_chunk_cut_across_reads_is_still_taken_out(relay_of):
+    """A read with no blank line in it is all unfinished event: none of it goes out until the
+    event is whole, and then the usage chunk is recognised and taken out."""
+    answer = text("Hello") + text("", "stop")
+    relay = relay_of([answer, USAGE_CHUNK[:20], USAGE_CHUNK[20:] + DONE])
+    assert v1_stream(relay) == answer + DONE
+
+
+def test_an_upstream_that_spaces_its_json_streams_through(relay_of):
+    """A compatible server writing `"usage": null` (with a space, as Python's json does) in
+    every chunk: the relay passes over those keys to the usage object."""
+    answer = text("Hello").replace(b"}\n\n", b', "usage": null}\n\n')
+    assert b'"usage": null' in answer
+    relay = relay_of([answer, USAGE_CHUNK + DONE])
+    assert v1_stream(relay) == answer + DONE

@@ -156,6 +156,7 @@ TARGETS = {
             "tests/test_request_log.py::test_one_line_per_request_with_the_facts",
             "tests/test_request_log.py::test_prompts_and_completions_are_logged_only_when_configured",
             "tests/test_passthrough_reads.py",
+            "tests/test_upstream_refusals.py",
         ],
         [
             "_refusal",
