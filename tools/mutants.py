@@ -157,6 +157,7 @@ TARGETS = {
             "tests/test_request_log.py::test_prompts_and_completions_are_logged_only_when_configured",
             "tests/test_passthrough_reads.py",
             "tests/test_upstream_refusals.py",
+            "tests/test_upstream_tool_calls.py",
         ],
         [
             "_refusal",
