@@ -125,3 +125,11 @@ def test_an_upstream_that_spaces_its_json_streams_through(relay_of):
     assert b'"usage": null' in answer
     relay = relay_of([answer, USAGE_CHUNK + DONE])
     assert v1_stream(relay) == answer + DONE
+
+
+def test_an_event_that_is_not_json_is_forwarded_as_it_came(relay_of):
+    """The relay parses only the events that may be the usage chunk; one that looks like it but
+    is not JSON is passed on untouched, as any other bytes of the stream."""
+    answer = text("Hello") + b'data: {"usage": {not json\n\n' + text("", "stop")
+    relay = relay_of([answer, USAGE_CHUNK + DONE])
+    assert v1_stream(relay) == answer + DONE

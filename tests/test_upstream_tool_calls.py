@@ -10,9 +10,10 @@ import json
 import httpx
 import pytest
 
-from devtools.scripts import Script
+from devtools.scripts import Script, ScriptedToolCall
 from tests.helpers import SSE, stream
 from tests.test_tools_ui_chat import CHAT_TOOLS
+from tests.test_upstream_streams import ui_stream_parts
 
 FINISH = (
     b"data: "
@@ -82,3 +83,21 @@ def test_malformed_tool_calls_are_an_upstream_error_on_chat(upstream, tool_relay
     response = httpx.post(f"{tool_relay.url}/chat", json={"prompt": "hi"}, headers=SSE)
     assert response.status_code == 502
     assert response.json()["error"]["type"] == "upstream_error"
+
+
+def test_a_calls_first_piece_opens_its_tool_input_on_api_chat(upstream, tool_relay):
+    """The AI SDK's UI stream announces a call (`tool-input-start`, with its id and name) at
+    its first piece, once, before the pieces of its arguments."""
+    calls = [ScriptedToolCall("get_time_zone", ['{"city"', ': "Oslo"}'], "call_a")]
+    upstream.enqueue(Script(tokens=[], tool_calls=calls))
+    ui = {"messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+    response = stream(f"{tool_relay.url}/api/chat", ui)
+    assert response.status == 200
+    parts = [p for p in ui_stream_parts(response.text) if p != "[DONE]"]
+    inputs = [p for p in parts if p["type"].startswith("tool-input-")]
+    assert inputs[:3] == [
+        {"type": "tool-input-start", "toolCallId": "call_a", "toolName": "get_time_zone"},
+        {"type": "tool-input-delta", "toolCallId": "call_a", "inputTextDelta": '{"city"'},
+        {"type": "tool-input-delta", "toolCallId": "call_a", "inputTextDelta": ': "Oslo"}'},
+    ]
+    assert inputs[3]["type"] == "tool-input-available"
