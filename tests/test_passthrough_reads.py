@@ -133,3 +133,15 @@ def test_an_event_that_is_not_json_is_forwarded_as_it_came(relay_of):
     answer = text("Hello") + b'data: {"usage": {not json\n\n' + text("", "stop")
     relay = relay_of([answer, USAGE_CHUNK + DONE])
     assert v1_stream(relay) == answer + DONE
+
+
+def test_a_crlf_framed_usage_chunk_cut_across_reads_is_still_taken_out(relay_of):
+    """The same with CR LF line ends, as some compatible servers send: a read is cut after
+    the last `\\r\\n\\r\\n` in it, and nothing of the stream is lost or doubled."""
+
+    def crlf(events: bytes) -> bytes:
+        return events.replace(b"\n", b"\r\n")
+
+    answer, usage = crlf(text("Hello") + text("", "stop")), crlf(USAGE_CHUNK)
+    relay = relay_of([answer + usage[:20], usage[20:] + crlf(DONE)])
+    assert v1_stream(relay) == answer + crlf(DONE)
