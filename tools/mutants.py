@@ -163,6 +163,7 @@ TARGETS = {
             "tests/test_passthrough_reads.py",
             "tests/test_upstream_refusals.py",
             "tests/test_upstream_tool_calls.py",
+            "tests/test_chat_stream_ends.py",
         ],
         [
             "_refusal",
