@@ -36,3 +36,14 @@ def test_a_done_without_its_blank_line_still_completes_the_answer(upstream, rela
     events = chat_events(upstream, relay, ["whole ", "answer"], b"data: [DONE]\n")
     assert deltas_text(events) == "whole answer"
     assert [name for name, _ in events if name in ("done", "error")] == ["done"]
+
+
+def test_data_lines_without_the_space_stream_through_chat(upstream, relay):
+    """SSE allows `data:{...}` as well as `data: {...}`; some compatible servers send it."""
+    delta = {"choices": [{"index": 0, "delta": {"content": "whole"}, "finish_reason": None}]}
+    ending = (
+        b"data:" + json.dumps(delta).encode() + b"\n\n" + FINISH.replace(b"data: ", b"data:")
+    ) + b"data:[DONE]\n\n"
+    events = chat_events(upstream, relay, [], ending)
+    assert deltas_text(events) == "whole"
+    assert events[-1][0] == "done" and events[-1][1]["finish_reason"] == "stop"
