@@ -164,6 +164,7 @@ TARGETS = {
             "tests/test_upstream_refusals.py",
             "tests/test_upstream_tool_calls.py",
             "tests/test_chat_stream_ends.py",
+            "tests/test_chat_answer_model.py",
         ],
         [
             "_refusal",
