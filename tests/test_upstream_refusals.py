@@ -1,6 +1,7 @@
 """What an upstream's refusal means, by its status: a 5xx (500 included) is the upstream failing,
 which no route passes on; a 4xx other than auth and rate limits is a rejection of the request,
-which /v1 passes on as OpenAI's own answer."""
+which /v1 passes on as OpenAI's own answer, whatever its body. And a whole (non-streamed)
+answer is passed on as it came even when the relay cannot read its usage."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from devtools.loopback import LoopbackHttpServer, ServerThread, read_request_head
 from devtools.scripts import Script
+from tests.test_quota import request_lines
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -61,5 +63,22 @@ def test_a_rejection_in_any_body_is_a_rejection_not_a_relay_failure(make_relay, 
         assert "rejected the request (HTTP 400)" in chat.json()["error"]["message"]
         v1 = httpx.post(f"{relay.url}/v1/chat/completions", json={"messages": MESSAGES})
         assert (v1.status_code, v1.content) == (400, REJECTIONS[body])
+    finally:
+        thread.stop()
+
+
+@pytest.mark.parametrize("answer", [b"not json", b"[]", b'{"usage": 5}'])
+def test_a_whole_answer_the_relay_cannot_read_usage_from_is_passed_on_as_it_came(
+    make_relay, answer, caplog
+):
+    """A non-streamed /v1 answer goes to the caller byte for byte; the relay only reads its
+    `usage` for the log, and logs none when the answer has no usage object to read."""
+    thread = ServerThread(FixedAnswer(200, answer)).start()
+    try:
+        relay = make_relay(openai_base_url=f"http://127.0.0.1:{thread.server.port}/v1")
+        response = httpx.post(f"{relay.url}/v1/chat/completions", json={"messages": MESSAGES})
+        assert (response.status_code, response.content) == (200, answer)
+        [line] = request_lines(caplog)
+        assert line["usage"] is None
     finally:
         thread.stop()
