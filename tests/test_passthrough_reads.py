@@ -12,6 +12,7 @@ import pytest
 
 from devtools.loopback import LoopbackHttpServer, ServerThread, read_request_head
 from tests.helpers import stream
+from tests.test_quota import request_lines
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 PAUSE_S = 0.3  # between two pieces: long enough for the relay to read each alone
@@ -145,3 +146,20 @@ def test_a_crlf_framed_usage_chunk_cut_across_reads_is_still_taken_out(relay_of)
     answer, usage = crlf(text("Hello") + text("", "stop")), crlf(USAGE_CHUNK)
     relay = relay_of([answer + usage[:20], usage[20:] + crlf(DONE)])
     assert v1_stream(relay) == answer + crlf(DONE)
+
+
+def test_chunks_carrying_both_text_and_usage_are_forwarded(relay_of):
+    """Some compatible servers put a running usage in every chunk: only a chunk with usage
+    and no choices is the usage chunk the relay may take out."""
+    running = text("Hello")[:-3] + b', "usage": {"completion_tokens": 1}}\n\n'
+    relay = relay_of([running, USAGE_CHUNK + DONE])
+    assert v1_stream(relay) == running + DONE
+
+
+def test_a_last_usage_line_that_is_not_json_leaves_the_usage_unknown(relay_of, caplog):
+    """A caller who asked for usage gets the stream as it came; the log has no usage to read."""
+    answer = text("Hello") + text("", "stop") + b'data: {"usage": {not json\n\n' + DONE
+    relay = relay_of([answer])
+    assert v1_stream(relay, stream_options={"include_usage": True}) == answer
+    [line] = request_lines(caplog)
+    assert line["usage"] is None
