@@ -121,18 +121,21 @@ def test_a_usage_chunk_cut_across_reads_is_still_taken_out(relay_of):
 
 def test_an_upstream_that_spaces_its_json_streams_through(relay_of):
     """A compatible server writing `"usage": null` (with a space, as Python's json does) in
-    every chunk: the relay passes over those keys to the usage object."""
-    answer = text("Hello").replace(b"}\n\n", b', "usage": null}\n\n')
-    assert b'"usage": null' in answer
-    relay = relay_of([answer, USAGE_CHUNK + DONE])
-    assert v1_stream(relay) == answer + DONE
+    every chunk: the relay passes over those keys to the usage object, in a read that opens
+    with an event as in one that opens with a comment (a router's keep-alive)."""
+    spaced = text("Hello").replace(b"}\n\n", b', "usage": null}\n\n')
+    assert b'"usage": null' in spaced
+    pieces = [spaced, b": PROCESSING\n\n" + spaced, USAGE_CHUNK + DONE]
+    relay = relay_of(pieces)
+    assert v1_stream(relay) == b"".join(pieces[:2]) + DONE
 
 
 def test_an_event_that_is_not_json_is_forwarded_as_it_came(relay_of):
     """The relay parses only the events that may be the usage chunk; one that looks like it but
-    is not JSON is passed on untouched, as any other bytes of the stream."""
+    is not JSON is passed on untouched, as any other bytes of the stream, and the usage chunk
+    after it in the same read is still found and taken out."""
     answer = text("Hello") + b'data: {"usage": {not json\n\n' + text("", "stop")
-    relay = relay_of([answer, USAGE_CHUNK + DONE])
+    relay = relay_of([answer + USAGE_CHUNK + DONE])
     assert v1_stream(relay) == answer + DONE
 
 
