@@ -166,3 +166,11 @@ def test_a_last_usage_line_that_is_not_json_leaves_the_usage_unknown(relay_of, c
     assert v1_stream(relay, stream_options={"include_usage": True}) == answer
     [line] = request_lines(caplog)
     assert line["usage"] is None
+
+
+def test_blank_lines_between_events_are_forwarded_beside_the_usage_chunk(relay_of):
+    """Blank lines an upstream sends between events (as keep-alives) are part of the stream:
+    taking the usage chunk out does not take them with it."""
+    answer = text("Hello") + text("", "stop")
+    relay = relay_of([answer, b"\n\n" + USAGE_CHUNK + DONE])
+    assert v1_stream(relay) == answer + b"\n\n" + DONE
