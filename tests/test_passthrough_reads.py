@@ -168,9 +168,10 @@ def test_a_last_usage_line_that_is_not_json_leaves_the_usage_unknown(relay_of, c
     assert line["usage"] is None
 
 
-def test_blank_lines_between_events_are_forwarded_beside_the_usage_chunk(relay_of):
-    """Blank lines an upstream sends between events (as keep-alives) are part of the stream:
-    taking the usage chunk out does not take them with it."""
+@pytest.mark.parametrize("blank", [b"\n\n", b"\n\r\n"], ids=["lf", "lf-then-crlf"])
+def test_blank_lines_between_events_are_forwarded_beside_the_usage_chunk(relay_of, blank):
+    """Blank lines an upstream sends between events (as keep-alives, whatever their line
+    ends) are part of the stream: taking the usage chunk out does not take them with it."""
     answer = text("Hello") + text("", "stop")
-    relay = relay_of([answer, b"\n\n" + USAGE_CHUNK + DONE])
-    assert v1_stream(relay) == answer + b"\n\n" + DONE
+    relay = relay_of([answer, blank + USAGE_CHUNK + DONE])
+    assert v1_stream(relay) == answer + blank + DONE
