@@ -153,6 +153,7 @@ TARGETS = {
             "tests/test_openai_compatible.py::test_stream_bytes_pass_through_unchanged",
             "tests/test_follow_a_request.py::test_a_retired_model_on_chat_is_model_unavailable",
             "tests/test_follow_a_request.py::test_another_rejection_on_v1_stays_the_callers_mistake",
+            "tests/test_follow_a_request.py::test_a_refused_key_names_the_upstreams_request_id",
             "tests/test_request_log.py::test_one_line_per_request_with_the_facts",
             "tests/test_request_log.py::test_prompts_and_completions_are_logged_only_when_configured",
             "tests/test_cost_policy.py::test_usage_is_asked_for_and_kept_from_a_caller_who_did_not_ask",
