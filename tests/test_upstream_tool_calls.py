@@ -64,6 +64,24 @@ def test_an_empty_piece_of_arguments_adds_no_event(upstream, tool_relay):
     assert deltas == ["", "{}"]  # the call's first chunk (id and name), then its one piece
 
 
+def test_an_empty_piece_does_not_hide_the_next_calls_piece_in_the_same_chunk(upstream, tool_relay):
+    starts = [
+        {"index": 0, "id": "call_a", "function": {"name": "get_time_zone", "arguments": ""}},
+        {"index": 1, "id": "call_b", "function": {"name": "get_language", "arguments": ""}},
+    ]
+    pieces = [
+        {"index": 0, "function": {"arguments": ""}},
+        {"index": 1, "function": {"arguments": "{}"}},
+    ]
+    ending = calls_chunk(starts) + calls_chunk(pieces) + FINISH
+    events = tool_call_events(tool_relay, upstream, ending)
+    complete = [data for name, data in events if name == "tool_call" and "arguments" in data]
+    assert [(call["id"], call["arguments"]) for call in complete] == [
+        ("call_a", ""),
+        ("call_b", "{}"),
+    ]
+
+
 MALFORMED = {
     "not_a_list": {"index": 0, "function": {"name": "get_time_zone"}},
     "not_an_object": ["get_time_zone"],
