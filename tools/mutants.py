@@ -176,7 +176,31 @@ TARGETS = {
     # usage (the connection pool and the request are not parsing).
     "relay": Target(
         "handler/relay.py",
-        ["tests/test_upstream_streams.py", "tests/test_upstream_failures.py"],
+        [
+            "tests/test_upstream_streams.py",
+            "tests/test_upstream_failures.py",
+            # Tool calls in the event stream, the passthrough's usage chunk, the upstream's
+            # `model_not_found`, and what the log is told (usage, the completion text).
+            "tests/test_tools_chat.py::test_a_tool_call_streams_as_tool_call_events_then_its_result_goes_back",
+            "tests/test_tools_chat.py::test_parallel_calls_stream_apart_and_complete_in_order",
+            "tests/test_tools_chat.py::test_the_logged_completion_is_the_text_beside_a_tool_call",
+            "tests/test_openai_compatible.py::test_stream_bytes_pass_through_unchanged",
+            "tests/test_follow_a_request.py::test_a_retired_model_on_chat_is_model_unavailable",
+            "tests/test_follow_a_request.py::test_another_rejection_on_v1_stays_the_callers_mistake",
+            "tests/test_follow_a_request.py::test_a_refused_key_names_the_upstreams_request_id",
+            "tests/test_request_log.py::test_one_line_per_request_with_the_facts",
+            "tests/test_request_log.py::test_prompts_and_completions_are_logged_only_when_configured",
+            "tests/test_cost_policy.py::test_usage_is_asked_for_and_kept_from_a_caller_who_did_not_ask",
+            "tests/test_cost_policy.py::test_usage_reaches_a_caller_who_asked",
+            "tests/test_cost_policy.py::test_usage_chunk_is_dropped_even_when_events_arrive_cut_in_two",
+            "tests/test_cost_policy.py::test_usage_chunk_is_dropped_from_openais_own_stream_shape",
+            "tests/test_cost_policy.py::test_a_non_streamed_answer_logs_its_usage",
+            "tests/test_passthrough_reads.py",
+            "tests/test_upstream_refusals.py",
+            "tests/test_upstream_tool_calls.py",
+            "tests/test_chat_stream_ends.py",
+            "tests/test_chat_answer_model.py",
+        ],
         [
             "_refusal",
             "_error_code",
@@ -223,6 +247,7 @@ TARGETS = {
     "writer": Target(
         "handler/runtime_api.py",
         [
+            "tests/test_runtime_writer_answers.py",
             "tests/test_runtime_writer.py",
             "tests/test_runtime.py::test_streamed_answer_is_prelude_nuls_and_one_chunk_per_frame",
             "tests/test_runtime.py::test_a_hang_up_on_the_response_stream_closes_the_upstream_at_once",
