@@ -1,0 +1,69 @@
+"""The re-read of the secret after the upstream refused its key (handler/credentials.py's
+`refreshed`), against a fake Secrets Manager on loopback (tests/aws_fakes.py): a re-read that
+fails while the value is within its TTL keeps the last good value, however short
+SECRET_STALE_S is (the value is not stale yet); and a key still refused is read again once
+MIN_SECRET_REFRESH_INTERVAL_S has passed, but not for a late 401 of a key replaced since."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from handler.credentials import MIN_SECRET_REFRESH_INTERVAL_S, CredentialStore
+from handler.settings import Settings
+from tests.aws_fakes import FakeAws
+from tests.conftest import TEST_KEY
+from tests.helpers import run_coroutine
+
+SECRET_ID = "relay/openai-refreshes"
+ROTATED_KEY = "sk-test-refreshed-key-0123456789abcdef"
+
+
+@pytest.fixture
+def fake_aws(monkeypatch):
+    fake = FakeAws(secrets={SECRET_ID: TEST_KEY}).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", fake.url)
+    yield fake
+    fake.stop()
+
+
+def store(**settings) -> CredentialStore:
+    return CredentialStore(
+        Settings(_env_file=None, openai_api_key=None, openai_secret_id=SECRET_ID, **settings)
+    )
+
+
+def reads(fake: FakeAws) -> int:
+    return len(fake.targets("GetSecretValue"))
+
+
+def test_a_failed_re_read_within_the_ttl_keeps_the_last_good_key(fake_aws):
+    credentials = store(secret_stale_s=0.5)  # the TTL is the default 300 s
+
+    async def refused_then_re_read_fails() -> str:
+        rejected = await credentials.aget()
+        fake_aws.fail_always = "AccessDeniedException"
+        return (await credentials.refreshed(rejected)).api_key
+
+    assert run_coroutine(refused_then_re_read_fails()) == TEST_KEY
+    assert reads(fake_aws) == 2
+
+
+def test_a_key_still_refused_is_read_again_once_the_refresh_interval_has_passed(fake_aws):
+    """And a late 401 for a key that has been replaced meanwhile needs no read at all: the
+    value read since is the answer, however long ago that read was."""
+    credentials = store()
+
+    async def refused_again_and_again() -> list[str]:
+        rejected = await credentials.aget()
+        first = await credentials.refreshed(rejected)  # the same key: the secret did not change
+        fake_aws.secrets[SECRET_ID] = ROTATED_KEY
+        soon = await credentials.refreshed(first)  # within the interval: no read
+        await asyncio.sleep(MIN_SECRET_REFRESH_INTERVAL_S + 0.2)
+        late = await credentials.refreshed(rejected)  # replaced by `first` already: no read
+        later = await credentials.refreshed(first)
+        return [first.api_key, soon.api_key, late.api_key, later.api_key]
+
+    assert run_coroutine(refused_again_and_again()) == [TEST_KEY, TEST_KEY, TEST_KEY, ROTATED_KEY]
+    assert reads(fake_aws) == 3
