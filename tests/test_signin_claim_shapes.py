@@ -1,10 +1,13 @@
 """What a token's claims must be, at the edges the other sign-in tests leave open, with real
 tokens from the loopback issuer: `iss` is required, scopes may come as an `scp` list (as some
-issuers send them), and a caller named by a `client_id` that is not a string is refused."""
+issuers send them), and a caller named by a `client_id` that is not a string is refused; a
+refused header's `alg` or `typ` is logged cut short."""
 
 from __future__ import annotations
 
 import httpx
+
+from devtools.oidc_issuer import unsigned_token
 
 
 def status(relay, token: str) -> int:
@@ -33,3 +36,16 @@ def test_a_machine_token_whose_client_id_is_not_a_string_is_refused(upstream, si
     assert status(relay, issuer.token(sub=None, client_id=12345)) == 401
     assert status(relay, issuer.token(sub=None, client_id="machine-1")) == 200
     assert len(upstream.requests) == 1
+
+
+def test_a_refused_header_value_is_logged_cut_to_20_characters(upstream, signin_relay, caplog):
+    """An attacker chooses the header's `alg` and `typ`: the reason logged quotes 20 characters
+    of them at most, so a token cannot write its own log lines."""
+    relay = signin_relay()
+    claims = {"iss": "x", "sub": "someone"}
+    assert status(relay, unsigned_token({"alg": "A" * 100}, claims)) == 401
+    assert status(relay, unsigned_token({"alg": "RS256", "typ": "T" * 100}, claims)) == 401
+    reasons = [r.getMessage() for r in caplog.records if r.name == "relay.access"]
+    assert f"sign-in rejected: algorithm {'A' * 20!r} is not accepted" in reasons
+    assert f"sign-in rejected: token type {'T' * 20!r} is not an access token's" in reasons
+    assert upstream.requests == []
