@@ -2,11 +2,13 @@
 `refreshed`), against a fake Secrets Manager on loopback (tests/aws_fakes.py): a re-read that
 fails while the value is within its TTL keeps the last good value, however short
 SECRET_STALE_S is (the value is not stale yet); and a key still refused is read again once
-MIN_SECRET_REFRESH_INTERVAL_S has passed, but not for a late 401 of a key replaced since."""
+MIN_SECRET_REFRESH_INTERVAL_S has passed, but not for a late 401 of a key replaced since; a
+re-read that succeeds ends a failure remembered before it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -38,7 +40,7 @@ def reads(fake: FakeAws) -> int:
     return len(fake.targets("GetSecretValue"))
 
 
-def test_a_failed_re_read_within_the_ttl_keeps_the_last_good_key(fake_aws):
+def test_a_failed_re_read_within_the_ttl_keeps_the_last_good_key(fake_aws, caplog):
     credentials = store(secret_stale_s=0.5)  # the TTL is the default 300 s
 
     async def refused_then_re_read_fails() -> str:
@@ -48,6 +50,35 @@ def test_a_failed_re_read_within_the_ttl_keeps_the_last_good_key(fake_aws):
 
     assert run_coroutine(refused_then_re_read_fails()) == TEST_KEY
     assert reads(fake_aws) == 2
+    # Said as a failed refresh is, with how long past its TTL the value is: not at all.
+    stale = [r.getMessage() for r in caplog.records if "SecretServedStale" in r.getMessage()]
+    assert [json.loads(line)["message"] for line in stale] == [
+        "refreshing the secret failed; serving the last good value, 0 s past SECRET_TTL_S"
+    ]
+
+
+def test_a_re_read_that_succeeds_ends_the_failure_remembered_before_it(fake_aws):
+    """A refresh fails (remembered for SECRET_RETRY_AFTER_S, the last good value serves), then
+    the re-read after a 401 succeeds: once that value's TTL runs out, the next request reads
+    the secret again, although the failure's retry interval has not run out."""
+    credentials = store(secret_ttl_s=0.3, secret_retry_after_s=60)
+    rotated_again = "sk-test-rotated-twice-0123456789abcdef"
+
+    async def fail_then_recover() -> list[str]:
+        first = await credentials.aget()
+        await asyncio.sleep(0.4)  # past the TTL
+        fake_aws.fail_always = "AccessDeniedException"
+        stale = await credentials.aget()  # the refresh fails: the last good value
+        fake_aws.fail_always = None
+        fake_aws.secrets[SECRET_ID] = ROTATED_KEY
+        refreshed = await credentials.refreshed(stale)  # a 401: read again, and it works
+        fake_aws.secrets[SECRET_ID] = rotated_again
+        await asyncio.sleep(0.4)  # past the TTL of the value read after the 401
+        latest = await credentials.aget()
+        return [first.api_key, stale.api_key, refreshed.api_key, latest.api_key]
+
+    assert run_coroutine(fail_then_recover()) == [TEST_KEY, TEST_KEY, ROTATED_KEY, rotated_again]
+    assert reads(fake_aws) == 4
 
 
 def test_a_key_still_refused_is_read_again_once_the_refresh_interval_has_passed(fake_aws):
