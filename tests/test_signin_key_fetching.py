@@ -3,7 +3,8 @@
 503 for every request meanwhile, and the issuer is not asked again on every request; JWKS entries
 that are not asymmetric signing keys, or do not parse, are skipped without spoiling the others; a
 JWKS of exactly the size cap is read; a known `kid` does not fetch the JWKS again; a token without
-`kid` verifies only against an issuer that publishes one key."""
+`kid` verifies only against an issuer that publishes one key; a remembered token stays good while
+the key that verified it is published, whatever its `kid` has become."""
 
 from __future__ import annotations
 
@@ -156,3 +157,25 @@ def test_a_token_without_kid_verifies_only_when_the_issuer_publishes_one_key(
     issuer.publish_only("rsa-1", "ec-1")  # which of two keys signed it is not for us to guess
     assert status(signin_relay(), kidless_token(issuer)) == 401
     assert len(upstream.requests) == 1
+
+
+def test_a_remembered_token_stays_good_while_its_key_is_published_even_under_another_kid(
+    upstream, signin_relay, issuer
+):
+    """docs/api.md: a verified token is remembered until its `exp` (with the leeway) while the
+    key that verified it is still in the JWKS. The issuer moves `rsa-1` to a new key and lists
+    the old one as `rsa-1-old`: the token verified before is still good (it would not verify
+    afresh: its `kid` now names the new key)."""
+    issuer.jwks_cache_control = "max-age=1"
+    relay = signin_relay(jwks_min_refetch_s=0.5, jwt_leeway_s=60)
+    token = issuer.token("rsa-1", exp=int(time.time()) + 30)
+    assert status(relay, token) == 200
+    old = issuer.keys["rsa-1"].as_dict(private=True)
+    issuer.keys["rsa-1-old"] = RSAKey.import_key({**old, "kid": "rsa-1-old"})
+    issuer.add_key("rsa-1", "RSA", publish=False)
+    issuer.publish_only("rsa-1", "rsa-1-old", "ec-1")
+    time.sleep(1.2)  # past the JWKS's max-age: the next request fetches it again
+    assert status(relay, token) == 200
+    assert issuer.jwks_fetches == 2
+    resigned = issuer.token("rsa-1-old", sub="user-2")  # the old key signs under its new kid
+    assert status(relay, resigned) == 200
