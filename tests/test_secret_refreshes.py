@@ -3,13 +3,15 @@
 fails while the value is within its TTL keeps the last good value, however short
 SECRET_STALE_S is (the value is not stale yet); and a key still refused is read again once
 MIN_SECRET_REFRESH_INTERVAL_S has passed, but not for a late 401 of a key replaced since; a
-re-read that succeeds ends a failure remembered before it."""
+re-read that succeeds ends a failure remembered before it. A key from the environment is not
+re-read, and a 401 for it is not retried."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import httpx
 import pytest
 
 from handler.credentials import CredentialStore
@@ -98,3 +100,15 @@ def test_a_key_still_refused_is_read_again_once_the_refresh_interval_has_passed(
 
     assert run_coroutine(refused_again_and_again()) == [TEST_KEY, TEST_KEY, TEST_KEY, ROTATED_KEY]
     assert reads(fake_aws) == 3
+
+
+def test_with_the_key_in_the_environment_a_refused_key_is_not_retried(upstream, make_relay, caplog):
+    """OPENAI_API_KEY is not re-read: a 401 is the answer at once, with no second call, and
+    the log does not speak of a secret being read."""
+    relay = make_relay()  # the key from the environment, no secret
+    upstream.accepted_keys = {"sk-some-other-key-0000000000"}
+    response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, timeout=15)
+    assert response.status_code == 502
+    assert response.json()["error"]["type"] == "upstream_auth"
+    assert len(upstream.requests) == 1
+    assert not any("re-reading the secret" in r.getMessage() for r in caplog.records)

@@ -62,7 +62,10 @@ def test_a_restore_after_an_init_that_could_not_read_the_secret_leaves_it_to_the
     start_runtime(**on_fake_aws(fake_aws))
     assert runtime_api.emulator.restore_waiting.wait(30)  # init is over: the secret was absent
     fake_aws.fail_always = None
+    read_at_init = reads(fake_aws)
     runtime_api.restore()
+    assert runtime_api.emulator.polled.wait(30)
+    assert reads(fake_aws) == read_at_init  # nothing read, so nothing to read again
     invocation = runtime_api.invoke(CHAT_EVENT).wait()
     assert invocation.prelude_and_body()[0]["statusCode"] == 200
     assert not runtime_api.emulator.restore_errors
