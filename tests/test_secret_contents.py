@@ -2,10 +2,11 @@
 (handler/credentials.py, read straight from a value): the key and the client tokens never show in
 the credentials' repr; a reason names a field only when it looks like a field's name; the
 organization and the project must be strings; a `CLIENT_TOKENS` entry with nothing before its
-last colon is a token, not a plan."""
+last colon is a token, not a plan; credentials once read cannot be changed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -50,3 +51,11 @@ def test_the_organization_and_the_project_must_be_strings(name):
 def test_a_client_tokens_entry_with_nothing_before_its_last_colon_is_a_token():
     assert split_token_plan(":agents") == (":agents", None)
     assert split_token_plan("token:agents") == ("token", "agents")
+
+
+def test_credentials_once_read_cannot_be_changed():
+    """One value serves every request at once: nothing may change it under them."""
+    credentials = parse_secret(json.dumps({"api_key": KEY, "client_tokens": [TOKEN]}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        credentials.api_key = "sk-proj-someone-elses-key"  # type: ignore[misc]
+    assert credentials.api_key == KEY
