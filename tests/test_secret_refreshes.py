@@ -4,7 +4,8 @@ fails while the value is within its TTL keeps the last good value, however short
 SECRET_STALE_S is (the value is not stale yet); and a key still refused is read again once
 MIN_SECRET_REFRESH_INTERVAL_S has passed, but not for a late 401 of a key replaced since; a
 re-read that succeeds ends a failure remembered before it. A key from the environment is not
-re-read, and a 401 for it is not retried."""
+re-read, and a 401 for it is not retried. Serving the last good key is logged once per failed
+read, not once per request served meanwhile."""
 
 from __future__ import annotations
 
@@ -112,3 +113,18 @@ def test_with_the_key_in_the_environment_a_refused_key_is_not_retried(upstream, 
     assert response.json()["error"]["type"] == "upstream_auth"
     assert len(upstream.requests) == 1
     assert not any("re-reading the secret" in r.getMessage() for r in caplog.records)
+
+
+def test_serving_the_last_good_key_is_logged_once_per_failed_read_not_per_request(fake_aws, caplog):
+    credentials = store(secret_ttl_s=0.2, secret_retry_after_s=30)
+
+    async def requests_during_an_outage() -> list[str]:
+        await credentials.aget()
+        await asyncio.sleep(0.3)  # past the TTL
+        fake_aws.fail_always = "AccessDeniedException"
+        return [(await credentials.aget()).api_key for _ in range(3)]  # one read, remembered
+
+    assert run_coroutine(requests_during_an_outage()) == [TEST_KEY] * 3
+    assert reads(fake_aws) == 2
+    stale = [r.getMessage() for r in caplog.records if "SecretServedStale" in r.getMessage()]
+    assert len(stale) == 1
