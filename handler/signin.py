@@ -184,6 +184,9 @@ class JwtVerifier:
                 if time.monotonic() >= self._next_fetch_at:
                     await self._fetch_keys()
             key = self._keys.get(kid)
+        if key is None and not self._keys:
+            # No keys yet, and the fetch failed a moment ago: the issuer's fault, not the token's.
+            raise KeysUnavailable("the issuer's keys could not be fetched; a fetch just failed")
         if key is None:
             raise SignInRejected("no key of the issuer has this token's `kid`")
         if key.key_type != ALGORITHM_KEY_TYPES[alg] or key.get("alg", alg) != alg:

@@ -53,6 +53,10 @@ class Target:
         return f"{python} -m pytest -x -q -p no:cacheprovider {' '.join(self.tests)}"
 
 
+# hypothesis and schemathesis, pytest plugins that only test_openapi.py uses, cost seconds of
+# imports per mutant; targets whose tests do not need them leave them out.
+NO_UNUSED_PLUGINS = ["-p no:hypothesispytest", "-p no:schemathesis"]
+
 TARGETS = {
     "sse": Target(
         "handler/sse.py",
@@ -78,17 +82,48 @@ TARGETS = {
         ],
     ),
     # Sign-in: the verifier, its key cache and the JWKS fetch (the dataclasses are shapes).
+    # test_signin.py first: its first tests sign in with good tokens, which most mutants break.
     "signin": Target(
         "handler/signin.py",
-        ["tests/test_signin_keys.py", "tests/test_signin.py"],
+        [
+            *NO_UNUSED_PLUGINS,
+            "tests/test_signin.py",
+            "tests/test_signin_keys.py",
+            "tests/test_signin_key_fetching.py",
+            "tests/test_signin_claim_shapes.py",
+        ],
         ["looks_like_jwt", "JwtVerifier", "_get_json"],
     ),
+    # The secret's formats and tokens (unit tests first, fast), then the store's reads and
+    # refreshes through the app, init's adopted read and a SnapStart restore's re-read.
     "credentials": Target(
         "handler/credentials.py",
         [
+            *NO_UNUSED_PLUGINS,
+            "tests/test_secret_contents.py",
+            "tests/test_plans.py::test_secret_and_client_tokens_name_plans_and_a_malformed_entry_is_refused",
+            "tests/test_template.py::test_the_secret_the_stack_creates_is_refused_until_the_key_is_put_in",
             "tests/test_credentials.py",
-            "tests/test_secret_reads.py",
             "tests/test_secret_resilience.py",
+            # The credential chain's test (aws.py's), whose read count also moves when the
+            # machine is loaded: test_init's restore tests cover the store's re-read after one.
+            "--deselect=tests/test_secret_resilience.py::"
+            "test_a_snapstart_restore_signs_with_the_container_credentials_found_then",
+            "tests/test_secret_reads.py",
+            "tests/test_access.py::test_a_bare_key_secret_carries_no_tokens_so_the_relay_stays_closed",
+            "tests/test_access.py::test_a_secret_that_would_silently_change_access_is_503_with_the_reason_logged",
+            "tests/test_access.py::test_the_templates_generated_field_is_ignored_once_the_key_is_in",
+            "tests/test_access.py::test_with_a_secret_client_tokens_from_the_environment_are_ignored_and_said_so",
+            "tests/test_access.py::test_a_client_token_caller_is_a_short_hash_never_the_token",
+            "tests/test_access.py::test_concurrent_upstream_401s_share_one_secret_read",
+            "tests/test_plans.py::test_a_client_token_gets_the_plan_it_names_on_every_model_route",
+            "tests/test_plans.py::test_a_secret_entry_names_its_tokens_plan_and_bare_strings_stay_default",
+            "tests/test_init.py::test_init_reads_the_secret_so_the_first_request_does_not",
+            "tests/test_init.py::test_secret_unreadable_during_init_and_after_is_503_remembered_briefly_then_recovers",
+            "tests/test_init.py::test_after_restore_the_pool_is_new_and_a_stale_secret_is_read_again",
+            "tests/test_init.py::test_after_restore_a_fresh_secret_is_kept",
+            "tests/test_secret_restore.py",
+            "tests/test_secret_refreshes.py",
         ],
     ),
     # The AWS clients: the signed JSON-protocol client, and the two services on top of it.
