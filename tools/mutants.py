@@ -445,14 +445,15 @@ def collect(name: str, target: Target, database: Path, seconds: float) -> dict:
     }
 
 
-def equivalent_survivors(result: dict, notes: dict[str, str]) -> int:
-    """The survivors of `result` whose note says they are equivalent (no behaviour to test)."""
+def survivors_noted(result: dict, notes: dict[str, str], prefix: str) -> int:
+    """The survivors of `result` whose note starts with `prefix`: "equivalent" (no behaviour to
+    test), or "killed" (by a test written after the run, checked against that mutant by hand)."""
     return sum(
         1
         for survivor in result["survivors"]
         if notes.get(f"{result['module']}:{survivor['line']}:{survivor['operator']}", "")
         .lower()
-        .startswith("equivalent")
+        .startswith(prefix)
     )
 
 
@@ -469,21 +470,24 @@ def write_report(results: dict[str, dict]) -> None:
         "survivors come from bench/mutant-notes.json. Modules not in the table were not run.",
         "The kill rate counts every survivor; the next column leaves out the survivors whose",
         "note shows them equivalent (a mutant that changes no behaviour cannot be killed).",
+        '"Killed by hand": survivors of the last run that a test written afterwards kills,',
+        "checked by applying that mutant by hand; they count as survived in both rates.",
         "",
         *([notes["_about_these_runs"], ""] if "_about_these_runs" in notes else []),
         "| target | module (functions) | mutants run | killed | survived | equivalent"
-        " | kill rate | kill rate, equivalent left out | not run | minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | killed by hand | kill rate | kill rate, equivalent left out | not run | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    totals = {"ran": 0, "killed": 0, "survived": 0, "equivalent": 0, "not_run": 0}
+    totals = {"ran": 0, "killed": 0, "survived": 0, "equivalent": 0, "by_hand": 0, "not_run": 0}
     for result in results.values():
         counts = result["counts"]
         ran = counts["killed"] + counts["survived"] + counts["incompetent"]
         killed = counts["killed"] + counts["incompetent"]
-        equivalent = equivalent_survivors(result, notes)
+        equivalent = survivors_noted(result, notes, "equivalent")
+        by_hand = survivors_noted(result, notes, "killed")
         for key, value in zip(
             totals,
-            (ran, killed, counts["survived"], equivalent, counts.get("not_run", 0)),
+            (ran, killed, counts["survived"], equivalent, by_hand, counts.get("not_run", 0)),
             strict=True,
         ):
             totals[key] += value
@@ -498,12 +502,13 @@ def write_report(results: dict[str, dict]) -> None:
                 if "first_pass_survived" in result
                 else ""
             )
-            + f" | {equivalent} | {rate} | {_rate(killed, ran - equivalent)}"
+            + f" | {equivalent} | {by_hand} | {rate} | {_rate(killed, ran - equivalent)}"
             f" | {counts.get('not_run', 0)} | {result['seconds'] / 60:.1f} |"
         )
     lines.append(
         f"| **all** | | {totals['ran']} | {totals['killed']} | {totals['survived']}"
-        f" | {totals['equivalent']} | {_rate(totals['killed'], totals['ran'])}"
+        f" | {totals['equivalent']} | {totals['by_hand']}"
+        f" | {_rate(totals['killed'], totals['ran'])}"
         f" | {_rate(totals['killed'], totals['ran'] - totals['equivalent'])}"
         f" | {totals['not_run']} | |"
     )
