@@ -246,5 +246,7 @@ def invocation_time_left(scope: dict, margin_s: float) -> float | None:
                 deadline_ms = orjson.loads(value)["deadline"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 return None
+            if type(deadline_ms) not in (int, float):  # a string, a list, true: unreadable
+                return None
             return max(deadline_ms / 1000 - time.time() - margin_s, 0.0)
     return None

@@ -121,6 +121,8 @@ def test_a_streams_slot_is_held_until_the_invocations_deadline_to_the_second(
         "not json",  # not JSON at all
         '{"request_id": "abc"}',  # no deadline in it
         "[1, 2]",  # JSON, but not an object
+        '{"deadline": "soon"}',  # a deadline, but not a number
+        '{"deadline": true}',  # a boolean is not a time either
     ],
 )
 def test_a_lambda_context_header_without_a_readable_deadline_sets_none(upstream, relay, value):
