@@ -351,7 +351,13 @@ CHARTED_SECTIONS = {
 CONTENDER_SECTIONS = {"time_to_first_token", "throughput", "concurrency", "many_invocations"}
 
 
-def _uvicorn(app: str, port: int, shipped: bool) -> list[str]:
+def _server(app: str, port: int, shipped: bool, tree: Path) -> list[str]:
+    """The command that serves `app` on `port`. The relay as it ships runs as
+    `handler/bin/lwa-start` starts it: `python -m handler.lwa` (init's work, its `gc.freeze()`
+    included, then uvicorn with uvloop and httptools); the rest, and the pure-Python pair
+    (h11, asyncio's loop) kept for comparison, on uvicorn's command line."""
+    if shipped and app == "handler.app:app" and (tree / "handler" / "lwa.py").exists():
+        return [sys.executable, "-m", "handler.lwa", "--port", str(port)]
     http, loop = ("httptools", "uvloop") if shipped else ("h11", "asyncio")
     return [
         *(sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
@@ -449,7 +455,7 @@ class Run:
         for name, (app, shipped, env, tree) in servers.items():
             if name in wanted:
                 self.ports[name] = free_port()
-                argv = _uvicorn(app, self.ports[name], shipped)
+                argv = _server(app, self.ports[name], shipped, tree)
                 self.services[name] = Service(name, argv, env, cwd=tree)
         for name in servers:
             if name in self.services:
