@@ -1099,8 +1099,10 @@ class Run:
 
     def execute(self) -> dict:
         started = time.monotonic()
-        self.start()
         try:
+            # Inside the `try`: a start that fails half-way still stops what it started (a
+            # failed smoke run once left three moto servers behind).
+            self.start()
             self.warm_up()
             for name in self.sections:
                 if name in NATIVE_PROCESS_SECTIONS and self.runtime_pid is not None:
