@@ -193,3 +193,12 @@ def test_a_usage_chunk_before_an_unfinished_event_is_taken_out_whole(relay_of, l
     )
     relay = relay_of([answer + usage + done[:5], done[5:]])
     assert v1_stream(relay) == answer + done
+
+
+def test_a_usage_chunk_begun_after_whole_events_in_a_read_is_still_taken_out(relay_of):
+    """A read of whole events and then the start of the usage chunk: the whole events go out,
+    the unfinished one is held back from its first byte, and once the next read finishes it,
+    it is recognised as the usage chunk and taken out."""
+    answer = text("Hello") + text("", "stop")
+    relay = relay_of([answer + USAGE_CHUNK[:20], USAGE_CHUNK[20:] + DONE])
+    assert v1_stream(relay) == answer + DONE
