@@ -231,6 +231,7 @@ TARGETS = {
             "tests/test_upstream_streams.py::test_rate_limit_without_retry_after_is_a_429_without_one",
             "tests/test_upstream_streams.py::test_upstream_403_is_upstream_auth_and_not_retried",
             "tests/test_upstream_refusals.py",
+            "tests/test_upstream_status_boundaries.py",
             "tests/test_upstream_tool_calls.py",
             # The usage chunk and the chunk count in the log, then the reads piece by piece.
             "tests/test_cost_policy.py::test_usage_is_asked_for_and_kept_from_a_caller_who_did_not_ask",
