@@ -542,7 +542,7 @@ class PassthroughBytes:
             raise _stream_failure(exc, self._settings) from exc
         if pending:
             yield pending
-        if not self._tail.rstrip().endswith(b"data: " + _DONE):
+        if not self._tail.rstrip().replace(b"data: ", _DATA).endswith(_DATA + _DONE):
             raise _broken_stream("the model's stream ended before [DONE]")
         self.deltas -= 1  # the [DONE] line is not a chunk
 

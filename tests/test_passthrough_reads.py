@@ -175,3 +175,30 @@ def test_blank_lines_between_events_are_forwarded_beside_the_usage_chunk(relay_o
     answer = text("Hello") + text("", "stop")
     relay = relay_of([answer, blank + USAGE_CHUNK + DONE])
     assert v1_stream(relay) == answer + blank + DONE
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_a_usage_chunk_before_an_unfinished_event_is_taken_out_whole(relay_of, line_end):
+    """A read cut right after the usage chunk's blank line, the next event begun: the read goes
+    out up to that blank line, which ends the usage chunk, so the chunk is taken out whole and
+    none of it reaches a caller who did not ask for it (with either line end)."""
+
+    def framed(events: bytes) -> bytes:
+        return events.replace(b"\n", line_end)
+
+    answer, usage, done = (
+        framed(text("Hello") + text("", "stop")),
+        framed(USAGE_CHUNK),
+        framed(DONE),
+    )
+    relay = relay_of([answer + usage + done[:5], done[5:]])
+    assert v1_stream(relay) == answer + done
+
+
+def test_a_usage_chunk_begun_after_whole_events_in_a_read_is_still_taken_out(relay_of):
+    """A read of whole events and then the start of the usage chunk: the whole events go out,
+    the unfinished one is held back from its first byte, and once the next read finishes it,
+    it is recognised as the usage chunk and taken out."""
+    answer = text("Hello") + text("", "stop")
+    relay = relay_of([answer + USAGE_CHUNK[:20], USAGE_CHUNK[20:] + DONE])
+    assert v1_stream(relay) == answer + DONE
