@@ -134,6 +134,7 @@ TARGETS = {
             "tests/test_aws.py",
             "tests/test_aws_retries.py",
             "tests/test_aws_call_outcomes.py",
+            "tests/test_aws_signing_time.py",
             "tests/test_aws_transport.py",
             "tests/test_aws_preconnect.py",
             # The laptop's sources: botocore's chain where the CRT's finds nothing (sdk_provider).
