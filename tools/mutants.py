@@ -130,9 +130,11 @@ TARGETS = {
     "aws": Target(
         "handler/aws.py",
         [
+            *NO_UNUSED_PLUGINS,
             "tests/test_aws.py",
             "tests/test_aws_retries.py",
             "tests/test_aws_call_outcomes.py",
+            "tests/test_aws_signing_time.py",
             "tests/test_aws_transport.py",
             "tests/test_aws_preconnect.py",
             # The laptop's sources: botocore's chain where the CRT's finds nothing (sdk_provider).
@@ -142,7 +144,12 @@ TARGETS = {
     "secretsmanager": Target(
         "handler/secretsmanager.py",
         [
+            *NO_UNUSED_PLUGINS,
             "tests/test_secretsmanager.py",
+            # Its waits: the read and connect timeouts, the budget and the pauses (~16 s).
+            "tests/test_aws_service_waits.py::test_a_secret_read_waits_three_seconds_per_attempt_and_gives_up_at_six",
+            "tests/test_aws_service_waits.py::test_a_secret_read_waits_two_seconds_per_connection_attempt_three_times",
+            "tests/test_aws_service_waits.py::test_a_failing_secret_read_pauses_between_its_attempts",
             "tests/test_aws.py",
             # The reads through the relay, retried or not; the runtime's init-once and shared
             # cold reads (seconds each) are about credentials.py and init, not this module.
@@ -154,7 +161,9 @@ TARGETS = {
     "dynamodb": Target(
         "handler/dynamodb.py",
         [
+            *NO_UNUSED_PLUGINS,
             "tests/test_dynamodb.py",
+            "tests/test_aws_service_waits.py::test_a_failing_dynamodb_call_pauses_between_its_attempts",
             "tests/test_aws.py",
             "tests/test_aws_retries.py",
             # A failed condition's item, a failure, the pool opened at init, and GetItem (/me);

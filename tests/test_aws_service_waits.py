@@ -1,0 +1,175 @@
+"""How long the AWS calls wait, as their services set it (handler/secretsmanager.py and
+handler/dynamodb.py): against loopback endpoints that never answer, never accept a connection,
+or fail every call, observed as attempts and the time between them at the endpoint.
+
+Only lower bounds on time: a loaded machine makes everything later, never earlier."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from handler.aws import AwsEnvironment
+from handler.dynamodb import DynamoDB, DynamoDBFailed
+from handler.secretsmanager import SecretReadFailed, SecretsManager
+from tests.helpers import LoopbackHandler, loopback_server, run_coroutine
+
+INTERNAL_FAILURE = b'{"__type": "com.amazonaws.fake#InternalFailure", "message": "storm"}'
+
+
+@contextmanager
+def endpoint_that_never_answers() -> Iterator[tuple[str, list[float]]]:
+    """Reads each request and holds it unanswered until the test ends; yields the URL and the
+    times (time.monotonic()) the requests arrived."""
+    arrivals: list[float] = []
+    released = threading.Event()
+
+    class Silent(LoopbackHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            arrivals.append(time.monotonic())
+            released.wait(30)
+
+    with loopback_server(Silent) as url:
+        try:
+            yield url, arrivals
+        finally:
+            released.set()
+
+
+@contextmanager
+def endpoint_that_never_accepts() -> Iterator[str]:
+    """A listening port whose accept queue is full and never drained: the kernel drops every
+    further SYN, so a connection attempt hangs as it would against a black-holed address."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    try:
+        while True:  # fill the queue until a connection can no longer be made
+            probe = socket.socket()
+            probe.settimeout(0.5)
+            try:
+                probe.connect(address)
+            except TimeoutError:
+                probe.close()
+                break
+            fillers.append(probe)
+            assert len(fillers) < 64, "the accept queue never filled"
+        yield f"http://{address[0]}:{address[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+@contextmanager
+def endpoint_that_always_fails() -> Iterator[tuple[str, list[float]]]:
+    """Answers every request at once with a 500 (`InternalFailure`, retried by the standard
+    mode); yields the URL and the times the requests arrived."""
+    arrivals: list[float] = []
+
+    class Failing(LoopbackHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            arrivals.append(time.monotonic())
+            self.answer(500, INTERNAL_FAILURE, "application/x-amz-json-1.1")
+
+    with loopback_server(Failing) as url:
+        yield url, arrivals
+
+
+def timed_secret_read(url: str) -> tuple[float, str]:
+    """The seconds a failed `GetSecretValue` at `url` took, and the failure's message."""
+    client = SecretsManager(AwsEnvironment(region="us-east-1", endpoint_url=url))
+    started = time.monotonic()
+    with pytest.raises(SecretReadFailed) as failed:
+        run_coroutine(client.get_secret_value("relay"))
+    return time.monotonic() - started, str(failed.value)
+
+
+def test_a_secret_read_waits_three_seconds_per_attempt_and_gives_up_at_six():
+    """Against a Secrets Manager that takes requests and never answers, each attempt waits its
+    3 s read timeout, so within the read's 6 s budget exactly two attempts reach it, and the
+    read fails only when the budget is spent."""
+    with endpoint_that_never_answers() as (url, arrivals):
+        elapsed, message = timed_secret_read(url)
+        assert len(arrivals) == 2, arrivals
+        assert arrivals[1] - arrivals[0] >= 2.5  # the first attempt waited its 3 s read timeout
+    assert elapsed >= 6.0
+    assert message == "TimeoutError reaching Secrets Manager; no time left for another attempt"
+
+
+def test_a_secret_read_waits_two_seconds_per_connection_attempt_three_times():
+    """Against an endpoint whose connections never complete, each attempt gives up on the
+    connection after 2 s: three attempts fit in the 6 s budget (the third cut short by it),
+    and the read fails only when the budget is spent."""
+    with endpoint_that_never_accepts() as url:
+        elapsed, message = timed_secret_read(url)
+    assert elapsed >= 6.0
+    assert message == "TimeoutError reaching Secrets Manager, after 3 attempts"
+
+
+def pauses_between_attempts(arrivals: list[float], attempts_per_call: int) -> list[float]:
+    """The gaps between consecutive attempts of each call (calls made one after another)."""
+    calls = [
+        arrivals[start : start + attempts_per_call]
+        for start in range(0, len(arrivals), attempts_per_call)
+    ]
+    return [later - earlier for call in calls for earlier, later in itertools.pairwise(call)]
+
+
+def test_a_failing_secret_read_pauses_between_its_attempts():
+    """A 5xx storm is retried with the standard mode's jittered pauses (up to 0.2 s, then
+    0.4 s), not back to back: over eight reads the sixteen pauses add up to well over what
+    sixteen immediate retries would take (drawn at random, they average 2.4 s; below 0.5 s is
+    about five standard deviations off)."""
+    with endpoint_that_always_fails() as (url, arrivals):
+        client = SecretsManager(AwsEnvironment(region="us-east-1", endpoint_url=url))
+
+        async def read_eight_times() -> list[str]:
+            messages = []
+            for _ in range(8):
+                try:
+                    await client.get_secret_value("relay")
+                except SecretReadFailed as failed:
+                    messages.append(str(failed))
+            return messages
+
+        messages = run_coroutine(read_eight_times())
+    assert messages == ["HTTP 500 (InternalFailure), after 3 attempts"] * 8
+    assert len(arrivals) == 24
+    assert sum(pauses_between_attempts(arrivals, 3)) >= 0.5
+
+
+def test_a_failing_dynamodb_call_pauses_between_its_attempts():
+    """DynamoDB's retries pause too, under the SDKs' 25 ms base delay for it (up to 25 ms, then
+    50 ms): over twenty calls the forty pauses add up to well over what forty immediate
+    retries would take (drawn at random, they average 0.75 s; below 0.3 s is about six
+    standard deviations off)."""
+    with endpoint_that_always_fails() as (url, arrivals):
+
+        async def call_twenty_times() -> list[str]:
+            dynamodb = DynamoDB(AwsEnvironment("us-east-1", url), 1.0, 1.0)
+            messages = []
+            try:
+                for _ in range(20):
+                    try:
+                        await dynamodb.get_item({"TableName": "quota", "Key": {}})
+                    except DynamoDBFailed as failed:
+                        messages.append(str(failed))
+            finally:
+                await dynamodb.close()
+            return messages
+
+        messages = run_coroutine(call_twenty_times())
+    assert messages == ["HTTP 500 (InternalFailure), after 3 attempts"] * 20
+    assert len(arrivals) == 60
+    assert sum(pauses_between_attempts(arrivals, 3)) >= 0.3
