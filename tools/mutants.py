@@ -124,6 +124,7 @@ TARGETS = {
             "tests/test_init.py::test_after_restore_a_fresh_secret_is_kept",
             "tests/test_secret_restore.py",
             "tests/test_secret_refreshes.py",
+            "tests/test_secret_refresh_interval.py",
         ],
     ),
     # The AWS clients: the signed JSON-protocol client, and the two services on top of it.
@@ -253,6 +254,7 @@ TARGETS = {
     "streaming": Target(
         "handler/streaming.py",
         [
+            "tests/test_stream_cut_by_the_server.py",
             "tests/test_stream_source.py",
             "tests/test_stream_deadlines_and_pings.py",
             "tests/test_streaming.py",
