@@ -91,6 +91,7 @@ TARGETS = {
             "tests/test_signin_keys.py",
             "tests/test_signin_key_fetching.py",
             "tests/test_signin_claim_shapes.py",
+            "tests/test_signin_header_refusals.py",
         ],
         ["looks_like_jwt", "JwtVerifier", "_get_json"],
     ),
