@@ -1,7 +1,8 @@
 """A stream the ASGI server cuts short still closes the upstream at once (handler/streaming.py):
-a request task the server cancels while the route waits for the first token (uvicorn does so
-when its graceful-shutdown timeout runs out, other servers on a hang-up), and a `send` that
-raises on the first frame (ASGI 2.4 lets a server raise an `OSError` for a closed connection).
+a request task the server cancels while the route waits for the first token or in the middle of
+the stream (uvicorn does so when its graceful-shutdown timeout runs out, other servers on a
+hang-up), and a `send` that raises on the first frame (ASGI 2.4 lets a server raise an `OSError`
+for a closed connection).
 
 The relay's own servers do neither, so the server here is the smallest ASGI one that does: it
 hands the real app one `/chat` request and either cancels the app's task or fails the first
@@ -81,7 +82,7 @@ def one_request_body():
 async def until(condition, timeout_s: float = 10) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "the upstream never got the request"
+        assert time.monotonic() < deadline, "the stream never got that far"
         await asyncio.sleep(0.01)
 
 
@@ -108,6 +109,31 @@ def test_a_request_cancelled_while_waiting_for_the_first_token_closes_the_upstre
     assert run_coroutine(cancelled_while_waiting())
     assert messages == []  # cancelled before the headers
     assert upstream.last.tokens_sent == 0
+
+
+def test_a_request_cancelled_in_the_middle_of_the_stream_closes_the_upstream(upstream):
+    """Cancelled while the stream waits for the next token: the frames' task is cancelled with
+    it, not awaited to the end of the answer (20 s away here)."""
+    upstream.enqueue(Script(tokens=["first", "never"], delay_s=20))
+    app = relay_app(upstream)
+    messages: list[dict] = []
+
+    async def cancelled_mid_stream() -> bool:
+        async def send(message: dict) -> None:
+            messages.append(message)
+
+        async with app.router.lifespan_context(app):
+            task = asyncio.ensure_future(app(chat_scope(), one_request_body(), send))
+            await until(lambda: any(m["type"] == "http.response.body" for m in messages))
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return await asyncio.to_thread(upstream.last.hung_up.wait, HANG_UP_WAIT_S)
+
+    assert run_coroutine(cancelled_mid_stream())
+    assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
+    assert b"first" in messages[1]["body"]
+    assert upstream.last.tokens_sent == 1
 
 
 def test_a_send_that_fails_on_the_first_frame_closes_the_upstream(upstream):
