@@ -256,6 +256,7 @@ TARGETS = {
         "handler/streaming.py",
         [
             "tests/test_stream_cut_by_the_server.py",
+            "tests/test_stream_first_token_deadline.py",
             "tests/test_stream_source.py",
             "tests/test_stream_deadlines_and_pings.py",
             "tests/test_streaming.py",
