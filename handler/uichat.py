@@ -161,7 +161,7 @@ def _tool_call_and_result(
     state = part.get("state")
     if state == "input-streaming":
         return None
-    if state not in ANSWERED_TOOL_STATES:
+    if not isinstance(state, str) or state not in ANSWERED_TOOL_STATES:
         raise invalid_request(
             f"{param}: the tool call {call_id} has no output yet (state {state!r}): "
             "add it with addToolOutput before sending",

@@ -91,6 +91,7 @@ TARGETS = {
             "tests/test_signin_keys.py",
             "tests/test_signin_key_fetching.py",
             "tests/test_signin_claim_shapes.py",
+            "tests/test_signin_header_refusals.py",
         ],
         ["looks_like_jwt", "JwtVerifier", "_get_json"],
     ),
@@ -124,6 +125,7 @@ TARGETS = {
             "tests/test_init.py::test_after_restore_a_fresh_secret_is_kept",
             "tests/test_secret_restore.py",
             "tests/test_secret_refreshes.py",
+            "tests/test_secret_refresh_interval.py",
         ],
     ),
     # The AWS clients: the signed JSON-protocol client, and the two services on top of it.
@@ -284,6 +286,8 @@ TARGETS = {
     "streaming": Target(
         "handler/streaming.py",
         [
+            "tests/test_stream_cut_by_the_server.py",
+            "tests/test_stream_first_token_deadline.py",
             "tests/test_stream_source.py",
             "tests/test_stream_deadlines_and_pings.py",
             "tests/test_streaming.py",
