@@ -57,7 +57,6 @@ from handler.models import (
     completions_upstream_params,
     invalid_field,
     parse_json_object,
-    validated,
 )
 from handler.plans import Plan
 from handler.policy import worst_case_tokens
@@ -300,7 +299,7 @@ async def checked_ui_chat(request: Request, caller: CallerDep) -> RelayCall:
     """`/api/chat`'s UI messages, checked as the `/chat` body they amount to."""
     data = await read_json_body(request, caller.settings)
     as_model(UiChatRequest, data)
-    chat = validated(ChatRequest.model_validate, chat_body_from_ui_messages(data))
+    chat = as_model(ChatRequest, chat_body_from_ui_messages(data))
     return _checked(request, caller, data, chat_upstream_params(chat, caller.settings))
 
 

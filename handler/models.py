@@ -9,7 +9,7 @@ cause, so it is not logged (it may quote the caller's input).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -23,7 +23,6 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
-    ValidationError,
     WithJsonSchema,
 )
 
@@ -339,15 +338,6 @@ def invalid_field(error: Mapping[str, Any], openai_style: bool) -> RelayError:
     where = error_param(loc, openai_style)
     message = "unknown field" if error.get("type") == "extra_forbidden" else str(error["msg"])
     return invalid_request(f"{where}: {message}" if where else message, param=where or None)
-
-
-def validated(model: Callable[[dict[str, Any]], BaseModel], data: dict[str, Any]) -> Any:
-    """`data` as `model`, or the contract's error for the first field that does not fit."""
-    try:
-        return model(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        raise invalid_field(first, openai_style=False) from exc
 
 
 def chat_upstream_params(
