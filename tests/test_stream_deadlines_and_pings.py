@@ -1,8 +1,8 @@
 """The streaming response at its edges (handler/streaming.py): the first ping an interval after
 the headers, an invocation deadline already within the margin or well ahead, the time left
 read from the runtime's context to the second (a stream's slot is held that long), a Lambda
-context header that cannot be read, an empty answer, a hang-up before the first token, and
-the log line naming the model that answered."""
+context header that cannot be read, no time left below zero, an empty answer, a hang-up
+before the first token, and the log line naming the model that answered."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from devtools.scripts import Script
+from handler.streaming import invocation_time_left
 from tests.helpers import SSE, deltas_text, parse_sse, request_lines, stream
 from tests.test_quota import todays_key
 
@@ -169,3 +170,26 @@ def test_a_hang_up_before_the_first_token_leaves_no_task_error_behind(upstream, 
         errors = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
         assert errors == []
         time.sleep(0.05)
+
+
+class LambdaContext:
+    """What the runtime's context offers the app: the milliseconds left in the invocation."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_the_time_left_is_never_below_zero_once_the_deadline_has_passed():
+    """Past the deadline, or within the margin of it, the time left is none at all, whether it
+    comes from the runtime's context or from the adapter's header: the stream ends at once and
+    a stream slot held for it lapses in the current second, not one already gone."""
+    assert invocation_time_left({"aws.context": LambdaContext(1500)}, 1.0) == 0.5
+    assert invocation_time_left({"aws.context": LambdaContext(500)}, 1.0) == 0.0
+    assert invocation_time_left({"aws.context": LambdaContext(0)}, 0.0) == 0.0
+    for deadline_s in (time.time() - 5, time.time() + 0.5):
+        header = json.dumps({"deadline": deadline_s * 1000}).encode()
+        scope = {"headers": [(b"x-amzn-lambda-context", header)]}
+        assert invocation_time_left(scope, 1.0) == 0.0

@@ -136,6 +136,7 @@ TARGETS = {
             "tests/test_aws.py",
             "tests/test_aws_retries.py",
             "tests/test_aws_call_outcomes.py",
+            "tests/test_aws_call_limits.py",
             "tests/test_aws_signing_time.py",
             "tests/test_aws_transport.py",
             "tests/test_aws_preconnect.py",
