@@ -17,10 +17,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from handler.credentials import CredentialStore
+from handler.settings import Settings
+from tests.conftest import TEST_KEY
 from tests.helpers import LoopbackHandler
 
 AUTHORIZATION = re.compile(
@@ -84,6 +88,10 @@ class FakeAws:
 
     def targets(self, name: str) -> list[Call]:
         return [call for call in self.calls if call.target.endswith(name)]
+
+    def secret_reads(self) -> int:
+        """The `GetSecretValue` calls received, every attempt counted."""
+        return len(self.targets("GetSecretValue"))
 
     def _answer(self, handler: LoopbackHandler, body: bytes) -> None:
         target = handler.headers.get("x-amz-target", "")
@@ -295,3 +303,25 @@ def self_signed_certificate(directory) -> tuple[ssl.SSLContext, str]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return context, str(cert_path)
+
+
+def secrets_manager_holding(secret_id: str):
+    """A `fake_aws` fixture: a FakeAws holding `secret_id` (the test key) as the endpoint
+    (`AWS_ENDPOINT_URL_SECRETS_MANAGER`) of every Secrets Manager client the test makes."""
+
+    @pytest.fixture
+    def fake_aws(monkeypatch):
+        fake = FakeAws(secrets={secret_id: TEST_KEY}).start()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", fake.url)
+        yield fake
+        fake.stop()
+
+    return fake_aws
+
+
+def secret_store(secret_id: str, **settings) -> CredentialStore:
+    """The relay's credential store reading the key from `secret_id` only (none in the
+    environment, no .env file), with `settings` on top."""
+    return CredentialStore(
+        Settings(_env_file=None, openai_api_key=None, openai_secret_id=secret_id, **settings)
+    )

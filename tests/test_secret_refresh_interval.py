@@ -11,7 +11,7 @@ import pytest
 
 from handler.credentials import CredentialStore
 from handler.settings import Settings
-from tests.aws_fakes import FakeAws
+from tests.aws_fakes import FakeAws, secrets_manager_holding
 from tests.conftest import TEST_KEY
 from tests.helpers import run_coroutine
 
@@ -21,16 +21,7 @@ INTERVAL_S = 5.0  # the contract's (docs/api.md)
 LATE_S = 4.5  # well past any shorter interval, still within the contract's
 
 
-@pytest.fixture
-def fake_aws(monkeypatch):
-    fake = FakeAws(secrets={SECRET_ID: TEST_KEY}).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", fake.url)
-    yield fake
-    fake.stop()
-
-
-def reads(fake: FakeAws) -> int:
-    return len(fake.targets("GetSecretValue"))
+fake_aws = secrets_manager_holding(SECRET_ID)
 
 
 async def refused_again_late(fake: FakeAws) -> tuple[str, int, float]:
@@ -46,9 +37,9 @@ async def refused_again_late(fake: FakeAws) -> tuple[str, int, float]:
     first = await credentials.refreshed(rejected)  # re-read: the same key
     fake.secrets[SECRET_ID] = ROTATED_KEY
     await asyncio.sleep(LATE_S)
-    before = reads(fake)
+    before = fake.secret_reads()
     late = await credentials.refreshed(first)
-    return late.api_key, reads(fake) - before, time.monotonic() - before_first
+    return late.api_key, fake.secret_reads() - before, time.monotonic() - before_first
 
 
 def test_a_key_still_refused_within_the_refresh_interval_is_not_read_again_even_late_in_it(

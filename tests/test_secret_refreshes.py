@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 
 import httpx
-import pytest
 
-from handler.credentials import CredentialStore
-from handler.settings import Settings
-from tests.aws_fakes import FakeAws
+from tests.aws_fakes import secret_store, secrets_manager_holding
 from tests.conftest import TEST_KEY
 from tests.helpers import run_coroutine
 
@@ -25,22 +23,10 @@ SECRET_ID = "relay/openai-refreshes"
 ROTATED_KEY = "sk-test-refreshed-key-0123456789abcdef"
 
 
-@pytest.fixture
-def fake_aws(monkeypatch):
-    fake = FakeAws(secrets={SECRET_ID: TEST_KEY}).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", fake.url)
-    yield fake
-    fake.stop()
+fake_aws = secrets_manager_holding(SECRET_ID)
 
 
-def store(**settings) -> CredentialStore:
-    return CredentialStore(
-        Settings(_env_file=None, openai_api_key=None, openai_secret_id=SECRET_ID, **settings)
-    )
-
-
-def reads(fake: FakeAws) -> int:
-    return len(fake.targets("GetSecretValue"))
+store = partial(secret_store, SECRET_ID)
 
 
 def test_a_failed_re_read_within_the_ttl_keeps_the_last_good_key(fake_aws, caplog):
@@ -52,7 +38,7 @@ def test_a_failed_re_read_within_the_ttl_keeps_the_last_good_key(fake_aws, caplo
         return (await credentials.refreshed(rejected)).api_key
 
     assert run_coroutine(refused_then_re_read_fails()) == TEST_KEY
-    assert reads(fake_aws) == 2
+    assert fake_aws.secret_reads() == 2
     # Said as a failed refresh is, with how long past its TTL the value is: not at all.
     stale = [r.getMessage() for r in caplog.records if "SecretServedStale" in r.getMessage()]
     assert [json.loads(line)["message"] for line in stale] == [
@@ -81,7 +67,7 @@ def test_a_re_read_that_succeeds_ends_the_failure_remembered_before_it(fake_aws)
         return [first.api_key, stale.api_key, refreshed.api_key, latest.api_key]
 
     assert run_coroutine(fail_then_recover()) == [TEST_KEY, TEST_KEY, ROTATED_KEY, rotated_again]
-    assert reads(fake_aws) == 4
+    assert fake_aws.secret_reads() == 4
 
 
 def test_a_key_still_refused_is_read_again_once_the_refresh_interval_has_passed(fake_aws):
@@ -100,7 +86,7 @@ def test_a_key_still_refused_is_read_again_once_the_refresh_interval_has_passed(
         return [first.api_key, soon.api_key, late.api_key, later.api_key]
 
     assert run_coroutine(refused_again_and_again()) == [TEST_KEY, TEST_KEY, TEST_KEY, ROTATED_KEY]
-    assert reads(fake_aws) == 3
+    assert fake_aws.secret_reads() == 3
 
 
 def test_with_the_key_in_the_environment_a_refused_key_is_not_retried(upstream, make_relay, caplog):
@@ -125,6 +111,6 @@ def test_serving_the_last_good_key_is_logged_once_per_failed_read_not_per_reques
         return [(await credentials.aget()).api_key for _ in range(3)]  # one read, remembered
 
     assert run_coroutine(requests_during_an_outage()) == [TEST_KEY] * 3
-    assert reads(fake_aws) == 2
+    assert fake_aws.secret_reads() == 2
     stale = [r.getMessage() for r in caplog.records if "SecretServedStale" in r.getMessage()]
     assert len(stale) == 1

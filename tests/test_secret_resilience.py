@@ -10,13 +10,13 @@ import asyncio
 import json
 import time
 from collections import deque
+from functools import partial
 
 import pytest
 
 from devtools.scripts import Script
 from handler.credentials import CredentialStore, CredentialsUnavailable
-from handler.settings import Settings
-from tests.aws_fakes import ContainerCredentials, FakeAws
+from tests.aws_fakes import ContainerCredentials, secret_store, secrets_manager_holding
 from tests.conftest import TEST_KEY
 from tests.helpers import run_coroutine
 from tests.test_runtime_concurrency import DEFAULT_MODEL, completions_event
@@ -25,22 +25,10 @@ SECRET_ID = "relay/openai"
 ROTATED_KEY = "sk-test-rotated-key-9876543210zyxwvu"
 
 
-@pytest.fixture
-def fake_aws(monkeypatch):
-    fake = FakeAws(secrets={SECRET_ID: TEST_KEY}).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", fake.url)
-    yield fake
-    fake.stop()
+fake_aws = secrets_manager_holding(SECRET_ID)
 
 
-def store(**settings) -> CredentialStore:
-    return CredentialStore(
-        Settings(_env_file=None, openai_api_key=None, openai_secret_id=SECRET_ID, **settings)
-    )
-
-
-def reads(fake: FakeAws) -> int:
-    return len(fake.targets("GetSecretValue"))
+store = partial(secret_store, SECRET_ID)
 
 
 async def outcome(credentials: CredentialStore) -> str:
@@ -58,7 +46,7 @@ def test_concurrent_readers_of_a_cold_cache_share_one_call(fake_aws):
         return await asyncio.gather(*(outcome(credentials) for _ in range(20)))
 
     assert run_coroutine(twenty_at_once()) == [TEST_KEY] * 20
-    assert reads(fake_aws) == 1
+    assert fake_aws.secret_reads() == 1
 
 
 def test_a_throttled_read_is_retried(fake_aws):
@@ -81,11 +69,11 @@ def test_an_outage_costs_one_read_per_retry_interval_not_one_per_request(fake_aw
         return first + later
 
     assert run_coroutine(requests_during_an_outage()) == ["503"] * 20
-    assert reads(fake_aws) == 3  # one read: its three attempts
+    assert fake_aws.secret_reads() == 3  # one read: its three attempts
     time.sleep(0.6)
     fake_aws.fail_always = None
     assert run_coroutine(outcome(credentials)) == TEST_KEY  # after the interval: read again
-    assert reads(fake_aws) == 4
+    assert fake_aws.secret_reads() == 4
     assert any("after 3 attempts" in r.getMessage() for r in caplog.records)
 
 
@@ -102,9 +90,9 @@ def test_a_failed_refresh_keeps_the_last_good_key_for_secret_stale_s_then_503(fa
     assert line["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
         {"Name": "SecretServedStale", "Unit": "Count"}
     ]
-    calls_then = reads(fake_aws)
+    calls_then = fake_aws.secret_reads()
     assert run_coroutine(outcome(credentials)) == TEST_KEY  # remembered: no read, still served
-    assert reads(fake_aws) == calls_then
+    assert fake_aws.secret_reads() == calls_then
     time.sleep(1.6)  # past SECRET_STALE_S
     assert run_coroutine(outcome(credentials)) == "503"
     fake_aws.fail_always = None
@@ -116,7 +104,7 @@ def test_a_failed_refresh_keeps_the_last_good_key_for_secret_stale_s_then_503(fa
 def test_without_a_good_key_a_failed_read_is_503(fake_aws):
     fake_aws.fail_always = "AccessDeniedException"
     assert run_coroutine(outcome(store())) == "503"
-    assert reads(fake_aws) == 1  # an error that is an answer is not retried
+    assert fake_aws.secret_reads() == 1  # an error that is an answer is not retried
 
 
 @pytest.fixture

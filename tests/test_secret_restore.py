@@ -38,20 +38,16 @@ def on_fake_aws(fake: FakeAws, **env: str) -> dict[str, str]:
     }
 
 
-def reads(fake: FakeAws) -> int:
-    return len(fake.targets("GetSecretValue"))
-
-
 def test_a_secret_older_than_its_ttl_is_read_again_by_the_restore_itself(
     start_runtime, runtime_api, fake_aws
 ):
     start_runtime(**on_fake_aws(fake_aws, SECRET_TTL_S="1"))
     assert runtime_api.emulator.restore_waiting.wait(30)
-    assert reads(fake_aws) == 1  # init's read
+    assert fake_aws.secret_reads() == 1  # init's read
     time.sleep(1.2)  # the snapshot lies on the shelf longer than the secret's TTL
     runtime_api.restore()
     assert runtime_api.emulator.polled.wait(30)  # the restore's work is done: events come next
-    assert reads(fake_aws) == 2
+    assert fake_aws.secret_reads() == 2
     assert not runtime_api.emulator.restore_errors
 
 
@@ -62,10 +58,10 @@ def test_a_restore_after_an_init_that_could_not_read_the_secret_leaves_it_to_the
     start_runtime(**on_fake_aws(fake_aws))
     assert runtime_api.emulator.restore_waiting.wait(30)  # init is over: the secret was absent
     fake_aws.fail_always = None
-    read_at_init = reads(fake_aws)
+    read_at_init = fake_aws.secret_reads()
     runtime_api.restore()
     assert runtime_api.emulator.polled.wait(30)
-    assert reads(fake_aws) == read_at_init  # nothing read, so nothing to read again
+    assert fake_aws.secret_reads() == read_at_init  # nothing read, so nothing to read again
     invocation = runtime_api.invoke(CHAT_EVENT).wait()
     assert invocation.prelude_and_body()[0]["statusCode"] == 200
     assert not runtime_api.emulator.restore_errors
