@@ -19,6 +19,7 @@ import orjson
 
 from devtools.scripts import Script
 from handler.app import create_app
+from handler.init import post_scope
 from handler.settings import Settings
 from tests.conftest import TEST_KEY
 from tests.helpers import run_coroutine
@@ -31,24 +32,9 @@ class ClientGone(OSError):
 
 
 def chat_scope() -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/chat",
-        "raw_path": b"/chat",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"relay"),
-            (b"content-type", b"application/json"),
-            (b"accept", b"text/event-stream"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    """One `/chat` request as a server speaking ASGI 2.4 hands it to the app."""
+    headers = [(b"content-type", b"application/json"), (b"accept", b"text/event-stream")]
+    return {**post_scope("/chat", headers), "asgi": {"version": "3.0", "spec_version": "2.4"}}
 
 
 def relay_app(upstream):
@@ -86,27 +72,38 @@ async def until(condition, timeout_s: float = 10) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_a_request_cancelled_while_waiting_for_the_first_token_closes_the_upstream(upstream):
-    upstream.enqueue(Script(tokens=["late"], first_delay_s=60))
+def cancelled(upstream, when) -> tuple[bool, list[dict]]:
+    """The app's task for one `/chat` request, cancelled once `when(messages)` returns (the
+    messages sent so far): whether the upstream then saw the relay hang up, and the messages.
+    The upstream is watched before the app shuts down, which closes the upstream pool: that,
+    or the loop's end, would close anything left behind."""
     app = relay_app(upstream)
     messages: list[dict] = []
 
-    async def cancelled_while_waiting() -> bool:
-        async def send(message: dict) -> None:
-            messages.append(message)
+    async def send(message: dict) -> None:
+        messages.append(message)
 
+    async def run() -> bool:
         async with app.router.lifespan_context(app):
             task = asyncio.ensure_future(app(chat_scope(), one_request_body(), send))
-            await until(lambda: upstream.requests)
-            await asyncio.sleep(0.2)  # the route is waiting for the first frame
+            await when(messages)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            # Watched before the app shuts down, which closes the upstream pool: that, or the
-            # loop's end, would close anything left behind.
             return await asyncio.to_thread(upstream.last.hung_up.wait, HANG_UP_WAIT_S)
 
-    assert run_coroutine(cancelled_while_waiting())
+    return run_coroutine(run()), messages
+
+
+def test_a_request_cancelled_while_waiting_for_the_first_token_closes_the_upstream(upstream):
+    upstream.enqueue(Script(tokens=["late"], first_delay_s=60))
+
+    async def waiting_for_the_first_frame(messages: list[dict]) -> None:
+        await until(lambda: upstream.requests)
+        await asyncio.sleep(0.2)
+
+    hung_up, messages = cancelled(upstream, waiting_for_the_first_frame)
+    assert hung_up
     assert messages == []  # cancelled before the headers
     assert upstream.last.tokens_sent == 0
 
@@ -115,22 +112,12 @@ def test_a_request_cancelled_in_the_middle_of_the_stream_closes_the_upstream(ups
     """Cancelled while the stream waits for the next token: the frames' task is cancelled with
     it, not awaited to the end of the answer (20 s away here)."""
     upstream.enqueue(Script(tokens=["first", "never"], delay_s=20))
-    app = relay_app(upstream)
-    messages: list[dict] = []
 
-    async def cancelled_mid_stream() -> bool:
-        async def send(message: dict) -> None:
-            messages.append(message)
+    async def after_the_first_frame(messages: list[dict]) -> None:
+        await until(lambda: any(m["type"] == "http.response.body" for m in messages))
 
-        async with app.router.lifespan_context(app):
-            task = asyncio.ensure_future(app(chat_scope(), one_request_body(), send))
-            await until(lambda: any(m["type"] == "http.response.body" for m in messages))
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return await asyncio.to_thread(upstream.last.hung_up.wait, HANG_UP_WAIT_S)
-
-    assert run_coroutine(cancelled_mid_stream())
+    hung_up, messages = cancelled(upstream, after_the_first_frame)
+    assert hung_up
     assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
     assert b"first" in messages[1]["body"]
     assert upstream.last.tokens_sent == 1
