@@ -1,13 +1,16 @@
 """The limits of an AWS call (handler/aws.py, `AwsJsonClient`): the clock is corrected only when
 the service's `Date` is a minute or more off ours, a call whose budget is already spent makes no
-attempt, and one process holds at most 100 calls to a service in flight (the pool's size).
+attempt, the pause before each retry is drawn under a bound that doubles, and one process holds
+at most 100 calls to a service in flight (the pool's size).
 Against scripted endpoints on loopback; nothing patched."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import math
+import random
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -50,6 +53,25 @@ def test_a_call_with_no_time_left_in_its_budget_makes_no_attempt():
         [outcome] = outcomes(client_of(url, dynamodb_service(1.0, 1.0, 0.0)))
     assert outcome == "no attempt; out of time after 0 attempts"
     assert script.signed_at == []
+
+
+def test_the_pause_before_each_retry_is_drawn_under_a_bound_that_doubles():
+    """Full jitter: each pause is a random fraction of a bound that starts at the service's
+    base (1 s here) and doubles per retry. With the random draws fixed (seed 165: 0.017, then
+    0.962), the pause before the second attempt is 0.017 s and the one before the third is
+    0.962 of 2 s, 1.92 s, which still fits the call's 2.6 s budget: three attempts, the last
+    at least 1.92 s after the second. A bound of 1 s or less for the third would pause under
+    1 s; one of 3 s or more would leave no time for a third attempt."""
+    service = dataclasses.replace(dynamodb_service(1.0, 1.0, 2.6), base_backoff_s=1.0)
+    failing = Answer(503, "ServiceUnavailable")
+    with scripted_aws(failing, failing, failing) as (url, script):
+        client = client_of(url, service)
+        random.seed(165)
+        [outcome] = outcomes(client)
+    assert outcome == "HTTP 503 (ServiceUnavailable), after 3 attempts"
+    first, second, third = script.arrived
+    assert second - first >= 0.017
+    assert third - second >= 0.962 * 2
 
 
 class HeldCalls(LoopbackHandler):

@@ -42,9 +42,11 @@ class Answer:
 class Scripted:
     answers: list[Answer]
     signed_at: list[datetime] = field(default_factory=list)  # each request's X-Amz-Date
+    arrived: list[float] = field(default_factory=list)  # each request's time.monotonic()
 
     def answer(self, handler: LoopbackHandler) -> None:
         handler.rfile.read(int(handler.headers["content-length"]))
+        self.arrived.append(time.monotonic())
         stamp = handler.headers["x-amz-date"]
         self.signed_at.append(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC))
         scripted = self.answers.pop(0) if self.answers else Answer()
