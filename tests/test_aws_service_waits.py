@@ -6,6 +6,7 @@ Only lower bounds on time: a loaded machine makes everything later, never earlie
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import socket
@@ -22,22 +23,30 @@ from handler.secretsmanager import SecretReadFailed, SecretsManager
 from tests.helpers import LoopbackHandler, loopback_server, run_coroutine
 
 INTERNAL_FAILURE = b'{"__type": "com.amazonaws.fake#InternalFailure", "message": "storm"}'
+SECRET_ANSWER = b'{"Name": "relay", "SecretString": "sk-test-late-0123456789abcdef"}'
 
 
 @contextmanager
-def endpoint_that_never_answers() -> Iterator[tuple[str, list[float]]]:
-    """Reads each request and holds it unanswered until the test ends; yields the URL and the
-    times (time.monotonic()) the requests arrived."""
+def endpoint_that_holds_answers(
+    answer_after_s: float | None = None,
+) -> Iterator[tuple[str, list[float]]]:
+    """Reads each request and holds it: answers it with a secret after `answer_after_s`, or
+    never (None), at the latest until the test ends; yields the URL and the times
+    (time.monotonic()) the requests arrived."""
     arrivals: list[float] = []
     released = threading.Event()
 
-    class Silent(LoopbackHandler):
+    class Holding(LoopbackHandler):
         def do_POST(self):
             self.rfile.read(int(self.headers["content-length"]))
             arrivals.append(time.monotonic())
-            released.wait(30)
+            if released.wait(30 if answer_after_s is None else answer_after_s):
+                return  # the test has ended
+            if answer_after_s is not None:
+                with contextlib.suppress(OSError):  # the client may have given up on it
+                    self.answer(200, SECRET_ANSWER, "application/x-amz-json-1.1")
 
-    with loopback_server(Silent) as url:
+    with loopback_server(Holding) as url:
         try:
             yield url, arrivals
         finally:
@@ -100,10 +109,23 @@ def test_a_secret_read_waits_three_seconds_per_attempt_and_gives_up_at_six():
     """Against a Secrets Manager that takes requests and never answers, each attempt waits its
     3 s read timeout, so within the read's 6 s budget exactly two attempts reach it, and the
     read fails only when the budget is spent."""
-    with endpoint_that_never_answers() as (url, arrivals):
+    with endpoint_that_holds_answers() as (url, arrivals):
         elapsed, message = timed_secret_read(url)
         assert len(arrivals) == 2, arrivals
         assert arrivals[1] - arrivals[0] >= 2.5  # the first attempt waited its 3 s read timeout
+    assert elapsed >= 6.0
+    assert message == "TimeoutError reaching Secrets Manager; no time left for another attempt"
+
+
+def test_a_secret_answer_later_than_the_three_second_read_timeout_is_not_waited_for():
+    """Each answer comes 3.6 s after its request, after the attempt's 3 s read timeout: both
+    attempts give up on theirs and the read fails at its 6 s budget (a read timeout of 4 s
+    would take the first answer). The pauses' draws are fixed (seed 165) so the second
+    attempt starts right after the first gives up."""
+    random.seed(165)
+    with endpoint_that_holds_answers(answer_after_s=3.6) as (url, arrivals):
+        elapsed, message = timed_secret_read(url)
+        assert len(arrivals) == 2, arrivals
     assert elapsed >= 6.0
     assert message == "TimeoutError reaching Secrets Manager; no time left for another attempt"
 

@@ -151,6 +151,7 @@ TARGETS = {
             "tests/test_secretsmanager.py",
             # Its waits: the read and connect timeouts, the budget and the pauses (~16 s).
             "tests/test_aws_service_waits.py::test_a_secret_read_waits_three_seconds_per_attempt_and_gives_up_at_six",
+            "tests/test_aws_service_waits.py::test_a_secret_answer_later_than_the_three_second_read_timeout_is_not_waited_for",
             "tests/test_aws_service_waits.py::test_a_secret_read_waits_two_seconds_per_connection_attempt_three_times",
             "tests/test_aws_service_waits.py::test_a_failing_secret_read_pauses_between_its_attempts",
             "tests/test_aws.py",
