@@ -531,7 +531,6 @@ def write_report(results: dict[str, dict]) -> None:
         scope = result["module"] + (
             f" ({', '.join(result['functions'])})" if result["functions"] else ""
         )
-        rate = f"{result['kill_rate']:.0%}" if result["kill_rate"] is not None else "-"
         lines.append(
             f"| {result['target']} | {scope} | {ran} | {killed} | {counts['survived']}"
             + (
@@ -539,7 +538,8 @@ def write_report(results: dict[str, dict]) -> None:
                 if "first_pass_survived" in result
                 else ""
             )
-            + f" | {equivalent} | {by_hand} | {rate} | {_rate(killed, ran - equivalent)}"
+            + f" | {equivalent} | {by_hand} | {_rate(killed, ran)}"
+            f" | {_rate(killed, ran - equivalent)}"
             f" | {counts.get('not_run', 0)} | {result['seconds'] / 60:.1f} |"
         )
     lines.append(
@@ -569,7 +569,10 @@ def write_report(results: dict[str, dict]) -> None:
 
 
 def _rate(killed: int, of: int) -> str:
-    return f"{killed / of:.0%}" if of else "-"
+    """A share to a tenth of a percent, rounded down: 99.7% is never shown as 100%."""
+    if not of:
+        return "-"
+    return f"{int(killed * 1000 / of) / 10}%"
 
 
 def main() -> int:
