@@ -130,6 +130,26 @@ def test_an_upstream_that_spaces_its_json_streams_through(relay_of):
     assert v1_stream(relay) == b"".join(pieces[:2]) + DONE
 
 
+@pytest.mark.parametrize(
+    "between",
+    [b": ", b" \t  \t: \t  \t  ", b"\t" * 9 + b":", b":" + b"\t" * 9],
+    ids=["as-python-json-writes", "wide-on-both-sides", "wide-before", "wide-after"],
+)
+def test_a_usage_chunk_with_any_white_space_around_its_colon_is_taken_out(
+    relay_of, caplog, between
+):
+    """JSON allows any run of white space around the colon after `"usage"` (within an event's
+    line: spaces and tabs). However wide the run, the relay knows the usage chunk: it does not
+    reach a caller who did not ask for it, and its tokens are still counted."""
+    spaced = USAGE_CHUNK.replace(b'"usage": {', b'"usage"' + between + b"{")
+    assert b'"usage"' + between + b"{" in spaced
+    answer = text("Hello") + text("", "stop")
+    relay = relay_of([answer, spaced + DONE])
+    assert v1_stream(relay) == answer + DONE
+    [line] = request_lines(caplog)
+    assert line["usage"] == USAGE
+
+
 def test_an_event_that_is_not_json_is_forwarded_as_it_came(relay_of):
     """The relay parses only the events that may be the usage chunk; one that looks like it but
     is not JSON is passed on untouched, as any other bytes of the stream, and the usage chunk
