@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
 import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,12 +355,12 @@ def copy_tree(destination: Path) -> None:
         (destination / "clients" / "ai-sdk" / "node_modules").symlink_to(node_modules)
 
 
-def line_ranges(source: Path, names: list[str]) -> list[tuple[int, int]]:
+def line_ranges(source: str, names: list[str]) -> list[tuple[int, int]]:
     """The lines of the top-level functions and classes called `names`, and of the methods
     named `Class.method` among them."""
     definitions = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
     ranges = []
-    for node in ast.parse(source.read_text()).body:
+    for node in ast.parse(source).body:
         if not isinstance(node, definitions):
             continue
         if node.name in names:
@@ -372,25 +374,64 @@ def line_ranges(source: Path, names: list[str]) -> list[tuple[int, int]]:
     return ranges
 
 
+def out_of_scope(mutation, ranges: list[tuple[int, int]] | None) -> str | None:
+    """Why a run leaves `mutation` out (`ranges`: the core functions' lines, None for all)."""
+    if not KEPT.match(mutation.operator_name):
+        return "operator not in the kept set"
+    line = mutation.start_pos[0]
+    if ranges is not None and not any(a <= line <= b for a, b in ranges):
+        return "outside the core functions"
+    return None
+
+
 def skip_out_of_scope(database: Path, target: Target, source: Path) -> None:
     """Mark as skipped the mutants of operators not kept, and those outside the core functions."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    ranges = line_ranges(source, target.functions) if target.functions else None
+    ranges = line_ranges(source.read_text(), target.functions) if target.functions else None
     with use_db(str(database), WorkDB.Mode.open) as work_db:
         for item in list(work_db.pending_work_items):
-            mutation = item.mutations[0]
-            line = mutation.start_pos[0]
-            reason = None
-            if not KEPT.match(mutation.operator_name):
-                reason = "operator not in the kept set"
-            elif ranges is not None and not any(a <= line <= b for a, b in ranges):
-                reason = "outside the core functions"
+            reason = out_of_scope(item.mutations[0], ranges)
             if reason:
                 work_db.set_result(
                     item.job_id, WorkResult(output=reason, worker_outcome=WorkerOutcome.SKIPPED)
                 )
+
+
+def mutant_lines(module_source: str, target: Target) -> tuple[int, list[int]]:
+    """How many mutants cosmic-ray makes of `module_source` (as `target.module`), and the lines
+    of those a run of `target` keeps: counted, not run."""
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    with tempfile.TemporaryDirectory() as folder:
+        tree = Path(folder)
+        source = tree / target.module
+        source.parent.mkdir(parents=True)
+        source.write_text(module_source)
+        write_config(tree / "config.toml", target)
+        cosmic_ray = str(ROOT / ".venv" / "bin" / "cosmic-ray")
+        subprocess.run(
+            [cosmic_ray, "init", "config.toml", "session.sqlite"],
+            cwd=tree,
+            check=True,
+            capture_output=True,
+        )
+        ranges = line_ranges(module_source, target.functions) if target.functions else None
+        with use_db(str(tree / "session.sqlite"), WorkDB.Mode.open) as work_db:
+            mutations = [item.mutations[0] for item in work_db.pending_work_items]
+    kept = [m.start_pos[0] for m in mutations if out_of_scope(m, ranges) is None]
+    return len(mutations), kept
+
+
+def moved_lines(before: str, after: str) -> dict[int, int]:
+    """Each line of `before` that is still in `after`, unchanged, and where it is now."""
+    matcher = difflib.SequenceMatcher(None, before.splitlines(), after.splitlines(), autojunk=False)
+    return {
+        old + 1 + i: new + 1 + i
+        for old, new, size in matcher.get_matching_blocks()
+        for i in range(size)
+    }
 
 
 def write_config(config: Path, target: Target) -> None:
@@ -433,6 +474,75 @@ def run_target(name: str, target: Target, again: bool = False) -> dict:
     if first_pass is not None:
         result["first_pass_survived"] = first_pass
     return result
+
+
+def fold_in(name: str, target: Target, functions: list[str], was: str) -> dict:
+    """Run only `functions` of `target`, rewritten since the commit `was` that its last result
+    was run on, and fold the run into that result: the last result's mutants in those
+    functions (counted from the module at `was`) give way to this run's, and its survivors
+    elsewhere, with their notes, move with their lines. Nothing else of the module may have
+    changed but where its lines are: the mutants outside the functions must be as many."""
+    last = json.loads(RESULTS.read_text())[name]
+    before = subprocess.run(
+        ["git", "show", f"{was}:{target.module}"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    after = (ROOT / target.module).read_text()
+    _, kept_before = mutant_lines(before, target)
+    made_after, kept_after = mutant_lines(after, target)
+    ranges_before = line_ranges(before, functions)
+    inside = [line for line in kept_before if any(a <= line <= b for a, b in ranges_before)]
+    part = run_target(f"{name}-part", Target(target.module, target.tests, functions))
+    part_ran = sum(part["counts"][key] for key in ("killed", "survived", "incompetent"))
+    if len(kept_before) - len(inside) != len(kept_after) - part_ran - part["counts"]["not_run"]:
+        raise SystemExit(f"{name}: {target.module} changed outside {functions}: run it in full")
+    moved = moved_lines(before, after)
+    gone, kept = [], []
+    for survivor in last["survivors"]:
+        line = survivor["line"]
+        if any(a <= line <= b for a, b in ranges_before):
+            gone.append(survivor)
+        elif line in moved:
+            kept.append({**survivor, "line": moved[line]})
+        else:
+            raise SystemExit(f"{name}: line {line} of {target.module} changed: run it in full")
+    counts = dict(last["counts"])
+    counts["killed"] += part["counts"]["killed"] - (len(inside) - len(gone))
+    for key in ("survived", "incompetent", "not_run"):
+        counts[key] = counts.get(key, 0) + part["counts"][key]
+    counts["survived"] -= len(gone)
+    counts["skipped"] = made_after - len(kept_after)
+    move_notes(target.module, moved, ranges_before)
+    ran = counts["killed"] + counts["survived"] + counts["incompetent"]
+    return {
+        **{key: value for key, value in last.items() if key != "first_pass_survived"},
+        "counts": counts,
+        "kill_rate": round((counts["killed"] + counts["incompetent"]) / ran, 3),
+        "seconds": last["seconds"] + part["seconds"],
+        "survivors": sorted(kept + part["survivors"], key=lambda s: (s["line"], s["operator"])),
+        "folded": [
+            *last.get("folded", []),
+            {
+                "functions": functions,
+                "was": was,
+                "before": {"ran": len(inside), "survived": len(gone)},
+                "after": {"ran": part_ran, "survived": part["counts"]["survived"]},
+            },
+        ],
+    }
+
+
+def move_notes(module: str, moved: dict[int, int], gone: list[tuple[int, int]]) -> None:
+    """The notes of `module`'s survivors follow their lines; those of lines in `gone` go."""
+    notes = json.loads(NOTES.read_text())
+    kept = {}
+    for key, note in notes.items():
+        path, _, rest = key.partition(":")
+        line, _, operator = rest.partition(":")
+        if path != module or not line.isdigit():
+            kept[key] = note
+        elif not any(a <= int(line) <= b for a, b in gone):
+            kept[f"{module}:{moved.get(int(line), int(line))}:{operator}"] = note
+    NOTES.write_text(json.dumps(kept, indent=2) + "\n")
 
 
 def collect(name: str, target: Target, database: Path, seconds: float) -> dict:
@@ -538,6 +648,12 @@ def write_report(results: dict[str, dict]) -> None:
                 if "first_pass_survived" in result
                 else ""
             )
+            + "".join(
+                f" ({', '.join(fold['functions'])} rewritten since {fold['was'][:7]} and run"
+                f" again: {fold['before']['survived']} of {fold['before']['ran']} survived"
+                f" before, {fold['after']['survived']} of {fold['after']['ran']} after)"
+                for fold in result.get("folded", [])
+            )
             + f" | {equivalent} | {by_hand} | {_rate(killed, ran)}"
             f" | {_rate(killed, ran - equivalent)}"
             f" | {counts.get('not_run', 0)} | {result['seconds'] / 60:.1f} |"
@@ -593,7 +709,17 @@ def main() -> int:
         action="store_true",
         help="write bench/mutants.md again from bench/results/mutants.json and the notes",
     )
+    parser.add_argument(
+        "--functions",
+        nargs="+",
+        metavar="NAME",
+        help="with one target and --was: run only these functions, rewritten since --was, and "
+        "fold the run into the target's last result",
+    )
+    parser.add_argument("--was", metavar="COMMIT", help="the code the last result was run on")
     args = parser.parse_args()
+    if bool(args.functions) != bool(args.was) or (args.functions and len(args.targets) != 1):
+        parser.error("--functions and --was go together, with one target")
     if args.report:
         write_report(json.loads(RESULTS.read_text()))
         return 0
@@ -606,6 +732,8 @@ def main() -> int:
             database = WORK / name / "session.sqlite"
             seconds = database.stat().st_mtime - (WORK / name / "config.toml").stat().st_mtime
             result = collect(name, TARGETS[name], database, seconds)
+        elif args.functions:
+            result = fold_in(name, TARGETS[name], args.functions, args.was)
         else:
             result = run_target(name, TARGETS[name], again=args.again)
         # Read again: another run may have written its targets meanwhile.
