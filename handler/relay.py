@@ -596,8 +596,8 @@ def _usage_object_at(data: bytes, start: int = 0) -> int:
     """Where a `"usage"` key holding an object starts in `data`, or -1: the key, any white
     space JSON allows around its colon, then `{`. Quotes inside JSON strings are escaped, so
     generated text cannot look like the key; `"usage": null`, which OpenAI puts in every chunk
-    once usage is asked for, is passed over. (One search: measured cheaper than finding the
-    key and then looking after it, the more so when every chunk holds the key.)"""
+    once usage is asked for, is passed over. (Called only for a read that holds the key: one
+    search was measured cheaper there than finding the key and then looking after it.)"""
     found = _USAGE_OBJECT.search(data, start)
     return found.start() if found else -1
 
