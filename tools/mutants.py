@@ -374,12 +374,16 @@ def line_ranges(source: str, names: list[str]) -> list[tuple[int, int]]:
     return ranges
 
 
+def within(line: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(first <= line <= last for first, last in ranges)
+
+
 def out_of_scope(mutation, ranges: list[tuple[int, int]] | None) -> str | None:
     """Why a run leaves `mutation` out (`ranges`: the core functions' lines, None for all)."""
     if not KEPT.match(mutation.operator_name):
         return "operator not in the kept set"
     line = mutation.start_pos[0]
-    if ranges is not None and not any(a <= line <= b for a, b in ranges):
+    if ranges is not None and not within(line, ranges):
         return "outside the core functions"
     return None
 
@@ -490,7 +494,7 @@ def fold_in(name: str, target: Target, functions: list[str], was: str) -> dict:
     _, kept_before = mutant_lines(before, target)
     made_after, kept_after = mutant_lines(after, target)
     ranges_before = line_ranges(before, functions)
-    inside = [line for line in kept_before if any(a <= line <= b for a, b in ranges_before)]
+    inside = [line for line in kept_before if within(line, ranges_before)]
     part = run_target(f"{name}-part", Target(target.module, target.tests, functions))
     part_ran = sum(part["counts"][key] for key in ("killed", "survived", "incompetent"))
     if len(kept_before) - len(inside) != len(kept_after) - part_ran - part["counts"]["not_run"]:
@@ -499,7 +503,7 @@ def fold_in(name: str, target: Target, functions: list[str], was: str) -> dict:
     gone, kept = [], []
     for survivor in last["survivors"]:
         line = survivor["line"]
-        if any(a <= line <= b for a, b in ranges_before):
+        if within(line, ranges_before):
             gone.append(survivor)
         elif line in moved:
             kept.append({**survivor, "line": moved[line]})
@@ -540,7 +544,7 @@ def move_notes(module: str, moved: dict[int, int], gone: list[tuple[int, int]]) 
         line, _, operator = rest.partition(":")
         if path != module or not line.isdigit():
             kept[key] = note
-        elif not any(a <= int(line) <= b for a, b in gone):
+        elif not within(int(line), gone):
             kept[f"{module}:{moved.get(int(line), int(line))}:{operator}"] = note
     NOTES.write_text(json.dumps(kept, indent=2) + "\n")
 
