@@ -42,6 +42,10 @@ chromium: ## Debian's Chromium for the page's browser tests (Playwright's downlo
 	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+valgrind: ## Debian's valgrind, whose callgrind counts the instructions per request of `make bench`
+	@command -v valgrind >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq valgrind; }
+
 # The Vercel AI SDK (`ai`) as a test client of /api/chat, exactly as pinned in its lockfile.
 AI_SDK_STAMP := clients/ai-sdk/node_modules/.package-lock.json
 $(AI_SDK_STAMP): clients/ai-sdk/package-lock.json
@@ -52,13 +56,13 @@ $(AI_SDK_STAMP): clients/ai-sdk/package-lock.json
 
 node-deps: $(AI_SDK_STAMP) ## install the Node test clients from their lockfile (npm ci)
 
-test: $(STAMP) $(SAM_STAMP) chromium $(AI_SDK_STAMP) ## run every test and check
+test: $(STAMP) $(SAM_STAMP) chromium valgrind $(AI_SDK_STAMP) ## run every test and check
 	$(PY) -m pytest -q tests
 
-test-fast: $(STAMP) $(AI_SDK_STAMP) ## every test except the browser and SAM CLI ones (no Chromium, no .venv-sam)
+test-fast: $(STAMP) valgrind $(AI_SDK_STAMP) ## every test except the browser and SAM CLI ones (no Chromium, no .venv-sam)
 	$(PY) -m pytest -q tests -m "not browser and not sam"
 
-bench: $(STAMP) ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny", "--only plans,tool_round_trip")
+bench: $(STAMP) valgrind ## measure the relay against direct, baseline and buffered (BENCH_ARGS="--scale tiny", "--only plans,tool_round_trip")
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 bench-cold: $(STAMP) ## only the Lambda-shaped figure, quickly, into bench/results (COLD_ARGS="--scale full")
@@ -101,4 +105,4 @@ mutants: $(STAMP) ## mutation testing of the core into bench/mutants.md (MUTANTS
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-.PHONY: help deps node-deps dev test test-fast lint openapi mutants chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium
+.PHONY: help deps node-deps dev test test-fast lint openapi mutants chat invoke bench bench-cold package build-RelayFunction build-RelayFunctionOnInstances chromium valgrind

@@ -75,6 +75,8 @@ class Scale:
     memory_tokens: int = 500
     warmup_requests: int = 5
     lambda_shaped: str = "full"  # the scale of bench/cold.py's figure, or "off"
+    # Instructions per request (bench/work.py, valgrind): the requests of its two runs, or none.
+    instruction_requests: tuple[int, ...] = work.INSTRUCTION_REQUESTS
 
 
 SCALES = {
@@ -95,6 +97,7 @@ SCALES = {
         memory_tokens=20,
         warmup_requests=1,
         lambda_shaped="off",  # tests/test_bench_cold.py runs it at its own tiny scale
+        instruction_requests=(),  # tests/test_bench_instructions.py runs it at its own
     ),
 }
 
@@ -482,7 +485,7 @@ class Run:
         trees = {"relay": ROOT}
         if self.previous_tree is not None:
             trees["relay_previous"] = self.previous_tree
-        self.results["figures"]["work"] = {
+        figure = self.results["figures"]["work"] = {
             "short_tokens": work.SHORT,
             "long_tokens": work.LONG,
             "delay_ms": work.DELAY_MS,
@@ -491,6 +494,18 @@ class Run:
                 for name, tree in trees.items()
             },
         }
+        requests = self.scale.instruction_requests
+        if requests:
+            per_tree = {
+                name: work.instructions(tree, self.upstream_port, BENCH_KEY, requests)
+                for name, tree in trees.items()
+            }
+            figure["instructions"] = {
+                "requests": list(requests),
+                "warm_up": work.INSTRUCTION_WARM_UP,
+                "trees": per_tree if per_tree["relay"] is not None else None,
+                "framework": work.framework_instructions(requests),
+            }
 
     def _section_servers(self, wanted: set[str]) -> dict[str, tuple]:
         """The relays of the plans and tool round-trip sections that `wanted` names."""
@@ -1279,6 +1294,12 @@ def main(argv: list[str] | None = None) -> dict:
         if isinstance(value, int):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {value}")
     parser.add_argument("--concurrency", type=lambda v: tuple(int(x) for x in v.split(",")))
+    parser.add_argument(
+        "--instruction-requests",
+        type=lambda v: tuple(int(x) for x in v.split(",") if x),
+        help="the requests of the two runs that count instructions per request (A,B), or ''"
+        f" for none; default {','.join(map(str, work.INSTRUCTION_REQUESTS))}",
+    )
     parser.add_argument("--lambda-shaped", choices=["full", "quick", "tiny", "off"])
     parser.add_argument(
         "--only",

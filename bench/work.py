@@ -15,8 +15,18 @@ and the counts do not depend on how reads happen to coalesce.
 - a tool round trip (issue 28): the calls of both its steps (the answer that ends in a call of
   the bench's tool, the conversation carrying its result answered with SHORT tokens), against
   those of an ordinary SHORT-token request on the same relay, whole (chunks included)
+- instructions per request (`instructions`): the machine instructions a whole SHORT-token
+  request costs the relay's process, counted by valgrind's callgrind, which weighs each call by
+  what it costs where the counts above weigh them alike. Unpaced (the tokens come at once), two
+  runs that differ only in how many requests they make, so the import and the warm-up cancel
+  out; the figure repeats from one run to the next to within 0.3%. `framework_instructions`
+  counts the same for FastAPI's request path with the relay's shape of dependencies (three
+  nested ones that do nothing) and for a Starlette route, both answering at once: the
+  framework's part of the figure.
 
-`python -m bench.work TREE PORT JOB` is one tree's child process and prints its counts as JSON.
+`python -m bench.work TREE PORT JOB` is one tree's child process and prints its counts as JSON;
+with a job naming `requests` it only serves them (under callgrind), and with `-` for TREE the
+job names one of the framework apps instead of a route.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ import cProfile
 import json
 import os
 import pstats
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,16 +50,21 @@ DELAY_MS = 0.3  # between tokens: every chunk its own read
 REPEATS = 5  # streams of each length per count (the counts are totals over them)
 MODEL = "gpt-5.4-mini"  # the default of both trees' settings, set explicitly for the previous
 ROUTES = {
-    "chat_sse": ("/chat", lambda n: {"prompt": prompt(n, DELAY_MS)}),
+    "chat_sse": ("/chat", lambda n, delay_ms=DELAY_MS: {"prompt": prompt(n, delay_ms)}),
     "v1": (
         "/v1/chat/completions",
-        lambda n: {
+        lambda n, delay_ms=DELAY_MS: {
             "model": MODEL,
             "stream": True,
-            "messages": [{"role": "user", "content": prompt(n, DELAY_MS)}],
+            "messages": [{"role": "user", "content": prompt(n, delay_ms)}],
         },
     ),
 }
+# Instructions: requests of each of two runs (per request = the difference over theirs), and the
+# unmeasured requests before them (first passes, lazy imports, the pool's connection).
+INSTRUCTION_REQUESTS = (50, 250)
+INSTRUCTION_WARM_UP = 20
+_INSTRUCTIONS = re.compile(rb"I\s+refs:\s+([\d,]+)")
 
 
 def counts(
@@ -63,12 +80,7 @@ def counts(
     """Run one tree's child process; its calls per request and per chunk for each of `routes`
     (and a tool round trip's, with `tool_round_trip`), sent with `headers` to the relay
     configured with `settings` (anonymous callers unless they say otherwise)."""
-    env = hermetic_env(
-        OPENAI_API_KEY=key,
-        OPENAI_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1",
-        DEFAULT_MODEL=MODEL,
-        **({"ALLOW_ANONYMOUS": "true"} | settings),
-    )
+    env = _relay_env(upstream_port, key, **settings)
     job = {"routes": list(routes), "headers": headers or {}, "tool_round_trip": tool_round_trip}
     result = subprocess.run(
         [sys.executable, "-m", "bench.work", str(tree), str(upstream_port), json.dumps(job)],
@@ -81,6 +93,94 @@ def counts(
     if result.returncode != 0:
         raise RuntimeError(f"bench.work in {tree} failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout.splitlines()[-1])
+
+
+def _relay_env(upstream_port: int, key: str, **settings: str) -> dict[str, str]:
+    return hermetic_env(
+        OPENAI_API_KEY=key,
+        OPENAI_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1",
+        DEFAULT_MODEL=MODEL,
+        **({"ALLOW_ANONYMOUS": "true"} | settings),
+    )
+
+
+def instructions(
+    tree: Path,
+    upstream_port: int,
+    key: str,
+    requests: tuple[int, int] = INSTRUCTION_REQUESTS,
+    *,
+    routes: tuple[str, ...] = tuple(ROUTES),
+) -> dict[str, int] | None:
+    """The instructions a whole SHORT-token request of each of `routes` costs `tree`'s relay
+    (anonymous callers), or None where valgrind is not installed."""
+    env = _relay_env(upstream_port, key)
+    child = [str(tree), str(upstream_port)]
+    return _when_valgrind(
+        lambda valgrind: {
+            route: _per_request(valgrind, child, env, {"instructions": route}, requests)
+            for route in routes
+        }
+    )
+
+
+def framework_instructions(
+    requests: tuple[int, int] = INSTRUCTION_REQUESTS,
+) -> dict[str, int] | None:
+    """The instructions of a request that FastAPI's request path costs with three nested
+    dependencies that do nothing, and that a Starlette route costs, both answering at once
+    (None without valgrind): the framework's share of the figures above."""
+    return _when_valgrind(
+        lambda valgrind: {
+            framework: _per_request(
+                valgrind, ["-", "0"], hermetic_env(), {"framework": framework}, requests
+            )
+            for framework in ("fastapi", "starlette")
+        }
+    )
+
+
+def _when_valgrind(count):
+    valgrind = shutil.which("valgrind")
+    return None if valgrind is None else count(valgrind)
+
+
+def _per_request(
+    valgrind: str, child: list[str], env: dict[str, str], job: dict, requests: tuple[int, int]
+) -> int:
+    """Two runs of the child under callgrind, side by side (a count does not depend on the
+    machine's load), that differ only in the requests they make: the difference per request."""
+    fewer, more = requests
+    callgrind = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    runs = [
+        subprocess.Popen(
+            [
+                *callgrind,
+                sys.executable,
+                "-m",
+                "bench.work",
+                *child,
+                json.dumps({**job, "requests": n}),
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            # One seed for str hashes: with a random one, dicts and sets differ run to run and
+            # so do the counts, by about a million instructions.
+            env={**env, "PYTHONHASHSEED": "0"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for n in requests
+    ]
+    counts = []
+    for run in runs:
+        _, err = run.communicate(timeout=900)
+        found = _INSTRUCTIONS.search(err)
+        if run.returncode != 0 or found is None:
+            raise RuntimeError(
+                f"bench.work under callgrind failed: {err[-2000:].decode(errors='replace')}"
+            )
+        counts.append(int(found.group(1).replace(b",", b"")))
+    return round((counts[1] - counts[0]) / (more - fewer))
 
 
 def _scope(path: str, body: bytes, headers: dict[str, str]) -> dict:
@@ -226,12 +326,37 @@ async def _child(job: dict) -> dict[str, dict[str, float]]:
     return figures
 
 
+async def _instruction_child(job: dict) -> None:
+    """`job["requests"]` unpaced SHORT-token requests, after the warm-up: a relay's route, or
+    one of the two framework apps (bench/framework_apps.py)."""
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    if "framework" in job:
+        from bench.framework_apps import APPS
+
+        app, path, body, expected = APPS[job["framework"]](), "/", b"{}", b"ok"
+    else:
+        from handler.app import app
+
+        path, body_for = ROUTES[job["instructions"]]
+        body = json.dumps(body_for(SHORT, 0)).encode()
+        expected = _last_token(SHORT)
+    for _ in range(INSTRUCTION_WARM_UP + job["requests"]):
+        await _stream(app, path, body, expected, {})
+
+
 def main() -> None:
-    tree, job = Path(sys.argv[1]).resolve(), json.loads(sys.argv[3])
-    sys.path.insert(0, str(tree))  # its `handler` package before this checkout's
-    os.chdir(tree)
+    job = json.loads(sys.argv[3])
     import uvloop
 
+    if sys.argv[1] != "-":
+        tree = Path(sys.argv[1]).resolve()
+        sys.path.insert(0, str(tree))  # its `handler` package before this checkout's
+        os.chdir(tree)
+    if "requests" in job:
+        uvloop.run(_instruction_child(job))
+        return
     print(json.dumps(uvloop.run(_child(job))))
 
 
