@@ -272,7 +272,7 @@ def _instruction_lines(figure: dict | None, routes: dict[str, str], tokens: int)
         f"\nWork per request, in machine instructions: valgrind's callgrind counts the relay"
         f" process's instructions in two runs of unpaced {tokens}-token requests"
         f" ({fewer} and {more}, each after {figure['warm_up']} unmeasured), per request the"
-        f" difference over {more - fewer}; a count repeats to within 0.3% between runs and does"
+        f" difference over {more - fewer}; a count repeats to within 1% between runs and does"
         " not move with the machine's load."
     )
     trees, framework = figure.get("trees"), figure.get("framework")

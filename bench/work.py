@@ -19,7 +19,7 @@ and the counts do not depend on how reads happen to coalesce.
   request costs the relay's process, counted by valgrind's callgrind, which weighs each call by
   what it costs where the counts above weigh them alike. Unpaced (the tokens come at once), two
   runs that differ only in how many requests they make, so the import and the warm-up cancel
-  out; the figure repeats from one run to the next to within 0.3%. `framework_instructions`
+  out; the figure repeats from one run to the next to within 1%. `framework_instructions`
   counts the same for FastAPI's request path with the relay's shape of dependencies (three
   nested ones that do nothing) and for a Starlette route, both answering at once: the
   framework's part of the figure.
