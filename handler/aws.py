@@ -30,6 +30,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from handler.timeouts import exact_timeout
+
 log = logging.getLogger("relay.aws")
 
 
@@ -402,7 +404,7 @@ class AwsJsonClient:
     async def _post(
         self, headers: list[tuple[str, str]], body: bytes, remaining_s: float
     ) -> tuple[int, bytes, str | None]:
-        timeout = aiohttp.ClientTimeout(
+        timeout = exact_timeout(
             total=min(self.service.connect_timeout_s + self.service.read_timeout_s, remaining_s),
             sock_connect=self.service.connect_timeout_s,
             sock_read=self.service.read_timeout_s,
@@ -464,7 +466,7 @@ class AwsJsonClient:
     def _new_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=100),
-            timeout=aiohttp.ClientTimeout(total=self.service.budget_s),
+            timeout=exact_timeout(total=self.service.budget_s),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 

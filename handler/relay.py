@@ -33,6 +33,7 @@ from handler.errors import (
 )
 from handler.settings import Settings
 from handler.sources import StreamSummary, ToolCall, ToolCallPiece, WithToolCalls
+from handler.timeouts import exact_timeout
 
 log = logging.getLogger("relay.upstream")
 
@@ -89,9 +90,7 @@ class Upstream:
         self._base_url = (settings.openai_base_url or OPENAI_BASE_URL).rstrip("/")
         timeout = settings.upstream_timeout_s
         # `sock_read` bounds the wait for the headers and for each chunk after them.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=min(timeout, 10.0), sock_read=timeout
-        )
+        self._timeout = exact_timeout(connect=min(timeout, 10.0), sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._proxy: str | None = None
@@ -146,7 +145,7 @@ class Upstream:
                 url,
                 headers=headers,
                 proxy=self._proxy,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                timeout=exact_timeout(total=timeout_s),
             ) as response:
                 await response.read()
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
@@ -179,8 +178,8 @@ class Upstream:
         timeout = None
         if answer_within_s is not None:
             # aiohttp reads a total of 0 as "no limit"; a spent deadline is not that.
-            timeout = aiohttp.ClientTimeout(
-                total=max(answer_within_s, 0.001), connect=self._timeout.connect, sock_read=None
+            timeout = exact_timeout(
+                total=max(answer_within_s, 0.001), connect=self._timeout.connect
             )
         url = self._base_url + endpoint
         creds = await self._credentials.aget()

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from handler.settings import Settings, check_sign_in_url
+from handler.timeouts import exact_timeout
 
 log = logging.getLogger("relay.signin")
 
@@ -199,7 +200,7 @@ class JwtVerifier:
         from joserfc.jwk import JWKRegistry
 
         self._next_fetch_at = time.monotonic() + JWKS_RETRY_AFTER_FAILURE_S
-        timeout = aiohttp.ClientTimeout(total=JWKS_TIMEOUT_S)
+        timeout = exact_timeout(total=JWKS_TIMEOUT_S)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 url = self._jwks_url or await self._discover_jwks_url(session)

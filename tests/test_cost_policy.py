@@ -5,6 +5,7 @@ known for every request (docs/api.md, "Cost policy")."""
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import httpx
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 from devtools.scripts import Script
+from handler.app import DEADLINE_MARGIN_S
 from tests.helpers import request_lines, sse_server, stream
 
 USER = [{"role": "user", "content": "hi"}]
@@ -329,3 +331,25 @@ def test_a_non_streamed_answer_is_bounded_by_the_invocations_deadline(upstream, 
     # Answered while the upstream still held its answer back: the deadline ended the wait
     # (on Lambda it would otherwise be cut off; no bound on elapsed time here, see issue 29).
     assert upstream.last.finished_at is None
+
+
+def test_a_non_streamed_answer_keeps_the_whole_deadline_margin(upstream, make_relay):
+    """aiohttp rounds a total timeout of 5 s or more up to the next whole second of the event
+    loop's clock, which would spend up to all of the margin the relay keeps before the
+    deadline. Here the bound on the answer (6-7 s) ends 0.05 s past a whole second of that
+    clock (the monotonic one, a fixed offset from the wall clock the deadline is given in):
+    rounded up, the 504 would come 0.05 s before the deadline instead of a second."""
+    relay = make_relay(upstream_timeout_s=30)
+    upstream.enqueue(Script(headers_delay_s=30))
+    wall_to_loop = time.monotonic() - time.time()
+    bound_ends = math.floor(time.monotonic()) + 7.05  # on the loop's clock
+    deadline = bound_ends - wall_to_loop + DEADLINE_MARGIN_S  # on the wall clock
+    response = completions(
+        relay,
+        {"messages": USER},
+        headers={"x-amzn-lambda-context": json.dumps({"deadline": int(deadline * 1000)})},
+    )
+    answered = time.time()
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "upstream_timeout"
+    assert deadline - answered > DEADLINE_MARGIN_S / 2, deadline - answered
