@@ -151,21 +151,29 @@ def _per_request(
     """Two runs of the child under callgrind, side by side (a count does not depend on the
     machine's load), that differ only in the requests they make: the difference per request."""
     fewer, more = requests
+    command = [sys.executable, "-m", "bench.work", *child]
+    where = Path(__file__).resolve().parent.parent
+    # One seed for str hashes: with a random one, dicts and sets differ run to run and so do
+    # the counts, by about a million instructions.
+    env = {**env, "PYTHONHASHSEED": "0"}
+    # A fresh checkout (or an exported tree) has no bytecode yet: side by side, the two runs
+    # would race to compile it, and each count what it compiled (tens of millions). One run
+    # first, uncounted, writes it; the counted ones then read it and write none.
+    subprocess.run(
+        [*command, json.dumps({**job, "requests": 0})],
+        cwd=where,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=300,
+    )
     callgrind = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     runs = [
         subprocess.Popen(
-            [
-                *callgrind,
-                sys.executable,
-                "-m",
-                "bench.work",
-                *child,
-                json.dumps({**job, "requests": n}),
-            ],
-            cwd=Path(__file__).resolve().parent.parent,
-            # One seed for str hashes: with a random one, dicts and sets differ run to run and
-            # so do the counts, by about a million instructions.
-            env={**env, "PYTHONHASHSEED": "0"},
+            [*callgrind, *command, json.dumps({**job, "requests": n})],
+            cwd=where,
+            env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
