@@ -114,14 +114,14 @@ def instructions(
 ) -> dict[str, int] | None:
     """The instructions a whole SHORT-token request of each of `routes` costs `tree`'s relay
     (anonymous callers), or None where valgrind is not installed."""
-    env = _relay_env(upstream_port, key)
-    child = [str(tree), str(upstream_port)]
-    return _when_valgrind(
-        lambda valgrind: {
-            route: _per_request(valgrind, child, env, {"instructions": route}, requests)
-            for route in routes
-        }
-    )
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    env, child = _relay_env(upstream_port, key), [str(tree), str(upstream_port)]
+    return {
+        route: _per_request(valgrind, child, env, {"instructions": route}, requests)
+        for route in routes
+    }
 
 
 def framework_instructions(
@@ -130,19 +130,15 @@ def framework_instructions(
     """The instructions of a request that FastAPI's request path costs with three nested
     dependencies that do nothing, and that a Starlette route costs, both answering at once
     (None without valgrind): the framework's share of the figures above."""
-    return _when_valgrind(
-        lambda valgrind: {
-            framework: _per_request(
-                valgrind, ["-", "0"], hermetic_env(), {"framework": framework}, requests
-            )
-            for framework in ("fastapi", "starlette")
-        }
-    )
-
-
-def _when_valgrind(count):
     valgrind = shutil.which("valgrind")
-    return None if valgrind is None else count(valgrind)
+    if valgrind is None:
+        return None
+    return {
+        framework: _per_request(
+            valgrind, ["-", "0"], hermetic_env(), {"framework": framework}, requests
+        )
+        for framework in ("fastapi", "starlette")
+    }
 
 
 def _per_request(
