@@ -80,7 +80,7 @@ def counts(
     """Run one tree's child process; its calls per request and per chunk for each of `routes`
     (and a tool round trip's, with `tool_round_trip`), sent with `headers` to the relay
     configured with `settings` (anonymous callers unless they say otherwise)."""
-    env = _relay_env(upstream_port, key, **settings)
+    env = relay_env(upstream_port, key, **settings)
     job = {"routes": list(routes), "headers": headers or {}, "tool_round_trip": tool_round_trip}
     result = subprocess.run(
         [sys.executable, "-m", "bench.work", str(tree), str(upstream_port), json.dumps(job)],
@@ -95,7 +95,7 @@ def counts(
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def _relay_env(upstream_port: int, key: str, **settings: str) -> dict[str, str]:
+def relay_env(upstream_port: int, key: str, **settings: str) -> dict[str, str]:
     return hermetic_env(
         OPENAI_API_KEY=key,
         OPENAI_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1",
@@ -117,7 +117,7 @@ def instructions(
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return None
-    env, child = _relay_env(upstream_port, key), [str(tree), str(upstream_port)]
+    env, child = relay_env(upstream_port, key), [str(tree), str(upstream_port)]
     return {
         route: _per_request(valgrind, child, env, {"instructions": route}, requests)
         for route in routes
@@ -146,13 +146,34 @@ def _per_request(
 ) -> int:
     """Two runs of the child under callgrind, side by side (a count does not depend on the
     machine's load), that differ only in the requests they make: the difference per request."""
+    counts = []
+    for _, err in callgrind_runs(valgrind, child, env, job, requests):
+        found = _INSTRUCTIONS.search(err)
+        if found is None:
+            raise RuntimeError(f"no count from callgrind: {err[-2000:].decode(errors='replace')}")
+        counts.append(int(found.group(1).replace(b",", b"")))
     fewer, more = requests
-    command = [sys.executable, "-m", "bench.work", *child]
+    return round((counts[1] - counts[0]) / (more - fewer))
+
+
+def callgrind_runs(
+    valgrind: str,
+    child: list[str],
+    env: dict[str, str],
+    job: dict,
+    requests: tuple[int, ...],
+    *,
+    python_args: tuple[str, ...] = (),
+    out_file: str = "/dev/null",
+) -> list[tuple[int, bytes]]:
+    """The child under callgrind once per count of `requests`, side by side; each run's process
+    id and callgrind's report (`out_file` may name the id as callgrind does, `%p`)."""
+    command = [sys.executable, *python_args, "-m", "bench.work", *child]
     where = Path(__file__).resolve().parent.parent
     # One seed for str hashes: with a random one, dicts and sets differ run to run and so do
     # the counts, by about a million instructions.
     env = {**env, "PYTHONHASHSEED": "0"}
-    # A fresh checkout (or an exported tree) has no bytecode yet: side by side, the two runs
+    # A fresh checkout (or an exported tree) has no bytecode yet: side by side, the runs
     # would race to compile it, and each count what it compiled (tens of millions). One run
     # first, uncounted, writes it; the counted ones then read it and write none.
     subprocess.run(
@@ -164,7 +185,7 @@ def _per_request(
         check=True,
         timeout=300,
     )
-    callgrind = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    callgrind = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out_file}"]
     runs = [
         subprocess.Popen(
             [*callgrind, *command, json.dumps({**job, "requests": n})],
@@ -175,16 +196,15 @@ def _per_request(
         )
         for n in requests
     ]
-    counts = []
+    reports = []
     for run in runs:
         _, err = run.communicate(timeout=900)
-        found = _INSTRUCTIONS.search(err)
-        if run.returncode != 0 or found is None:
+        if run.returncode != 0:
             raise RuntimeError(
                 f"bench.work under callgrind failed: {err[-2000:].decode(errors='replace')}"
             )
-        counts.append(int(found.group(1).replace(b",", b"")))
-    return round((counts[1] - counts[0]) / (more - fewer))
+        reports.append((run.pid, err))
+    return reports
 
 
 def _scope(path: str, body: bytes, headers: dict[str, str]) -> dict:
