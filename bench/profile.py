@@ -133,7 +133,7 @@ def _inclusive(annotate: str, report: Path) -> dict[str, int]:
 
 def _short(file: str) -> str:
     for prefix in (str(ROOT) + "/", "site-packages/", "lib/python3.13/"):
-        file = file.split(prefix, 1)[-1] if prefix in file else file
+        file = file.split(prefix, 1)[-1]
     return file
 
 
