@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -116,6 +117,41 @@ def sse_server(
 
     with loopback_server(Handler) as url:
         yield url, seen
+
+
+@contextmanager
+def endpoint_that_never_accepts() -> Iterator[str]:
+    """A listening port whose accept queue is full and never drained: the kernel drops every
+    further SYN, so a connection attempt hangs as it would against a black-holed address."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    try:
+        while True:  # fill the queue until a connection can no longer be made
+            probe = socket.socket()
+            probe.settimeout(0.5)
+            try:
+                probe.connect(address)
+            except TimeoutError:
+                probe.close()
+                break
+            fillers.append(probe)
+            assert len(fillers) < 64, "the accept queue never filled"
+        yield f"http://{address[0]}:{address[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def just_past_a_whole_second() -> float:
+    """Sleep until 20 ms past a whole second of the monotonic clock (the event loop's) and
+    return it: a timeout that aiohttp rounded up to a whole second would then end nearly a
+    second late (handler/timeouts.py)."""
+    time.sleep(1 - time.monotonic() % 1 + 0.02)
+    return time.monotonic()
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,13 @@ import pytest
 from handler.aws import AwsEnvironment
 from handler.dynamodb import DynamoDB, DynamoDBFailed
 from handler.secretsmanager import SecretReadFailed, SecretsManager
-from tests.helpers import LoopbackHandler, loopback_server, run_coroutine
+from tests.helpers import (
+    LoopbackHandler,
+    endpoint_that_never_accepts,
+    just_past_a_whole_second,
+    loopback_server,
+    run_coroutine,
+)
 
 INTERNAL_FAILURE = b'{"__type": "com.amazonaws.fake#InternalFailure", "message": "storm"}'
 SECRET_ANSWER = b'{"Name": "relay", "SecretString": "sk-test-late-0123456789abcdef"}'
@@ -51,33 +56,6 @@ def endpoint_that_holds_answers(
             yield url, arrivals
         finally:
             released.set()
-
-
-@contextmanager
-def endpoint_that_never_accepts() -> Iterator[str]:
-    """A listening port whose accept queue is full and never drained: the kernel drops every
-    further SYN, so a connection attempt hangs as it would against a black-holed address."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = []
-    try:
-        while True:  # fill the queue until a connection can no longer be made
-            probe = socket.socket()
-            probe.settimeout(0.5)
-            try:
-                probe.connect(address)
-            except TimeoutError:
-                probe.close()
-                break
-            fillers.append(probe)
-            assert len(fillers) < 64, "the accept queue never filled"
-        yield f"http://{address[0]}:{address[1]}"
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 @contextmanager
@@ -151,6 +129,44 @@ def pauses_between_attempts(arrivals: list[float], attempts_per_call: int) -> li
         for start in range(0, len(arrivals), attempts_per_call)
     ]
     return [later - earlier for call in calls for earlier, later in itertools.pairwise(call)]
+
+
+def test_a_secret_answer_that_trickles_in_is_cut_at_five_seconds_not_at_the_next_whole_one():
+    """An answer that keeps arriving a byte at a time never trips the 3 s read timeout; the
+    attempt's own bound (connection and read timeouts together, 5 s) cuts it, to the second it
+    says: aiohttp rounds a total timeout of 5 s or more up to the next whole second of the
+    event loop's clock unless told not to. Sent just past a whole second, the first attempt
+    ends at 5 s and the second still fits in the read's 6 s budget; rounded up, the first would
+    end about 0.95 s later and leave no time for another (the pause's draw is fixed)."""
+    arrivals: list[float] = []
+    released = threading.Event()
+
+    class Trickling(LoopbackHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            arrivals.append(time.monotonic())
+            self.send_response(200)
+            self.send_header("content-type", "application/x-amz-json-1.1")
+            self.send_header("content-length", str(len(SECRET_ANSWER)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the client gives up on it
+                for byte in SECRET_ANSWER[:-1]:
+                    if released.wait(0.5):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+
+    random.seed(165)
+    with loopback_server(Trickling) as url:
+        try:
+            just_past_a_whole_second()
+            elapsed, message = timed_secret_read(url)
+        finally:
+            released.set()
+    assert len(arrivals) == 2, arrivals
+    assert 4.95 < arrivals[1] - arrivals[0] < 5.5, arrivals
+    assert elapsed >= 6.0
+    assert message == "TimeoutError reaching Secrets Manager; no time left for another attempt"
 
 
 def test_a_failing_secret_read_pauses_between_its_attempts():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.helpers import LoopbackHandler, loopback_server
+from tests.helpers import LoopbackHandler, just_past_a_whole_second, loopback_server
 
 
 def answer(relay, token: str) -> httpx.Response:
@@ -62,6 +63,33 @@ def test_while_the_jwks_cannot_be_fetched_every_request_is_503_not_401(
     assert {a.json()["error"]["type"] for a in answers} == {"sign_in_unavailable"}
     assert 1 <= issuer.jwks_fetches < len(answers)
     assert not any(m.startswith("sign-in rejected") for m in messages(caplog))
+    assert upstream.requests == []
+
+
+def test_a_jwks_that_never_answers_is_503_when_the_fetchs_time_is_up_not_a_second_later(
+    upstream, signin_relay, issuer, caplog
+):
+    """The keys' fetch is bounded by `JWKS_TIMEOUT_S`, to the second it says: aiohttp rounds a
+    total timeout of 5 s or more up to the next whole second of the event loop's clock (the
+    monotonic one) unless told not to. The request is sent just past a whole second of that
+    clock, so a rounded bound would end nearly a second late."""
+    from handler.signin import JWKS_TIMEOUT_S
+
+    relay = signin_relay(jwks_url=issuer.jwks_url)  # no discovery: the JWKS is the one fetch
+    token = issuer.token()
+    issuer.hold_jwks = threading.Event()
+    try:
+        sent = just_past_a_whole_second()
+        response = answer(relay, token)
+        waited = time.monotonic() - sent
+    finally:
+        issuer.hold_jwks.set()
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "sign_in_unavailable"
+    assert issuer.jwks_fetches == 1
+    assert any("fetching the issuer's keys failed: " in m for m in messages(caplog))
+    # Rounded up, the bound would have ended about 0.95 s after the fetch's 5 s.
+    assert JWKS_TIMEOUT_S - 0.05 < waited < JWKS_TIMEOUT_S + 0.5, waited
     assert upstream.requests == []
 
 

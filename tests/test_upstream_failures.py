@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from devtools.scripts import Script
-from tests.helpers import SSE, deltas_text, request_lines, stream
+from tests.helpers import (
+    SSE,
+    deltas_text,
+    endpoint_that_never_accepts,
+    just_past_a_whole_second,
+    request_lines,
+    stream,
+)
 
 
 def test_rate_limit_passes_retry_after_on(upstream, relay):
@@ -27,6 +34,24 @@ def test_upstream_server_error_is_a_502(upstream, relay, status):
     assert response.status_code == 502
     assert response.json()["error"]["type"] == "upstream_error"
     assert len(upstream.requests) == 1  # no silent retries: the caller decides
+
+
+def test_a_connection_that_never_completes_fails_when_its_time_is_up_not_a_second_later(
+    make_relay,
+):
+    """The upstream connection's wait is bounded by UPSTREAM_TIMEOUT_S (up to 10 s) to the
+    second it says: aiohttp rounds a connect timeout over 5 s up to the next whole second
+    of the event loop's clock unless told not to, and the request is sent just past a whole
+    second of it. A connection that runs out of time is the contract's 504."""
+    with endpoint_that_never_accepts() as url:
+        relay = make_relay(openai_base_url=f"{url}/v1", upstream_timeout_s=6)
+        sent = just_past_a_whole_second()
+        response = httpx.post(f"{relay.url}/chat", json={"prompt": "hi"}, timeout=15)
+        waited = time.monotonic() - sent
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "upstream_timeout"
+    # Rounded up, the wait would have ended about 0.95 s after its 6 s.
+    assert 5.95 < waited < 6.5, waited
 
 
 def test_unreachable_upstream_is_a_502(make_relay):
