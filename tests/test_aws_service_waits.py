@@ -2,7 +2,9 @@
 handler/dynamodb.py): against loopback endpoints that never answer, never accept a connection,
 or fail every call, observed as attempts and the time between them at the endpoint.
 
-Only lower bounds on time: a loaded machine makes everything later, never earlier."""
+Lower bounds on time, as a loaded machine makes everything later, never earlier; the one upper
+bound (an attempt cut at 5 s, not at the next whole second) leaves 0.7 s for the load against
+the 0.95 s a rounded timeout would add."""
 
 from __future__ import annotations
 
@@ -164,7 +166,7 @@ def test_a_secret_answer_that_trickles_in_is_cut_at_five_seconds_not_at_the_next
         finally:
             released.set()
     assert len(arrivals) == 2, arrivals
-    assert 4.95 < arrivals[1] - arrivals[0] < 5.5, arrivals
+    assert 4.95 < arrivals[1] - arrivals[0] < 5.7, arrivals
     assert elapsed >= 6.0
     assert message == "TimeoutError reaching Secrets Manager; no time left for another attempt"
 

@@ -89,7 +89,7 @@ def test_a_jwks_that_never_answers_is_503_when_the_fetchs_time_is_up_not_a_secon
     assert issuer.jwks_fetches == 1
     assert any("fetching the issuer's keys failed: " in m for m in messages(caplog))
     # Rounded up, the bound would have ended about 0.95 s after the fetch's 5 s.
-    assert JWKS_TIMEOUT_S - 0.05 < waited < JWKS_TIMEOUT_S + 0.5, waited
+    assert JWKS_TIMEOUT_S - 0.05 < waited < JWKS_TIMEOUT_S + 0.7, waited
     assert upstream.requests == []
 
 
