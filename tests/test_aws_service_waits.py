@@ -138,8 +138,9 @@ def test_a_secret_answer_that_trickles_in_is_cut_at_five_seconds_not_at_the_next
     attempt's own bound (connection and read timeouts together, 5 s) cuts it, to the second it
     says: aiohttp rounds a total timeout of 5 s or more up to the next whole second of the
     event loop's clock unless told not to. Sent just past a whole second, the first attempt
-    ends at 5 s and the second still fits in the read's 6 s budget; rounded up, the first would
-    end about 0.95 s later and leave no time for another (the pause's draw is fixed)."""
+    ends at 5 s and the second, after a short pause (its draw is fixed), uses what is left of
+    the read's 6 s budget; rounded up, the first would end about 0.95 s later (5.96 s apart,
+    measured with aiohttp's rounding put back)."""
     arrivals: list[float] = []
     released = threading.Event()
 
