@@ -1,6 +1,7 @@
 """How long the AWS calls wait, as their services set it (handler/secretsmanager.py and
-handler/dynamodb.py): against loopback endpoints that never answer, never accept a connection,
-or fail every call, observed as attempts and the time between them at the endpoint.
+handler/dynamodb.py): against loopback endpoints that never answer, trickle their answer in,
+never accept a connection, or fail every call, observed as attempts and the time between them
+at the endpoint.
 
 Lower bounds on time, as a loaded machine makes everything later, never earlier; the one upper
 bound (an attempt cut at 5 s, not at the next whole second) leaves 0.7 s for the load against
