@@ -1,8 +1,9 @@
 """The native runtime's init phase, and what it redoes after a SnapStart restore.
 
 Lambda runs init at full CPU and each invocation at the memory size's share of one CPU, so all
-the CPU work that can happen before the first event happens here: the secret is read in a thread
-while the app's modules import, then the upstream pool (and DynamoDB's, when limits are on)
+the CPU work that can happen before the first event happens here: aiohttp's CA store loads in a
+thread (handler/aiohttp_import.py) and the secret is read in another while the app's modules
+import, then the upstream pool (and DynamoDB's, when limits are on)
 opens its first connection, one request
 goes through the app's routing and validation, and what init built is frozen out of the
 garbage collector's way.
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from handler.aiohttp_import import ca_store_deferred, wait_for_ca_store
 from handler.aws import CREDENTIALS
 from handler.credentials import CredentialStore, CredentialsUnavailable
 from handler.settings import Settings
@@ -64,6 +66,12 @@ class SecretRead:
 
     def _read(self) -> None:
         try:
+            # The read may be the process's first TLS connection. Should the CA store fail to
+            # load, `warm` raises it before it looks at this read.
+            wait_for_ca_store()
+        except Exception:
+            return
+        try:
             asyncio.run(self.store.read())
         except CredentialsUnavailable as exc:
             self.error = exc
@@ -85,6 +93,9 @@ async def warm(app: Any, secret: SecretRead | None, steps: InitSteps) -> None:
     """Everything the first request would otherwise do throttled; a secret that could not be
     read is left for the first request to try again (it answers 503 if that fails too)."""
     relay = app.state.relay
+    if ca_store_deferred():
+        with steps.step("ca_store_wait"):
+            wait_for_ca_store()
     secret_ok = True
     if secret is not None:
         with steps.step("secret_wait"):

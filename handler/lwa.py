@@ -57,6 +57,9 @@ def with_restore_hook(app: Any) -> Any:
 
 async def serve(port: int) -> None:
     gc.disable()  # as in the native runtime: init.warm turns it back on
+    from handler import aiohttp_import
+
+    aiohttp_import.import_aiohttp()
     from handler import init
 
     steps = init.InitSteps()

@@ -299,6 +299,9 @@ async def main() -> int:
     # built and turns it back on.
     gc.disable()
     try:
+        from handler import aiohttp_import
+
+        aiohttp_import.import_aiohttp()  # first: everything after it imports aiohttp
         from handler import init
 
         steps = init.InitSteps()

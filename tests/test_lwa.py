@@ -37,7 +37,13 @@ def test_lwa_start_script_serves_and_streams_on_the_configured_port(upstream):
         "OPENAI_BASE_URL": upstream.base_url,
         "ALLOW_ANONYMOUS": "true",
     }
-    process = subprocess.Popen([str(ROOT / "handler" / "bin" / "lwa-start")], env=env)
+    process = subprocess.Popen(
+        [str(ROOT / "handler" / "bin" / "lwa-start")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
@@ -61,7 +67,11 @@ def test_lwa_start_script_serves_and_streams_on_the_configured_port(upstream):
         assert first_frame_at < call.received_at + (call.finished_at - call.received_at) / 2
     finally:
         process.terminate()
-        process.wait(10)
+        output = process.communicate(timeout=10)[0]
+    # The same init as the native runtime's, aiohttp's CA store loaded on a thread included
+    # (handler/aiohttp_import.py).
+    init_line = next(line for line in output.splitlines() if "init: " in line)
+    assert "ca_store_wait" in init_line and "first_request" in init_line
 
 
 def test_deadline_from_the_adapter_header_ends_the_stream_in_time(upstream, relay):
