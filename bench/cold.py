@@ -387,7 +387,14 @@ async def _warm_figures(runtime: LambdaProcess, sample: Sample, scale: ColdScale
 # (FastAPI with pydantic and starlette, aiohttp, pydantic-settings, Mangum's adapters, orjson),
 # imported alone in a fresh interpreter at full CPU, against the app's own modules on top.
 LIBRARIES = "import fastapi, aiohttp, pydantic_settings, mangum, orjson"
-APP = "import handler.runtime, handler.init, handler.app"
+# The app as init imports it: aiohttp first, its CA store loaded on a thread beside the rest
+# (handler/aiohttp_import.py; bench/import_ab.py times it against a plain import).
+APP = (
+    "from handler import aiohttp_import\n"
+    "aiohttp_import.import_aiohttp()\n"
+    "import handler.runtime, handler.init, handler.app\n"
+    "aiohttp_import.wait_for_ca_store()"
+)
 
 
 def import_cpu_ms(trials: int, package: Path) -> dict[str, float | None]:
