@@ -386,15 +386,16 @@ async def _warm_figures(runtime: LambdaProcess, sample: Sample, scale: ColdScale
 # What init cannot go below while the relay is built on these: the packages the app imports
 # (FastAPI with pydantic and starlette, aiohttp, pydantic-settings, Mangum's adapters, orjson),
 # imported alone in a fresh interpreter at full CPU, against the app's own modules on top.
-LIBRARIES = "import fastapi, aiohttp, pydantic_settings, mangum, orjson"
-# The app as init imports it: aiohttp first, its CA store loaded on a thread beside the rest
+# Both as init imports them: aiohttp first, its CA store loaded on a thread beside the rest
 # (handler/aiohttp_import.py; bench/import_ab.py times it against a plain import).
-APP = (
+_INIT_WAY = (
     "from handler import aiohttp_import\n"
     "aiohttp_import.import_aiohttp()\n"
-    "import handler.runtime, handler.init, handler.app\n"
+    "{imports}\n"
     "aiohttp_import.wait_for_ca_store()"
 )
+LIBRARIES = _INIT_WAY.format(imports="import fastapi, pydantic_settings, mangum, orjson")
+APP = _INIT_WAY.format(imports="import handler.runtime, handler.init, handler.app")
 
 
 def import_cpu_ms(trials: int, package: Path) -> dict[str, float | None]:

@@ -197,9 +197,9 @@ def tables(results: dict) -> str:
             f" ticks): the interpreter alone {_fmt(imports['interpreter_ms'], 0)}; the libraries"
             " the app is built on, imported alone (FastAPI with pydantic and starlette, aiohttp,"
             f" pydantic-settings, Mangum, orjson) {_fmt(imports['libraries_ms'], 0)}; the whole"
-            f" app as init imports it (runtime, init and app modules; aiohttp's CA store loaded"
-            f" on a thread) {_fmt(imports['app_ms'], 0)}. Init cannot go below the libraries'"
-            " share while they are imported in it."
+            f" app (runtime, init and app modules) {_fmt(imports['app_ms'], 0)}; both as init"
+            " imports them, aiohttp's CA store loaded on a thread. Init cannot go below the"
+            " libraries' share while they are imported in it."
         )
     out.append(
         "\nGoals of issue 16 (native runtime, 128 MB unless said). The issue judges them"
