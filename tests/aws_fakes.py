@@ -305,6 +305,21 @@ def self_signed_certificate(directory) -> tuple[ssl.SSLContext, str]:
     return context, str(cert_path)
 
 
+def runtime_env_reading(fake: FakeAws, secret_id: str, **env: str) -> dict[str, str]:
+    """The environment of a runtime (tests/runtime_process.py) that reads its key `secret_id`
+    from `fake`, as on Lambda; `env` on top (an empty value leaves a variable out)."""
+    return {
+        "OPENAI_API_KEY": "",
+        "OPENAI_SECRET_ID": secret_id,
+        "AWS_ENDPOINT_URL": fake.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **env,
+    }
+
+
 def secrets_manager_holding(secret_id: str):
     """A `fake_aws` fixture: a FakeAws holding `secret_id` (the test key) as the endpoint
     (`AWS_ENDPOINT_URL_SECRETS_MANAGER`) of every Secrets Manager client the test makes."""

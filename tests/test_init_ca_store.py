@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.aws_fakes import FakeAws, self_signed_certificate
+from tests.aws_fakes import FakeAws, runtime_env_reading, self_signed_certificate
 from tests.conftest import TEST_KEY
 from tests.test_runtime import CHAT_EVENT
 
@@ -81,19 +81,6 @@ def aws_over_tls(tmp_path):
     fake.stop()
 
 
-def _on(fake: FakeAws, **env: str) -> dict[str, str]:
-    return {
-        "OPENAI_API_KEY": "",
-        "OPENAI_SECRET_ID": SECRET_ID,
-        "AWS_ENDPOINT_URL": fake.url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        **env,
-    }
-
-
 def test_init_reads_the_secret_over_tls_verified_by_the_store_it_loaded_in_a_thread(
     start_runtime, runtime_api, upstream, aws_over_tls
 ):
@@ -101,7 +88,7 @@ def test_init_reads_the_secret_over_tls_verified_by_the_store_it_loaded_in_a_thr
     store (here the operator's `SSL_CERT_FILE`, the only thing that trusts the endpoint) and
     succeeds, so the first request needs no read of its own."""
     fake, bundle = aws_over_tls
-    runtime = start_runtime(**_on(fake, SSL_CERT_FILE=bundle))
+    runtime = start_runtime(**runtime_env_reading(fake, SECRET_ID, SSL_CERT_FILE=bundle))
     assert runtime_api.emulator.polled.wait(30)
     assert fake.secret_reads() == 1
     invocation = runtime.invoke(CHAT_EVENT)
@@ -119,7 +106,7 @@ def test_an_endpoint_the_loaded_store_does_not_trust_is_refused(
     """Without the operator's file the endpoint's certificate is trusted by nothing: the read
     fails verification (never goes through unverified) and the request answers 503."""
     fake, _ = aws_over_tls
-    runtime = start_runtime(**_on(fake))
+    runtime = start_runtime(**runtime_env_reading(fake, SECRET_ID))
     assert runtime_api.emulator.polled.wait(30)
     invocation = runtime.invoke(CHAT_EVENT)
     prelude, body = invocation.prelude_and_body()

@@ -16,7 +16,12 @@ import pytest
 
 from devtools.scripts import Script
 from handler.credentials import CredentialStore, CredentialsUnavailable
-from tests.aws_fakes import ContainerCredentials, secret_store, secrets_manager_holding
+from tests.aws_fakes import (
+    ContainerCredentials,
+    runtime_env_reading,
+    secret_store,
+    secrets_manager_holding,
+)
 from tests.conftest import TEST_KEY
 from tests.helpers import run_coroutine
 from tests.test_runtime_concurrency import DEFAULT_MODEL, completions_event
@@ -112,14 +117,7 @@ def start_on_fake_aws(start_runtime, fake_aws):
     """A runtime reading its key from the fake Secrets Manager, as on Lambda."""
 
     def start(**env: str):
-        aws = {
-            "AWS_ENDPOINT_URL": fake_aws.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-        return start_runtime(OPENAI_API_KEY="", OPENAI_SECRET_ID=SECRET_ID, **{**aws, **env})
+        return start_runtime(**runtime_env_reading(fake_aws, SECRET_ID, **env))
 
     return start
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.aws_fakes import FakeAws
+from tests.aws_fakes import FakeAws, runtime_env_reading
 from tests.conftest import TEST_KEY
 from tests.test_runtime import CHAT_EVENT
 
@@ -25,17 +25,7 @@ def fake_aws():
 
 
 def on_fake_aws(fake: FakeAws, **env: str) -> dict[str, str]:
-    return {
-        "OPENAI_API_KEY": "",
-        "OPENAI_SECRET_ID": SECRET_ID,
-        "AWS_ENDPOINT_URL": fake.url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start",
-        **env,
-    }
+    return runtime_env_reading(fake, SECRET_ID, AWS_LAMBDA_INITIALIZATION_TYPE="snap-start", **env)
 
 
 def test_a_secret_older_than_its_ttl_is_read_again_by_the_restore_itself(
