@@ -17,7 +17,8 @@ init's connections wait for it first.
 Only the Lambda runtimes' init imports aiohttp this way (`handler.runtime`, `handler.lwa`);
 anywhere aiohttp was imported before (tests, `make dev`), its contexts already hold the store and
 the wait returns at once. aiohttp has no public switch for it: the context is its connector's
-`_SSL_CONTEXT_VERIFIED` (aiohttp is pinned; tests/test_init.py checks the store it ends up with).
+`_SSL_CONTEXT_VERIFIED` (aiohttp is pinned; tests/test_init_ca_store.py checks the store it ends
+up with).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 _CA_FILE = "SSL_CERT_FILE"  # OpenSSL's variable for its default CA file
 
@@ -32,7 +37,7 @@ _CA_FILE = "SSL_CERT_FILE"  # OpenSSL's variable for its default CA file
 class _CaStoreLoad:
     """The load of the store into aiohttp's verified context, on a thread of its own."""
 
-    def __init__(self, context: object) -> None:
+    def __init__(self, context: ssl.SSLContext) -> None:
         self._context = context
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._load, name="ca-store", daemon=True)
@@ -40,7 +45,7 @@ class _CaStoreLoad:
 
     def _load(self) -> None:
         try:
-            self._context.load_default_certs()  # type: ignore[attr-defined]
+            self._context.load_default_certs()
         except BaseException as exc:  # raised on the thread that waits, as an import would
             self._error = exc
 
