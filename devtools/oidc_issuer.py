@@ -44,7 +44,11 @@ class OidcIssuer:
                     issuer.jwks_fetches += 1
                     if issuer.hold_jwks is not None:
                         issuer.hold_jwks.wait(10)
-                    return self._send(issuer.jwks_status, issuer.jwks(), issuer.jwks_cache_control)
+                    try:
+                        self._send(issuer.jwks_status, issuer.jwks(), issuer.jwks_cache_control)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # a client that gave up on a held answer has gone: nobody to tell
+                    return None
                 return self._send(404, {"error": "not found"})
 
             def _send(self, status: int, body: dict, cache_control: str | None = None) -> None:
