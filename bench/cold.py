@@ -394,8 +394,9 @@ _INIT_WAY = (
     "{imports}\n"
     "aiohttp_import.wait_for_ca_store()"
 )
+APP_MODULES = "import handler.runtime, handler.init, handler.app"
 LIBRARIES = _INIT_WAY.format(imports="import fastapi, pydantic_settings, mangum, orjson")
-APP = _INIT_WAY.format(imports="import handler.runtime, handler.init, handler.app")
+APP = _INIT_WAY.format(imports=APP_MODULES)
 
 
 def import_cpu_ms(trials: int, package: Path) -> dict[str, float | None]:

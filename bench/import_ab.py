@@ -17,7 +17,7 @@ import argparse
 import statistics
 import subprocess
 
-from bench.cold import APP
+from bench.cold import APP, APP_MODULES
 from bench.package import as_on_lambda, build_package
 from bench.services import hermetic_env
 
@@ -29,7 +29,7 @@ wall, cpu = time.perf_counter(), time.process_time()
 print((time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000)
 """
 # As init imports the app (bench/cold.py's `APP`), and the same modules imported plainly.
-VARIANTS = {"thread": APP, "main": "import handler.runtime, handler.init, handler.app"}
+VARIANTS = {"thread": APP, "main": APP_MODULES}
 
 
 def measure(pairs: int) -> dict[str, list[tuple[float, float]]]:
