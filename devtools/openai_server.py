@@ -162,6 +162,11 @@ class OpenAICompatibleServer(LoopbackHttpServer):
                 return False
             for index, token in enumerate(script.tokens):
                 if script.die_after is not None and index >= script.die_after:
+                    # The tokens sent reach the client before the connection dies: aiohttp
+                    # raises a broken connection ahead of data it has not handed out yet, so a
+                    # token and the break read in one turn would lose the token at random.
+                    await writer.drain()
+                    await asyncio.sleep(0.02)
                     writer.transport.abort()
                     return False
                 if script.error_after is not None and index >= script.error_after:
