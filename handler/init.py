@@ -3,10 +3,9 @@
 Lambda runs init at full CPU and each invocation at the memory size's share of one CPU, so all
 the CPU work that can happen before the first event happens here: aiohttp's CA store loads in a
 thread (handler/aiohttp_import.py) and the secret is read in another while the app's modules
-import, then the upstream pool (and DynamoDB's, when limits are on)
-opens its first connection, one request
-goes through the app's routing and validation, and what init built is frozen out of the
-garbage collector's way.
+import, then the upstream pool (and DynamoDB's, when limits are on) opens its first connection,
+one request goes through the app's routing and validation, and what init built is frozen out of
+the garbage collector's way.
 """
 
 from __future__ import annotations
