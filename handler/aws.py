@@ -112,10 +112,18 @@ class CredentialChain:
         self.sdk_only = False  # the CRT's chain found nothing and botocore's did
 
     def provider(self) -> Any:
-        """awscrt's `AwsCredentialsProvider` (built on first use: it imports awscrt)."""
+        """awscrt's `AwsCredentialsProvider` (built on first use: it imports awscrt). Where the
+        environment names both keys (Lambda), that is the environment's provider alone: the
+        chain's first link, which then answers every call, so the chain would give the same
+        keys. Building the chain builds a TLS context for its remote links, and so parses the
+        system's CA store twice: ~11 ms of CPU under the GIL, in init's secret read."""
         with self._lock:
             if self._provider is None:
                 from awscrt.auth import AwsCredentialsProvider
+
+                if environment_names_keys():
+                    self._provider = AwsCredentialsProvider.new_environment()
+                    return self._provider
                 from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
 
                 if self._bootstrap is None:
@@ -164,6 +172,11 @@ class CredentialChain:
 
 
 CREDENTIALS = CredentialChain()
+
+
+def environment_names_keys() -> bool:
+    """Whether the SDKs' chain stops at the environment: it names an access key and its secret."""
+    return bool(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
 
 
 # --- Calls and retries --------------------------------------------------------------------------

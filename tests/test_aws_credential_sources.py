@@ -91,6 +91,83 @@ def test_a_named_profiles_keys_sign_the_secret_read_through_the_crts_chain(
     assert chain.sdk_only is False
 
 
+def read_with_a_new_chain(fake_aws: FakeAws) -> None:
+    client = AwsJsonClient(
+        SECRETS_MANAGER,
+        AwsEnvironment("us-east-1", fake_aws.url),
+        pooled=False,
+        credentials=CredentialChain(),
+    )
+    answer = run_coroutine(client.call(GET_SECRET_VALUE, {"SecretId": "relay"}))
+    assert answer == {"SecretString": SECRET["relay"]}
+
+
+def test_keys_in_the_environment_sign_before_a_profiles_as_in_the_sdks_chain(
+    fake_aws, laptop, monkeypatch
+):
+    """Lambda's case: the environment names both keys, so they sign (session token included),
+    though the default profile has keys of its own."""
+    (laptop / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = PROFILEKEY\naws_secret_access_key = profile-secret\n"
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "env-session")
+    fake_aws.keys = {"ENVKEY": "env-secret", "PROFILEKEY": "profile-secret"}
+    read_with_a_new_chain(fake_aws)
+    assert [(c.access_key, c.session_token, c.status) for c in fake_aws.calls] == [
+        ("ENVKEY", "env-session", 200)
+    ]
+
+
+def test_an_access_key_without_its_secret_in_the_environment_leaves_it_to_the_chain(
+    fake_aws, laptop, monkeypatch
+):
+    """Half a pair of keys is not the environment's answer: the chain goes on to the profile."""
+    (laptop / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = PROFILEKEY\naws_secret_access_key = profile-secret\n"
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    fake_aws.keys = {"PROFILEKEY": "profile-secret"}
+    read_with_a_new_chain(fake_aws)
+    assert [(c.access_key, c.status) for c in fake_aws.calls] == [("PROFILEKEY", 200)]
+
+
+# Bytes the process has read (/proc/self/io's rchar) while it builds the credentials provider.
+BYTES_READ_BUILDING_THE_PROVIDER = """
+import awscrt.auth, awscrt.io
+from handler.aws import CREDENTIALS
+
+def read_so_far():
+    with open("/proc/self/io") as io:
+        return int(next(line for line in io if line.startswith("rchar:")).split()[1])
+
+before = read_so_far()
+CREDENTIALS.provider()
+print(read_so_far() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's /proc/self/io")
+@pytest.mark.parametrize("keys_in_the_environment", [True, False])
+def test_with_keys_in_the_environment_no_ca_store_is_parsed_for_the_chains_remote_links(
+    laptop, keys_in_the_environment
+):
+    """Building the SDKs' default chain builds a TLS context for its remote links (container
+    credentials, instance metadata, STS), and so reads the system's CA store twice, ~11 ms of
+    CPU under the GIL in init's secret read. Where the environment's keys are the chain's answer
+    the relay builds the environment's provider alone, which reads nothing."""
+    keys = {"AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "env-secret"}
+    output = run_on_the_laptop(
+        BYTES_READ_BUILDING_THE_PROVIDER, keys if keys_in_the_environment else {}
+    )
+    read = int(output.split()[-1])
+    if keys_in_the_environment:
+        assert read < 4096
+    else:  # the check above can fail: the chain reads the store (well over 100 KB here)
+        assert read > 100_000
+
+
 SSO_SESSION = "corp"
 
 
@@ -147,17 +224,23 @@ print(json.dumps({"values": asyncio.run(read(int(sys.argv[2]))), "sdk_only": CRE
 
 def read_the_secret_on_the_laptop(fake_aws: FakeAws, sso_portal: SsoPortal, times: int = 1) -> dict:
     """`times` secret reads, one after the other, in a new process of the laptop's."""
-    env = {**os.environ, "AWS_PROFILE": "dev", "AWS_ENDPOINT_URL_SSO": sso_portal.url}
+    env = {"AWS_PROFILE": "dev", "AWS_ENDPOINT_URL_SSO": sso_portal.url}
+    output = run_on_the_laptop(READ_THE_SECRET, env, fake_aws.url, str(times))
+    return json.loads(output.splitlines()[-1])
+
+
+def run_on_the_laptop(code: str, env: dict[str, str], *args: str) -> str:
+    """`code`'s standard output, run in a new process of the laptop's with `env` added."""
     result = subprocess.run(
-        [sys.executable, "-c", READ_THE_SECRET, fake_aws.url, str(times)],
+        [sys.executable, "-c", code, *args],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.splitlines()[-1])
+    return result.stdout
 
 
 def test_an_sso_login_signs_the_secret_read_with_the_roles_credentials(
