@@ -175,22 +175,32 @@ def test_building_the_app_imports_no_pydantic_v1():
 
 
 def test_fastapis_openapi_models_are_built_on_first_use_and_the_relays_own_at_import():
-    """FastAPI's OpenAPI models (tens of ms of init) are left for the first /openapi.json; the
-    relay's bodies and settings, used by every (throttled) request, are built at import, and
-    pydantic's default is back to building at class creation once FastAPI is imported."""
+    """FastAPI's OpenAPI models (tens of ms of init) are left for the first /openapi.json, the
+    three its module rebuilds itself included; the relay's bodies and settings, used by every
+    (throttled) request, are built at import, and pydantic's default and `model_rebuild` are
+    back to building at class creation once FastAPI is imported."""
     check = (
         "import handler.app, handler.models, handler.settings, fastapi.openapi.models as m\n"
         "from pydantic import BaseModel\n"
         "from pydantic._internal._config import config_defaults\n"
         "class Later(BaseModel):\n"
         "    x: int\n"
-        "print(m.OpenAPI.__pydantic_complete__, m.Info.__pydantic_complete__,"
+        "class Ahead(BaseModel):\n"
+        "    later: 'Behind'\n"
+        "class Behind(BaseModel):\n"
+        "    x: int\n"
+        "Ahead.model_rebuild()\n"
+        "deferred = (m.OpenAPI, m.Info, m.Schema, m.Operation, m.Encoding)\n"
+        "print(*(model.__pydantic_complete__ for model in deferred),"
         " handler.models.ChatRequest.__pydantic_complete__,"
         " handler.models.ChatCompletionsRequest.__pydantic_complete__,"
         " handler.settings.Settings.__pydantic_complete__,"
-        " Later.__pydantic_complete__, config_defaults['defer_build'])\n"
+        " Later.__pydantic_complete__, Ahead.__pydantic_complete__,"
+        " config_defaults['defer_build'])\n"
         "document = handler.app.app.openapi()\n"
-        "print(m.OpenAPI.__pydantic_complete__, sorted(document['paths'])[:2])\n"
+        "schema = m.Schema.model_validate({'properties': {'a': {'type': 'string'}}})\n"
+        "print(m.OpenAPI.__pydantic_complete__, m.Schema.__pydantic_complete__,"
+        " schema.properties['a'].type, sorted(document['paths'])[:2])\n"
     )
     env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
     result = subprocess.run(
@@ -198,5 +208,5 @@ def test_fastapis_openapi_models_are_built_on_first_use_and_the_relays_own_at_im
     )
     assert result.returncode == 0, result.stderr[-2000:]
     at_import, after_document = result.stdout.splitlines()[-2:]
-    assert at_import == "False False True True True True False"
-    assert after_document == "True ['/api/chat', '/chat']"
+    assert at_import == "False False False False False True True True True True False"
+    assert after_document == "True True string ['/api/chat', '/chat']"
