@@ -5,8 +5,9 @@ each contender starts unthrottled and, when it first asks the runtime API for an
 Lambda Web Adapter mode: once its health check answers), moves into a cgroup whose CFS quota is
 that share. Per memory size: init, the first invocation's time to first byte, the warm time to
 first token, one stream's sustained tokens per second and peak RSS, for the native runtime, the
-`lwa` mode's uvicorn, buffered Mangum under a managed-runtime stand-in, and a floor of the
-standard library alone (bench/lambda_floor.py). The key comes from Secrets Manager (moto).
+previous release's (its `handler/` on this package's libraries), the `lwa` mode's uvicorn,
+buffered Mangum under a managed-runtime stand-in, and a floor of the standard library alone
+(bench/lambda_floor.py). The key comes from Secrets Manager (moto).
 Each starts as Lambda starts a function: from the deployment package `make package` builds
 (bytecode compiled ahead of time), with only that package and the standard library on the path.
 """
@@ -28,7 +29,12 @@ from pathlib import Path
 from bench import client as http_client
 from bench.events import function_url_event
 from bench.native import RuntimeProcess, verify
-from bench.package import as_on_lambda, build_package
+from bench.package import (
+    PREVIOUS_RELEASE,
+    as_on_lambda,
+    build_package,
+    previous_release_tree,
+)
 from bench.runtime_api import RuntimeApiEmulator
 from bench.scenario import FIRST_TOKEN, prompt
 from bench.services import ROOT, Service, cpu_seconds, free_port, git_commit, hermetic_env
@@ -66,10 +72,19 @@ class ColdContender:
     via: str = "runtime_api"  # or "http" (the web adapter's uvicorn)
     streams: bool = True
     bench_module: bool = False  # a stand-in from bench/ (the floor, the managed runtime's)
+    previous: bool = False  # the previous release's `handler`, on the package's libraries
 
 
 CONTENDERS = [
     ColdContender("native", "native runtime", ["-m", "handler.runtime"]),
+    # The Starlette release, whose AWS calls were signed by hand: what init and the first
+    # invocation cost before FastAPI came back and awscrt signed (issues 24 and 26).
+    ColdContender(
+        "previous",
+        f"native runtime, previous release {PREVIOUS_RELEASE}",
+        ["-m", "handler.runtime"],
+        previous=True,
+    ),
     # What handler/bin/lwa-start execs once it is in LAMBDA_TASK_ROOT (it adds the port).
     ColdContender("lwa", "lwa mode (uvicorn)", ["-m", "handler.lwa"], via="http"),
     ColdContender(
@@ -235,9 +250,11 @@ class LambdaProcess(RuntimeProcess):
         quota: CpuQuota,
         memory_mb: int | None,
         package: Path,
+        previous: Path | None = None,
     ) -> None:
         super().__init__(env, str(package), False)
         self.contender, self.quota, self.memory_mb = contender, quota, memory_mb
+        self.handler_from = previous if contender.previous else None
         self.emulator = ThrottlingEmulator(quota, memory_mb)
         self.port: int | None = None
 
@@ -301,12 +318,14 @@ class LambdaProcess(RuntimeProcess):
 
     def _spawn(self, args: list[str], extra: dict[str, str]) -> None:
         python, lambda_env = as_on_lambda(
-            Path(self.package), bench_module=self.contender.bench_module
+            Path(self.package),
+            bench_module=self.contender.bench_module,
+            handler_from=self.handler_from,
         )
         self.spawned_at = now()
         self.process = subprocess.Popen(
             [*python, *args],
-            cwd=self.package,
+            cwd=self.handler_from or self.package,  # `-m` puts the cwd first on the path
             env={**self.env, **lambda_env, **extra},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -339,10 +358,14 @@ class LambdaProcess(RuntimeProcess):
 
 
 async def measure(
-    scale: ColdScale, env: dict[str, str], quota: CpuQuota, package: Path, only=None
+    scale: ColdScale,
+    env: dict[str, str],
+    quota: CpuQuota,
+    package: Path,
+    contenders: list[ColdContender],
+    previous: Path | None,
 ) -> dict:
     """Every contender at every size and at full CPU; sizes in turn, contenders alternating."""
-    contenders = [c for c in CONTENDERS if not only or c.name in only]
     sizes: list[int | None] = [None, *scale.sizes]
     figure: dict[str, dict] = {}
     for memory_mb in sizes:
@@ -352,7 +375,7 @@ async def measure(
         lambda_env = dict(env, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(memory_mb or ONE_CPU_MB))
         for trial in range(scale.trials):
             for contender in contenders:
-                runtime = LambdaProcess(contender, lambda_env, quota, memory_mb, package)
+                runtime = LambdaProcess(contender, lambda_env, quota, memory_mb, package, previous)
                 sample = samples[contender.name]
                 try:
                     init, first_byte, first_token = await runtime.cold_start()
@@ -366,7 +389,7 @@ async def measure(
                         await _warm_figures(runtime, sample, scale)
                 finally:
                     stderr = await runtime.stop()
-                if contender.name == "native":
+                if contender.name in ("native", "previous"):
                     sample.init_steps = init_steps(stderr)
         figure[key] = {name: sample.summary() for name, sample in samples.items()}
     return figure
@@ -485,9 +508,16 @@ def run(scale: ColdScale, only=None) -> dict:
         return {"skipped": quota.skipped}
     started = now()
     package = build_package()
+    contenders = [c for c in CONTENDERS if not only or c.name in only]
+    previous = previous_release_tree() if any(c.previous for c in contenders) else None
+    if previous is None and any(c.previous for c in contenders):
+        print(f"note: commit {PREVIOUS_RELEASE} is not in this clone", file=sys.stderr)
+        contenders = [c for c in contenders if not c.previous]
     try:
         with Stack() as stack:
-            sizes = asyncio.run(measure(scale, stack.env, quota, package.packaged, only))
+            sizes = asyncio.run(
+                measure(scale, stack.env, quota, package.packaged, contenders, previous)
+            )
     finally:
         quota.remove()
     imports = import_cpu_ms(scale.trials, package.packaged)
@@ -495,7 +525,7 @@ def run(scale: ColdScale, only=None) -> dict:
         "quota": quota.description,
         "one_cpu_mb": ONE_CPU_MB,
         "scale": asdict(scale),
-        "contenders": {c.name: c.label for c in CONTENDERS if not only or c.name in only},
+        "contenders": {c.name: c.label for c in contenders},
         "package": package.source,  # who built what the contenders ran
         "sizes": sizes,
         "import_cpu": imports,

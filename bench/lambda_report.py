@@ -130,6 +130,32 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def against_previous(figure: dict, label: str) -> str:
+    """This release's native runtime against the previous release's, in this run."""
+    init = init_every_size(figure, "native"), init_every_size(figure, "previous")
+    cold = (
+        cold_first_byte(figure, GOAL_SIZE, "native"),
+        cold_first_byte(figure, GOAL_SIZE, "previous"),
+    )
+    first, rss = (
+        (_value(figure, GOAL_SIZE, "native", key), _value(figure, GOAL_SIZE, "previous", key))
+        for key in ("first_byte_ms", "peak_rss_mib")
+    )
+
+    def pair(values: tuple, digits: int = 1) -> str:
+        ours, theirs = values
+        change = _minus(ours, theirs)
+        change = "-" if change is None else f"{change:+,.{digits}f}"
+        return f"{_fmt(ours, digits)} ms against {_fmt(theirs, digits)} ms ({change} ms)"
+
+    return (
+        f"\nAgainst the {label} (the Starlette app, its AWS calls signed by hand): init at full CPU"
+        f" {pair(init, 0)}, median over every size's cold starts; at {GOAL_SIZE} MB, cold start"
+        f" to first byte {pair(cold, 0)}, the first invocation to its first byte"
+        f" {pair(first)}, peak RSS {_fmt(rss[0])} against {_fmt(rss[1])} MiB."
+    )
+
+
 def tables(results: dict) -> str:
     figure = _figure(results)
     if not figure.get("sizes"):
@@ -185,6 +211,8 @@ def tables(results: dict) -> str:
                 ]
             )
     out.append(_table(header, rows))
+    if "previous" in labels:
+        out.append(against_previous(figure, labels["previous"]))
     steps = _value(figure, "full", "native", "init_steps_ms")
     if steps:
         out.append("\nNative runtime's init steps at full CPU (its own log line, ms):\n")

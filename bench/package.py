@@ -19,6 +19,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "results" / "build"
+# The Starlette release (main before issue 24 brought FastAPI back, and before issue 26 put the
+# AWS calls on awscrt): the relay's warm figures and its Lambda-shaped cold start are measured
+# against it in the same run, so "nothing got worse" is one run's comparison, not two days'.
+PREVIOUS_RELEASE = "48f29db"
+PREVIOUS_TREE = ROOT / "bench" / "results" / "previous"
 
 
 @dataclass
@@ -32,14 +37,49 @@ class Package:
     pyc_files: int
 
 
-def as_on_lambda(package: Path, *, bench_module: bool = False) -> tuple[list[str], dict[str, str]]:
+def as_on_lambda(
+    package: Path, *, bench_module: bool = False, handler_from: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The interpreter and environment of a process started as Lambda starts one: the package
     in LAMBDA_TASK_ROOT and on the path, no site-packages (`-S`: this checkout's virtualenv
     holds a hundred more distributions than the package, and pydantic scans them all for
-    plugins); bench/'s stand-ins after the package, so `handler` is still the package's."""
+    plugins); bench/'s stand-ins after the package, so `handler` is still the package's.
+    `handler_from`, a tree ahead of the package, brings another release's `handler` to run on
+    the package's libraries."""
     path = [str(package), str(ROOT)] if bench_module else [str(package)]
+    if handler_from is not None:
+        path.insert(0, str(handler_from))
     env = {"PYTHONPATH": os.pathsep.join(path), "LAMBDA_TASK_ROOT": str(package)}
     return [sys.executable, "-S"], env
+
+
+def export_previous_release() -> Path | None:
+    """The previous release's `handler/`, exported from git into a directory of its own and
+    compiled as the package is (unchecked-hash bytecode, so its cold start does not compile);
+    None when that commit is not in this clone."""
+    tree = PREVIOUS_TREE
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    export = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "handler"], capture_output=True
+    )
+    if export.returncode != 0:
+        return None
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=export.stdout, check=True)
+    (tree / "COMMIT").write_text(PREVIOUS_RELEASE)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            "--invalidation-mode",
+            "unchecked-hash",
+            str(tree / "handler"),
+        ],
+        check=True,
+    )
+    return tree
 
 
 def _makefile_has_package_target() -> bool:
@@ -145,6 +185,15 @@ def build_package() -> Package:
         unzipped_bytes=unzipped,
         pyc_files=pyc_files,
     )
+
+
+def previous_release_tree() -> Path | None:
+    """The previous release's export: the one already made for this commit (a whole run's
+    relay of the previous release may still be serving from it), else a new one."""
+    marker = PREVIOUS_TREE / "COMMIT"
+    if marker.exists() and marker.read_text() == PREVIOUS_RELEASE:
+        return PREVIOUS_TREE
+    return export_previous_release()
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -26,7 +24,7 @@ from pathlib import Path
 
 from bench import lambda_report, report, work
 from bench.moto_requests import MotoRecorder
-from bench.package import build_package
+from bench.package import PREVIOUS_RELEASE, build_package, export_previous_release
 from bench.scenario import TOOL_NAME, TOOL_PIECES, prompt
 from bench.services import (
     ROOT,
@@ -44,10 +42,6 @@ BENCH_KEY = "sk-bench-not-a-real-key"
 TTFT_TURN = 100  # measured requests in one contender's turn (figure 1)
 TTFT_SETTLE = 10  # unmeasured requests at the start of each turn (figure 1)
 QUOTA_TABLE = "bench-quota"
-# The Starlette release (main before issue 24 brought FastAPI back): the relay's warm figures
-# are measured against it in the same run, so "nothing got worse" is one run's comparison, not
-# two days'.
-PREVIOUS_RELEASE = "48f29db"
 
 
 @dataclass
@@ -444,7 +438,7 @@ class Run:
             servers["relay_rate_limit"] = ("handler.app:app", True, rate_limit_env, ROOT)
         if "relay_previous" in wanted or "work" in self.sections:
             # The work figure counts the previous release's calls too, even run alone.
-            previous = self.previous_tree = self._previous_release()
+            previous = self.previous_tree = export_previous_release()
             if previous is None:
                 self._drop("relay_previous", f"commit {PREVIOUS_RELEASE} is not in this clone")
             elif "relay_previous" in wanted:
@@ -687,21 +681,6 @@ class Run:
             RATE_LIMIT_PER_MINUTE=str(10**9),
             TOKEN_BUDGET_PER_DAY=str(10**12),
         )
-
-    def _previous_release(self) -> Path | None:
-        """The previous release's `handler/`, exported from git into a directory of its own
-        (its uvicorn runs there, with the same interpreter and packages as this run)."""
-        tree = RESULTS / "previous"
-        shutil.rmtree(tree, ignore_errors=True)
-        tree.mkdir(parents=True)
-        export = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE, "handler"],
-            capture_output=True,
-        )
-        if export.returncode != 0:
-            return None
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=export.stdout, check=True)
-        return tree
 
     def _drop(self, service: str, why: str) -> None:
         dropped = [c.name for c in self.contenders if c.service == service]

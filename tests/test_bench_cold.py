@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from bench import lambda_report
+from bench.package import PREVIOUS_RELEASE
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = {"native", "lwa", "buffered", "floor"}
+CONTENDERS = {"native", "previous", "lwa", "buffered", "floor"}
 
 
 def test_tiny_lambda_shaped_run_measures_every_contender_or_says_why_not(tmp_path):
@@ -61,6 +62,12 @@ def test_tiny_lambda_shaped_run_measures_every_contender_or_says_why_not(tmp_pat
     assert set(imports) == {"interpreter_ms", "libraries_ms", "app_ms"}, imports
     assert imports["libraries_ms"] > 0 and imports["app_ms"] > 0, imports
     assert "Goals of issue 16" in run.stdout and "| 128 MB | native runtime |" in run.stdout
+    # The previous release ran its own `handler` (its init had no CA-store thread yet), and the
+    # report sets the two releases side by side.
+    previous_steps = set(figure["sizes"]["128"]["previous"]["init_steps_ms"])
+    assert "first_request" in previous_steps and "ca_store_wait" not in previous_steps
+    assert figure["contenders"]["previous"].endswith(PREVIOUS_RELEASE)
+    assert f"Against the native runtime, previous release {PREVIOUS_RELEASE}" in run.stdout
 
 
 def test_import_ab_times_init_imports_both_ways():
