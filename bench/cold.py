@@ -250,11 +250,11 @@ class LambdaProcess(RuntimeProcess):
         quota: CpuQuota,
         memory_mb: int | None,
         package: Path,
-        previous: Path | None = None,
+        handler_from: Path | None = None,  # another release's `handler` (as_on_lambda)
     ) -> None:
         super().__init__(env, str(package), False)
         self.contender, self.quota, self.memory_mb = contender, quota, memory_mb
-        self.handler_from = previous if contender.previous else None
+        self.handler_from = handler_from
         self.emulator = ThrottlingEmulator(quota, memory_mb)
         self.port: int | None = None
 
@@ -375,7 +375,10 @@ async def measure(
         lambda_env = dict(env, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(memory_mb or ONE_CPU_MB))
         for trial in range(scale.trials):
             for contender in contenders:
-                runtime = LambdaProcess(contender, lambda_env, quota, memory_mb, package, previous)
+                handler_from = previous if contender.previous else None
+                runtime = LambdaProcess(
+                    contender, lambda_env, quota, memory_mb, package, handler_from
+                )
                 sample = samples[contender.name]
                 try:
                     init, first_byte, first_token = await runtime.cold_start()
@@ -509,10 +512,12 @@ def run(scale: ColdScale, only=None) -> dict:
     started = now()
     package = build_package()
     contenders = [c for c in CONTENDERS if not only or c.name in only]
-    previous = previous_release_tree() if any(c.previous for c in contenders) else None
-    if previous is None and any(c.previous for c in contenders):
-        print(f"note: commit {PREVIOUS_RELEASE} is not in this clone", file=sys.stderr)
-        contenders = [c for c in contenders if not c.previous]
+    previous = None
+    if any(c.previous for c in contenders):
+        previous = previous_release_tree()
+        if previous is None:
+            print(f"note: commit {PREVIOUS_RELEASE} is not in this clone", file=sys.stderr)
+            contenders = [c for c in contenders if not c.previous]
     try:
         with Stack() as stack:
             sizes = asyncio.run(
